@@ -1,0 +1,55 @@
+"""The Lockstep event contract: CloudEvents on Kafka carrying CDEvents.
+
+CI systems and deployer agents in any language validate against the exported JSON Schemas
+(``lockstep schema export DIR``); Python code uses these models directly.
+"""
+
+from events._artifact_ref import ArtifactRef, ArtifactRefError, check_digest
+from events._base import CDEvent, Context, Reference, short_type
+from events._envelope import (
+    DEFAULT_MAX_EVENT_BYTES,
+    Decoded,
+    InvalidEvent,
+    KafkaRecord,
+    decode,
+    encode,
+)
+from events._registry import EVENT_TYPES, known_types, model_for
+from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
+from events.evidence import (
+    BenchmarkFinished,
+    Evidence,
+    EvidenceRecorded,
+    EvidenceRejected,
+    SecurityScanFinished,
+    TestSuiteRunFinished,
+)
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "EVENT_TYPES",
+    "ArtifactFacts",
+    "ArtifactPackaged",
+    "ArtifactPublished",
+    "ArtifactRef",
+    "ArtifactRefError",
+    "ArtifactRejected",
+    "BenchmarkFinished",
+    "CDEvent",
+    "Context",
+    "Decoded",
+    "Evidence",
+    "EvidenceRecorded",
+    "EvidenceRejected",
+    "InvalidEvent",
+    "KafkaRecord",
+    "Reference",
+    "SecurityScanFinished",
+    "TestSuiteRunFinished",
+    "check_digest",
+    "decode",
+    "encode",
+    "known_types",
+    "model_for",
+    "short_type",
+]

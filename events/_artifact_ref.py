@@ -1,0 +1,134 @@
+"""Artifact identity: a service, a version and an immutable sha256 digest, written as a purl.
+
+Lockstep writes ``pkg:oci/<service>@sha256:<hex>?tag=<version>`` (the OCI purl type keeps the
+digest as the version and the human version in the ``tag`` qualifier). It also reads what other
+CDEvents producers write, e.g. ``pkg:generic/<service>@<version>?checksum=sha256:<hex>``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from packageurl import PackageURL
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+class ArtifactRefError(ValueError):
+    """A purl, digest, service name or version that Lockstep cannot accept; ``code`` is stable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def check_digest(digest: str) -> str:
+    if DIGEST_RE.match(digest):
+        return digest
+    if digest.lower() != digest and DIGEST_RE.match(digest.lower()):
+        raise ArtifactRefError(
+            "invalid_digest", f"digest {digest!r} has upper-case hex; write it in lower case"
+        )
+    raise ArtifactRefError(
+        "invalid_digest",
+        f"digest {digest!r} is not 'sha256:' followed by 64 lower-case hex characters; "
+        "pass the image or file digest (e.g. from `docker buildx imagetools inspect` "
+        "or `sha256sum`)",
+    )
+
+
+def check_service(service: str) -> str:
+    if SERVICE_RE.match(service):
+        return service
+    raise ArtifactRefError(
+        "invalid_service",
+        f"service name {service!r} must be 1-63 characters of a-z, 0-9, '.', '_' or '-', "
+        "starting with a letter or digit",
+    )
+
+
+def check_version(version: str) -> str:
+    if VERSION_RE.match(version):
+        return version
+    raise ArtifactRefError(
+        "invalid_version",
+        f"version {version!r} must be 1-128 characters of letters, digits, '.', '_', '+' or '-'",
+    )
+
+
+def service_of(purl: str) -> str | None:
+    """The service (purl name) of an artifact id, without judging the rest; None if no purl."""
+    try:
+        return str(PackageURL.from_string(purl).name)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    service: str
+    version: str
+    digest: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}@{self.version}"
+
+    def purl(self) -> str:
+        if self.digest is None:
+            return PackageURL(type="generic", name=self.service, version=self.version).to_string()
+        return PackageURL(
+            type="oci", name=self.service, version=self.digest, qualifiers={"tag": self.version}
+        ).to_string()
+
+    @classmethod
+    def parse_label(cls, label: str) -> ArtifactRef:
+        """``checkout@1.4.2`` -> ArtifactRef (no digest)."""
+        service, sep, version = label.partition("@")
+        if not sep:
+            raise ArtifactRefError(
+                "invalid_label", f"{label!r} is not service@version, e.g. checkout@1.4.2"
+            )
+        return cls(check_service(service), check_version(version))
+
+    @classmethod
+    def from_purl(cls, purl: str, *, require_digest: bool) -> ArtifactRef:
+        try:
+            parsed = PackageURL.from_string(purl)
+        except ValueError as exc:
+            raise ArtifactRefError(
+                "invalid_purl", f"artifact id {purl!r} is not a Package URL (purl): {exc}"
+            ) from exc
+        qualifiers = parsed.qualifiers if isinstance(parsed.qualifiers, dict) else {}
+        digest: str | None = None
+        version: str | None = None
+        if parsed.version and parsed.version.startswith("sha256:"):
+            digest = parsed.version
+            version = qualifiers.get("tag")
+        else:
+            version = parsed.version
+            checksum = qualifiers.get("checksum") or qualifiers.get("digest")
+            if checksum:
+                digest = next(
+                    (c for c in str(checksum).split(",") if c.startswith("sha256:")), checksum
+                )
+        if digest is not None:
+            check_digest(digest)
+        elif require_digest:
+            raise ArtifactRefError(
+                "missing_digest",
+                f"artifact id {purl!r} carries no sha256 digest; Lockstep registers immutable "
+                "builds only: use pkg:oci/<service>@sha256:<hex>?tag=<version> "
+                "(or a checksum=sha256:<hex> qualifier)",
+            )
+        if not version:
+            raise ArtifactRefError(
+                "missing_version",
+                f"artifact id {purl!r} carries no version; add the release version as the "
+                "'tag' qualifier, e.g. ?tag=1.4.2",
+            )
+        return cls(check_service(parsed.name), check_version(version), digest)

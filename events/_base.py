@@ -1,0 +1,113 @@
+"""The CDEvents shape every Lockstep event shares: a context, a subject, optional customData.
+
+A CDEvent is the *data* of a CloudEvent. The Kafka record carries the CloudEvent attributes
+as ``ce_*`` headers (see ``_envelope``) and this document as its value.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CDEVENTS_SPEC_VERSION = "0.5.1"
+
+# dev.cdevents.<subject>.<predicate>.<M.m.p>  or  dev.cdeventsx.<tool>-<subject>.<predicate>.<M.m.p>
+_TYPE_RE = re.compile(
+    r"^(?P<name>dev\.cdevents(?:x)?\.[a-z0-9-]+\.[a-z0-9-]+)\.(?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)$"
+)
+
+
+def split_type(event_type: str) -> tuple[str, int] | None:
+    """``dev.cdevents.artifact.packaged.0.3.0`` -> (``dev.cdevents.artifact.packaged``, 0)."""
+    match = _TYPE_RE.match(event_type)
+    if match is None:
+        return None
+    return match["name"], int(match["major"])
+
+
+def short_type(event_type: str) -> str:
+    """``dev.cdevents.artifact.packaged.0.3.0`` -> ``artifact.packaged``;
+    ``dev.cdeventsx.lockstep-gate.passed.0.1.0`` -> ``gate.passed``."""
+    parts = event_type.split(".")
+    if len(parts) < 4:
+        return event_type
+    return f"{parts[2].removeprefix('lockstep-')}.{parts[3]}"
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base of every wire model: camelCase on the wire, unknown fields ignored (DESIGN §2)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Context(Model):
+    specversion: str = CDEVENTS_SPEC_VERSION
+    id: str = Field(default_factory=new_event_id, min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    timestamp: datetime = Field(default_factory=utc_now)
+    schema_uri: str | None = Field(default=None, alias="schemaUri", min_length=1)
+    chain_id: str | None = Field(default=None, alias="chainId", min_length=1)
+
+
+class Reference(Model):
+    """A ``{id, source}`` pointer, as CDEvents uses for changes and environments."""
+
+    id: str = Field(min_length=1)
+    source: str | None = Field(default=None, min_length=1)
+
+
+class CDEvent(Model):
+    """One event type. Subclasses narrow ``subject`` (and ``custom_data``) and set
+    ``TYPE``/``TOPIC``.
+
+    ``TYPE`` is the full versioned type, e.g. ``dev.cdevents.artifact.packaged.0.3.0``.
+    ``TOPIC`` is the logical topic (``artifacts``); the namespace prefix is added by settings.
+    """
+
+    TYPE: ClassVar[str]
+    TOPIC: ClassVar[str]
+    SUMMARY: ClassVar[str] = ""
+
+    context: Context
+    subject: Any
+    custom_data: Any = Field(default=None, alias="customData")
+
+    @property
+    def id(self) -> str:
+        return self.context.id
+
+    @property
+    def source(self) -> str:
+        return self.context.source
+
+    def partition_key(self) -> str:
+        """The record key: the service (component) the event is about, so it stays in order."""
+        raise NotImplementedError
+
+    def artifact_label(self) -> str | None:
+        """``service@version`` this event is about, if any (used to find a release's trace)."""
+        return None
+
+    def describe(self) -> str:
+        """One line for people (``lockstep tail``)."""
+        return self.SUMMARY
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+    @classmethod
+    def new_context(cls, source: str, **extra: Any) -> Context:
+        return Context(source=source, type=cls.TYPE, **extra)

@@ -1,0 +1,32 @@
+"""Logical topics (DESIGN §2). The physical name is ``<namespace>.<topic>``; the default
+namespace is ``lockstep``, so ``artifacts`` is the Kafka topic ``lockstep.artifacts``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+ARTIFACTS: Final = "artifacts"
+EVIDENCE: Final = "evidence"
+GATES: Final = "gates"
+PROMOTIONS: Final = "promotions"
+DEPLOYMENTS: Final = "deployments"
+FLAGS: Final = "flags"
+INCIDENTS: Final = "incidents"
+SIGNALS: Final = "signals"
+DLQ: Final = "dlq"
+
+ALL: Final[tuple[str, ...]] = (
+    ARTIFACTS,
+    EVIDENCE,
+    GATES,
+    PROMOTIONS,
+    DEPLOYMENTS,
+    FLAGS,
+    INCIDENTS,
+    SIGNALS,
+    DLQ,
+)
+
+
+def physical(namespace: str, topic: str) -> str:
+    return f"{namespace}.{topic}"

@@ -1,0 +1,1 @@
+"""The artifacts service: the registry of immutable builds and the evidence attached to them."""

@@ -1,0 +1,175 @@
+"""``lockstep demo``: every service up, a sample build pushed through, its trace printed.
+
+The demo plays the CI system: it opens a "ci build" span (so the trace starts at CI, as it does
+when a real CI passes its traceparent), publishes one piece of evidence *before* the build it is
+about (events may come out of order), the build, two more pieces of evidence, and then the same
+version again with another digest, which the registry must refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.markup import escape
+
+from events import (
+    ArtifactPackaged,
+    ArtifactRef,
+    BenchmarkFinished,
+    SecurityScanFinished,
+    TestSuiteRunFinished,
+    short_type,
+    topics,
+)
+from events.evidence import Findings, Measurement
+from services.catalog import SERVICES
+from services.cli.views import describe_record, print_artifact, print_trace
+from shared.bus import Publisher
+from shared.bus.admin import ensure_topics, partitions_of
+from shared.bus.consumer import record_from_kafka
+from shared.settings import Settings
+from shared.telemetry import current_trace_headers, tracer, tracer_provider
+
+WATCHED = (topics.ARTIFACTS, topics.EVIDENCE, topics.DLQ)
+
+
+def run_demo(out: Console, settings: Settings) -> int:
+    created = asyncio.run(ensure_topics(settings))
+    if created:
+        out.print(f"created topics: {', '.join(created)}")
+    log_path = Path(".lockstep/demo-services.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out.print(f"starting services: {', '.join(SERVICES)} (log: {log_path})")
+    with log_path.open("ab") as log:
+        services = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "run", "all"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+    try:
+        label, ok = asyncio.run(_push_sample(out, settings))
+    finally:
+        services.send_signal(signal.SIGTERM)
+        code = services.wait(timeout=60)
+        out.print(f"services stopped (exit {code})")
+    out.print()
+    print_artifact(out, settings, ArtifactRef.parse_label(label))
+    out.print()
+    if not print_trace(out, settings, label, wait=5.0):
+        out.print(f"[red]no trace found for {label}[/red]")
+        return 1
+    return 0 if ok and code == 0 else 1
+
+
+async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
+    stamp = int(time.time())
+    version = f"1.4.{stamp}"
+    digest = "sha256:" + hashlib.sha256(f"checkout {version}".encode()).hexdigest()
+    other = "sha256:" + hashlib.sha256(f"checkout {version} rebuilt".encode()).hexdigest()
+    ref = ArtifactRef("checkout", version, digest)
+    label = ref.label
+
+    watcher = await _watch(settings)
+    provider = tracer_provider(settings, "ci")
+    ci = tracer(provider)
+    expected = {"artifact.published": 1, "evidence.recorded": 3, "artifact.rejected": 1}
+    seen: dict[str, int] = {}
+    try:
+        with ci.start_as_current_span(f"ci build {label}", attributes={"lockstep.artifact": label}):
+            trace = current_trace_headers()
+            async with Publisher(settings, client_id="lockstep-demo-ci") as ci_pub:
+                steps = [
+                    TestSuiteRunFinished.build(
+                        artifact=ref,
+                        suite="integration",
+                        outcome="success",
+                        passed=212,
+                        failed=0,
+                        source="demo/ci",
+                    ),
+                    ArtifactPackaged.build(
+                        service="checkout",
+                        version=version,
+                        digest=digest,
+                        commit=hashlib.sha1(version.encode()).hexdigest(),
+                        repo="https://git.example.com/shop/checkout",
+                        source="demo/ci",
+                    ),
+                    SecurityScanFinished.build(
+                        artifact=ref,
+                        scanner="trivy",
+                        findings=Findings(medium=2, low=7),
+                        source="demo/ci",
+                    ),
+                    BenchmarkFinished.build(
+                        artifact=ref,
+                        benchmark="checkout-load",
+                        metrics={
+                            "p99_latency": Measurement(value=41.5, unit="ms"),
+                            "throughput": Measurement(
+                                value=1250, unit="req/s", higher_is_better=True
+                            ),
+                        },
+                        source="demo/ci",
+                    ),
+                    ArtifactPackaged.build(
+                        service="checkout",
+                        version=version,
+                        digest=other,
+                        commit="f" * 40,
+                        source="demo/ci",
+                    ),
+                ]
+                for event in steps:
+                    await ci_pub.publish(event, traceparent=trace.get("traceparent"))
+                    out.print(f"[dim]CI  ->[/dim] {escape(event.describe())}", highlight=False)
+        deadline = time.monotonic() + 60
+        while any(seen.get(k, 0) < n for k, n in expected.items()) and time.monotonic() < deadline:
+            for records in (await watcher.getmany(timeout_ms=500)).values():
+                for r in records:
+                    line = describe_record(record_from_kafka(r), settings.max_event_bytes)
+                    kind = _kind(r)
+                    if kind in expected:
+                        seen[kind] = seen.get(kind, 0) + 1
+                    if (
+                        kind not in ("artifact.packaged", "testsuiterun.finished")
+                        and "finished" not in kind
+                    ):
+                        out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
+    finally:
+        await watcher.stop()
+        provider.shutdown()
+    ok = all(seen.get(k, 0) >= n for k, n in expected.items())
+    if not ok:
+        out.print(f"[red]the mesh did not answer in time: saw {seen}, expected {expected}[/red]")
+    return label, ok
+
+
+async def _watch(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer positioned at the current end of the watched topics (so nothing is missed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+    )
+    await consumer.start()
+    partitions = await partitions_of(settings, [settings.topic(t) for t in WATCHED])
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    return consumer
+
+
+def _kind(r: Any) -> str:
+    headers = dict(r.headers or ())
+    return short_type(headers.get("ce_type", b"").decode())

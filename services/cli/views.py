@@ -1,0 +1,161 @@
+"""What the read-only commands print: artifact tables, the live tail, the trace tree."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, topics
+from services.artifacts import queries
+from services.cli.trace_view import build_tree, render, traces_of
+from shared.bus.consumer import record_from_kafka
+from shared.bus.dlq import reason_of
+from shared.settings import Settings
+from shared.telemetry import read_spans
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        settings.pg_dsn, server_settings={"search_path": settings.db_schema("artifacts")}
+    )
+
+
+def print_artifact_list(out: Console, settings: Settings, service: str | None, limit: int) -> None:
+    async def go() -> list[queries.ArtifactSummary]:
+        conn = await _connect(settings)
+        try:
+            return await queries.list_artifacts(conn, service, limit)
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(go())
+    table = Table("artifact", "digest", "commit", "evidence", "registered")
+    for r in rows:
+        evidence = f"{r.evidence}" + (f" ([red]{r.failing} failing[/red])" if r.failing else "")
+        table.add_row(
+            f"{r.service}@{r.version}",
+            r.digest[:19] + "…",
+            r.commit[:12],
+            evidence,
+            r.registered_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
+        )
+    out.print(table if rows else "no artifacts registered yet")
+
+
+def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
+    async def go() -> queries.ArtifactView | None:
+        conn = await _connect(settings)
+        try:
+            return await queries.show_artifact(conn, ref.service, ref.version)
+        finally:
+            await conn.close()
+
+    view = asyncio.run(go())
+    if view is None:
+        return False
+    out.print(f"[bold]{view.service}@{view.version}[/bold]  status: {view.status}")
+    if view.digest:
+        out.print(f"  digest:     {view.digest}")
+        out.print(f"  commit:     {view.commit}")
+        assert view.registered_at is not None
+        out.print(f"  registered: {view.registered_at.astimezone(UTC).isoformat()}")
+        out.print(f"  trace:      {view.trace_id}  (lockstep trace {view.service}@{view.version})")
+    if view.evidence:
+        table = Table("evidence", "verdict", "state", "details")
+        for e in view.evidence:
+            verdict = "[green]pass[/green]" if e.passed else "[red]fail[/red]"
+            details = ", ".join(f"{k}={v}" for k, v in e.details.items() if k != "metrics")
+            if "metrics" in e.details:
+                details += " " + ", ".join(
+                    f"{k}={m['value']:g}{m['unit']}" for k, m in e.details["metrics"].items()
+                )
+            table.add_row(e.kind, verdict, e.state + (f": {e.reason}" if e.reason else ""), details)
+        out.print(table)
+    else:
+        out.print("  no evidence yet")
+    for rej in view.rejections:
+        out.print(f"  [red]rejected[/red] {rej['digest'] or ''} ({rej['code']}): {rej['reason']}")
+    return True
+
+
+def describe_record(record: KafkaRecord, max_bytes: int) -> str:
+    """One line for a record: its event's own summary, or why it is not a valid event."""
+    if record.topic.endswith("." + topics.DLQ):
+        why = reason_of(record)
+        return (
+            f"DEAD LETTER from {why.get('topic')}[{why.get('partition')}]@{why.get('offset')} "
+            f"({why.get('stage')}, {why.get('group')}): {why.get('error')}"
+        )
+    try:
+        event = decode(record, max_bytes=max_bytes).event
+    except InvalidEvent as exc:
+        return f"(not a valid event: {exc.reason})"
+    return f"{short_type(event.context.type)}: {event.describe()}"
+
+
+async def tail(
+    out: Console,
+    settings: Settings,
+    logical: list[str],
+    from_beginning: bool,
+    count: int | None,
+    idle: float | None,
+) -> None:
+    names = [settings.topic(t) for t in (logical or list(topics.ALL))]
+    consumer = AIOKafkaConsumer(
+        *names,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+    )
+    await consumer.start()
+    seen = 0
+    last = time.monotonic()
+    try:
+        while count is None or seen < count:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch:
+                if idle is not None and time.monotonic() - last > idle:
+                    return
+                continue
+            last = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    rec = record_from_kafka(r)
+                    stamp = datetime.fromtimestamp(r.timestamp / 1000, UTC).strftime("%H:%M:%S.%f")[
+                        :-3
+                    ]
+                    key = (r.key or b"").decode(errors="replace")
+                    out.print(
+                        f"{stamp} {r.topic.split('.', 1)[-1]:<10} {key:<14} "
+                        f"{describe_record(rec, settings.max_event_bytes)}",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+    finally:
+        await consumer.stop()
+
+
+def print_trace(out: Console, settings: Settings, label: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while True:
+        traces = traces_of(read_spans(settings.trace_dir), label)
+        if traces or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    for trace_id, spans in traces.items():
+        out.print(f"[bold]trace {trace_id}[/bold]  ({len(spans)} spans)")
+        for line in render(build_tree(spans)):
+            out.print(line, highlight=False, markup=False)
+    return bool(traces)

@@ -1,0 +1,1 @@
+"""The runtime every Lockstep service uses: bus, database, telemetry, settings, lifecycle."""

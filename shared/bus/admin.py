@@ -1,0 +1,87 @@
+"""Topic set-up: create the namespace's topics that are missing (idempotent)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from events import topics
+from shared.settings import Settings
+
+DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # a dead letter keeps an oversized record plus why
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the topics of DESIGN §2 under the settings' namespace; returns those created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        cluster = await admin.describe_cluster()
+        replication = max(1, min(3, len(cluster.get("brokers", [])) or 1))
+        wanted = [
+            NewTopic(
+                name=settings.topic(t),
+                num_partitions=settings.topic_partitions,
+                replication_factor=replication,
+                topic_configs={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+                if t == topics.DLQ
+                else {},
+            )
+            for t in topics.ALL
+            if settings.topic(t) not in existing
+        ]
+        if wanted:
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+async def delete_namespace_topics(settings: Settings) -> None:
+    """Remove every topic of the namespace (test clean-up; never the default namespace)."""
+    if settings.namespace == "lockstep":
+        raise ValueError("refusing to delete the default namespace's topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [t for t in settings.all_topics() if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+async def partitions_of(
+    settings: Settings, names: list[str], timeout_s: float = 15.0
+) -> list[TopicPartition]:
+    """Every partition of ``names``, waiting for topics created a moment ago to appear."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin")
+    await admin.start()
+    try:
+        while True:
+            described = await admin.describe_topics(names)
+            found = {
+                d["topic"]: [p["partition"] for p in d.get("partitions", [])]
+                for d in described
+                if d.get("error_code", 0) == 0
+            }
+            missing = [n for n in names if not found.get(n)]
+            if not missing:
+                return [TopicPartition(n, p) for n in names for p in sorted(found[n])]
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"topics {', '.join(missing)} do not exist; run `lockstep topics ensure`"
+                )
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

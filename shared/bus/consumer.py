@@ -1,0 +1,228 @@
+"""The consuming half of the bus: read a batch, handle it in one Postgres transaction, commit.
+
+Per partition batch, one transaction holds every record's inbox row, the handler's writes and
+its emitted events (outbox). Each record runs in a savepoint, so one failing handler is retried
+alone and, after ``handler_max_attempts``, dead-lettered in the same transaction; the partition
+goes on. Offsets are committed to Kafka only after the transaction has committed. If Postgres
+is unreachable, the batch is retried until it is back: nothing is skipped and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from events import CDEvent, InvalidEvent, KafkaRecord, decode, short_type
+from shared.bus import inbox
+from shared.bus.dlq import dead_letter
+from shared.bus.handlers import HandlerContext, Router
+from shared.bus.outbox import channel_for, write
+from shared.db import DB_UNAVAILABLE
+from shared.settings import Settings
+from shared.telemetry import context_from_headers
+
+log = logging.getLogger(__name__)
+
+HANDLED, IGNORED, DEAD = "handled", "ignored", "dead-lettered"
+
+
+class Stopping(Exception):
+    """Shutdown was asked for while a batch could not be committed; it will be redelivered."""
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        *,
+        service: str,
+        router: Router,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        tracer: Tracer,
+        schema: str,
+    ) -> None:
+        self.service = service
+        self._router = router
+        self._pool = pool
+        self._settings = settings
+        self._tracer = tracer
+        self._channel = channel_for(schema)
+        self._group = settings.group_id(service)
+        self._dlq_topic = settings.topic("dlq")
+        self._topics = sorted(settings.topic(t) for t in router.topics)
+        self.assigned = asyncio.Event()  # set once the group has given us partitions
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=self._group,
+            client_id=f"{self._group}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max(1024 * 1024, self._settings.max_event_bytes * 2),
+            fetch_max_wait_ms=100,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.consumer_batch
+                )
+                if consumer.assignment():
+                    self.assigned.set()
+                if not batches:
+                    continue
+                try:
+                    for records in batches.values():
+                        await self._handle_batch([record_from_kafka(r) for r in records], stop)
+                except Stopping:
+                    return  # uncommitted records will be redelivered and deduplicated
+                await self._commit(
+                    consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                )
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance moved the partition; the new owner re-reads and the inbox skips.
+            log.info("%s: offsets not committed after a rebalance (%s)", self._group, exc)
+        except KafkaError as exc:
+            # The broker is away; a later commit covers these offsets (commits are cumulative).
+            log.warning(
+                "%s: commit failed (%s); it will be covered by the next one", self._group, exc
+            )
+
+    async def _handle_batch(self, records: Sequence[KafkaRecord], stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    for record in records:
+                        await self._handle_one(conn, record)
+                return
+            except DB_UNAVAILABLE as exc:
+                if stop.is_set():
+                    raise Stopping from exc
+                log.warning(
+                    "%s: database unavailable (%s); retrying in %.1fs", self._group, exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _handle_one(self, conn: asyncpg.Connection, record: KafkaRecord) -> None:
+        try:
+            decoded = decode(record, max_bytes=self._settings.max_event_bytes)
+        except InvalidEvent as exc:
+            await self._dead_letter_unreadable(conn, record, exc)
+            return
+        event = decoded.event
+        handler = self._router.handler_for(event)
+        if handler is None:
+            return  # a type on this topic that this service does not act on
+        with self._tracer.start_as_current_span(
+            f"process {short_type(event.context.type)}",
+            context=context_from_headers(decoded.trace_headers),
+            kind=SpanKind.CONSUMER,
+            attributes=_span_attributes(event, record),
+        ) as span:
+            if not await inbox.claim(conn, event.source, event.id, event.context.type, HANDLED):
+                span.set_attribute("lockstep.duplicate", True)
+                return
+            attempts = self._settings.handler_max_attempts
+            for attempt in range(1, attempts + 1):
+                ctx = HandlerContext(conn=conn, settings=self._settings, record=record, span=span)
+                try:
+                    async with conn.transaction():  # a savepoint: a failure undoes this try only
+                        await handler(event, ctx)
+                        await ctx.flush(self._channel)
+                    return
+                except DB_UNAVAILABLE:
+                    raise
+                except Exception as exc:
+                    if attempt < attempts:
+                        log.warning(
+                            "%s: handler for %s failed (%s), try %d of %d",
+                            self._group,
+                            event.id,
+                            exc,
+                            attempt,
+                            attempts,
+                        )
+                        await asyncio.sleep(self._settings.retry_backoff_s * 2 ** (attempt - 1))
+                        continue
+                    error = (
+                        f"handler failed {attempts} times; last error {type(exc).__name__}: {exc}"
+                    )
+                    span.set_status(Status(StatusCode.ERROR, error))
+                    span.record_exception(exc)
+                    log.error("%s: %s -> dead letter (%s)", self._group, event.id, error)
+                    await inbox.set_outcome(conn, event.source, event.id, DEAD)
+                    await write(
+                        conn, [self._dead(record, error, "handle", attempts)], self._channel
+                    )
+
+    async def _dead_letter_unreadable(
+        self, conn: asyncpg.Connection, record: KafkaRecord, exc: InvalidEvent
+    ) -> None:
+        # Keyed by the record's position: a redelivery of the same bad record is not doubled.
+        source = f"kafka:{record.topic}/{record.partition}"
+        if await inbox.claim(conn, source, str(record.offset), record.header("ce_type"), DEAD):
+            log.warning(
+                "%s: %s[%d]@%d -> dead letter: %s",
+                self._group,
+                record.topic,
+                record.partition,
+                record.offset,
+                exc.reason,
+            )
+            await write(conn, [self._dead(record, exc.reason, "decode", 1)], self._channel)
+
+    def _dead(self, record: KafkaRecord, error: str, stage: str, attempts: int) -> KafkaRecord:
+        return dead_letter(
+            record,
+            dlq_topic=self._dlq_topic,
+            error=error,
+            stage=stage,
+            group=self._group,
+            attempts=attempts,
+        )
+
+
+def record_from_kafka(r: Any) -> KafkaRecord:
+    """An aiokafka ConsumerRecord as our plain KafkaRecord."""
+    return KafkaRecord(
+        topic=r.topic,
+        key=r.key,
+        value=r.value,
+        headers=tuple(r.headers or ()),
+        partition=r.partition,
+        offset=r.offset,
+    )
+
+
+def _span_attributes(event: CDEvent, record: KafkaRecord) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": record.topic,
+        "messaging.destination.partition.id": str(record.partition),
+        "messaging.kafka.offset": record.offset,
+        "cloudevents.event_id": event.id,
+        "cloudevents.event_type": event.context.type,
+        "cloudevents.event_source": event.source,
+    }
+    label = event.artifact_label()
+    if label:
+        attrs["lockstep.artifact"] = label
+    return attrs

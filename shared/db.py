@@ -1,0 +1,95 @@
+"""Postgres: a pool per service, pinned to the service's own schema, and its migrations.
+
+Each service owns one schema (``<namespace>_<service>``) and never reads another's. Migrations
+are plain numbered ``.sql`` files applied in order, once, under an advisory lock so that several
+instances starting together do not race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+# Errors that mean "the database is unreachable right now", not "this record is bad".
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    """Numbered SQL files of one component, e.g. ``bus`` from ``shared/migrations``."""
+
+    component: str
+    package: str  # a package with a ``migrations/`` folder of ``NNN_name.sql`` files
+
+    def files(self) -> list[Traversable]:
+        folder = resources.files(self.package) / "migrations"
+        return sorted(
+            (f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+        )
+
+
+BUS_MIGRATIONS = MigrationSet("bus", "shared")
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first. Creates the schema if needed."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, sets: list[MigrationSet]) -> list[str]:
+    """Apply what is not applied yet; returns the files applied now."""
+    applied_now: list[str] = []
+    lock_key = int.from_bytes(
+        hashlib.sha256(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   component text NOT NULL,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (component, name))"""
+        )
+        done = {
+            (r["component"], r["name"])
+            for r in await conn.fetch("SELECT component, name FROM schema_migrations")
+        }
+        for mset in sets:
+            for f in mset.files():
+                if (mset.component, f.name) in done:
+                    continue
+                await conn.execute(f.read_text(encoding="utf-8"))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (component, name) VALUES ($1, $2)",
+                    mset.component,
+                    f.name,
+                )
+                applied_now.append(f"{mset.component}/{f.name}")
+    return applied_now

@@ -1,0 +1,127 @@
+"""A service's life: connect, migrate, consume and relay until told to stop, then drain.
+
+``ServiceSpec`` is what a service declares (its name, handlers, migrations); ``RunningService``
+assembles the real parts from settings. SIGTERM or SIGINT: the consumer finishes the batch in
+hand and commits, the relay publishes what is left in the outbox, spans are flushed, and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import asyncpg
+from opentelemetry.sdk.trace import TracerProvider
+
+from shared.bus.consumer import EventConsumer
+from shared.bus.handlers import Router
+from shared.bus.outbox import OutboxRelay
+from shared.bus.producer import ReliableProducer
+from shared.db import BUS_MIGRATIONS, MigrationSet, create_pool, migrate
+from shared.settings import Settings
+from shared.telemetry import tracer, tracer_provider
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    router: Router
+    migrations: MigrationSet | None = None  # the service's own tables, if it has any
+
+
+class RunningService:
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.schema = settings.db_schema(spec.name)
+        self.stop_requested = asyncio.Event()
+        self.pool: asyncpg.Pool | None = None
+        self.provider: TracerProvider | None = None
+        self.consumer: EventConsumer | None = None
+        self.relay: OutboxRelay | None = None
+        self._producer: ReliableProducer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def setup(self) -> None:
+        """Connect and migrate; nothing consumed yet."""
+        self.pool = await create_pool(self.settings.pg_dsn, self.schema)
+        sets = [BUS_MIGRATIONS] + ([self.spec.migrations] if self.spec.migrations else [])
+        applied = await migrate(self.pool, self.schema, sets)
+        if applied:
+            log.info("%s: applied migrations %s", self.spec.name, ", ".join(applied))
+        self.provider = tracer_provider(self.settings, self.spec.name)
+        self.consumer = EventConsumer(
+            service=self.spec.name,
+            router=self.spec.router,
+            pool=self.pool,
+            settings=self.settings,
+            tracer=tracer(self.provider),
+            schema=self.schema,
+        )
+        self._producer = ReliableProducer(
+            self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"
+        )
+        self.relay = OutboxRelay(
+            self.pool,
+            self._producer,
+            dsn=self.settings.pg_dsn,
+            schema=self.schema,
+            batch=self.settings.relay_batch,
+            poll_s=self.settings.relay_poll_s,
+        )
+
+    def start(self, *, consume: bool = True, relay: bool = True) -> None:
+        assert self.consumer is not None and self.relay is not None
+        if consume:
+            self._tasks.append(
+                asyncio.create_task(self.consumer.run(self.stop_requested), name="consumer")
+            )
+        if relay:
+            self._tasks.append(
+                asyncio.create_task(self.relay.run(self.stop_requested), name="relay")
+            )
+
+    async def stop(self) -> None:
+        """Drain and close: in-flight batch committed, outbox published, spans flushed."""
+        self.stop_requested.set()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("%s: a component ended with %r", self.spec.name, result)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.provider is not None:
+            self.provider.shutdown()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def wait(self) -> None:
+        """Until stop is requested or a component dies (then stop the rest and re-raise)."""
+        stopper = asyncio.create_task(self.stop_requested.wait())
+        done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        failed = [t for t in done if t is not stopper and t.exception() is not None]
+        if failed:
+            await self.stop()
+            raise failed[0].exception()  # type: ignore[misc]
+
+
+async def serve(spec: ServiceSpec, settings: Settings) -> None:
+    """Run one service until SIGTERM/SIGINT, then drain and return."""
+    service = RunningService(spec, settings)
+    await service.setup()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop_requested.set)
+    service.start()
+    log.info("%s: running (namespace %s)", spec.name, settings.namespace)
+    await service.wait()
+    log.info("%s: stopping: draining in-flight work", spec.name)
+    await service.stop()
+    log.info("%s: stopped cleanly", spec.name)

@@ -1,0 +1,69 @@
+"""The one settings object. Built once at start-up from ``LOCKSTEP_*`` variables and passed in;
+nothing else in Lockstep reads the environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from events import topics
+from events._envelope import DEFAULT_MAX_EVENT_BYTES
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOCKSTEP_", frozen=True, extra="ignore")
+
+    namespace: str = Field(
+        default="lockstep",
+        description="One Lockstep installation: prefixes topics, consumer groups and DB schemas",
+    )
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    pg_dsn: str = "postgresql://lockstep:lockstep@127.0.0.1:5432/lockstep"
+    topic_partitions: int = Field(default=6, ge=1)
+    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    handler_max_attempts: int = Field(
+        default=3, ge=1, description="Tries of a failing handler before its record goes to the DLQ"
+    )
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    consumer_batch: int = Field(default=500, ge=1)
+    relay_batch: int = Field(default=500, ge=1)
+    relay_poll_s: float = Field(
+        default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"
+    )
+    producer_linger_ms: int = Field(default=2, ge=0)
+    trace_dir: Path = Field(
+        default=Path(".lockstep/traces"),
+        description="Where spans are kept locally for `lockstep trace` (empty: keep none)",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="Export spans over OTLP/HTTP as well (the standard OpenTelemetry variable)",
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError(
+                "namespace must be 1-40 characters of a-z, 0-9 and '_', starting with a letter "
+                "(it names Kafka topics and Postgres schemas)"
+            )
+        return value
+
+    def topic(self, logical: str) -> str:
+        return topics.physical(self.namespace, logical)
+
+    def all_topics(self) -> list[str]:
+        return [self.topic(t) for t in topics.ALL]
+
+    def group_id(self, service: str) -> str:
+        return f"{self.namespace}.{service}"
+
+    def db_schema(self, service: str) -> str:
+        return f"{self.namespace}_{service}"

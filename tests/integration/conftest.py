@@ -1,0 +1,222 @@
+"""Integration fixtures: the real Kafka and the real Postgres that `infra/lockstep-infra up`
+started (or a Docker engine's, where one exists). Each test namespace gets its own topics,
+consumer groups and Postgres schemas, and removes them afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from events import CDEvent, InvalidEvent, KafkaRecord, decode, topics
+from services.artifacts.app import SPEC as ARTIFACTS
+from shared.bus import Publisher
+from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
+from shared.bus.consumer import record_from_kafka
+from shared.service import RunningService, ServiceSpec
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra" / "lockstep-infra"
+
+
+async def _require_servers(settings: Settings) -> None:
+    try:
+        conn = await asyncio.wait_for(asyncpg.connect(settings.pg_dsn), 10)
+        await conn.close()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Postgres at {settings.pg_dsn} does not answer ({exc}); run `{INFRA} up` first")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await asyncio.wait_for(consumer.start(), 15)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `{INFRA} up` first")
+    finally:
+        await consumer.stop()
+
+
+class Namespace:
+    """One isolated Lockstep installation on the shared Kafka and Postgres."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = EventLog(settings)
+
+    async def publish(self, event: CDEvent, traceparent: str | None = None) -> KafkaRecord:
+        async with Publisher(self.settings) as publisher:
+            return await publisher.publish(event, traceparent=traceparent)
+
+    async def send_raw(self, records: list[KafkaRecord]) -> None:
+        async with Publisher(self.settings) as publisher:
+            await publisher.send_raw(records)
+
+    def topic(self, logical: str) -> str:
+        return self.settings.topic(logical)
+
+    @asynccontextmanager
+    async def service(
+        self, spec: ServiceSpec = ARTIFACTS, *, consume: bool = True, relay: bool = True
+    ) -> AsyncIterator[RunningService]:
+        running = RunningService(spec, self.settings)
+        await running.setup()
+        running.start(consume=consume, relay=relay)
+        try:
+            if consume:
+                assert running.consumer is not None
+                await asyncio.wait_for(running.consumer.assigned.wait(), 30)
+            yield running
+        finally:
+            await running.stop()
+
+    @asynccontextmanager
+    async def connect(self, service: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection that sees ``service``'s schema (tests look; services never do)."""
+        conn = await asyncpg.connect(
+            self.settings.pg_dsn, server_settings={"search_path": self.settings.db_schema(service)}
+        )
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def sql(self, service: str, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.connect(service) as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+            return rows
+
+
+class EventLog:
+    """Everything published in a namespace, read from the beginning by a background consumer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.records: list[KafkaRecord] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=50,
+        )
+        await consumer.start()
+        partitions = await partitions_of(self._settings, self._settings.all_topics())
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._run(consumer))
+
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                if batch:
+                    async with self._changed:
+                        for recs in batch.values():
+                            self.records.extend(record_from_kafka(r) for r in recs)
+                        self._changed.notify_all()
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def events(self, kind: type[CDEvent] | None = None) -> list[CDEvent]:
+        found = []
+        for r in self.records:
+            if r.topic == self._settings.topic(topics.DLQ):
+                continue
+            try:
+                event = decode(r, max_bytes=10**9).event
+            except InvalidEvent:
+                continue
+            if kind is None or isinstance(event, kind):
+                found.append(event)
+        return found
+
+    def dead_letters(self) -> list[KafkaRecord]:
+        return [r for r in self.records if r.topic == self._settings.topic(topics.DLQ)]
+
+    async def wait_for(self, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Wait until ``check()`` returns something truthy, and return it."""
+        async def poll() -> Any:
+            async with self._changed:
+                while not (result := check()):
+                    await self._changed.wait()
+                return result
+
+        try:
+            return await asyncio.wait_for(poll(), timeout)
+        except TimeoutError:
+            pytest.fail(f"timed out after {timeout}s waiting for {check.__doc__ or check}")
+
+
+NamespaceFactory = Callable[..., Awaitable[Namespace]]
+
+
+@pytest.fixture(scope="session")
+async def new_namespace(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NamespaceFactory]:
+    created: list[Namespace] = []
+
+    async def make(**overrides: Any) -> Namespace:
+        name = "it_" + uuid.uuid4().hex[:10]
+        settings = Settings(
+            namespace=name,
+            trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
+            topic_partitions=3,
+            max_event_bytes=64 * 1024,
+            retry_backoff_s=0.05,
+            relay_poll_s=0.5,
+            **overrides,
+        )
+        if not created:
+            await _require_servers(settings)
+        await ensure_topics(settings)
+        ns = Namespace(settings)
+        await ns.log.start()
+        created.append(ns)
+        return ns
+
+    yield make
+    for ns in created:
+        await ns.log.stop()
+        await delete_namespace_topics(ns.settings)
+        conn = await asyncpg.connect(ns.settings.pg_dsn)
+        try:
+            schemas = await conn.fetch(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", ns.settings.namespace + "\\_%"
+            )
+            for row in schemas:
+                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def ns(new_namespace: NamespaceFactory) -> Namespace:
+    """A namespace shared by the tests that only need the artifacts service running."""
+    return await new_namespace()
+
+
+@pytest.fixture(scope="session")
+async def artifacts(ns: Namespace) -> AsyncIterator[RunningService]:
+    async with ns.service() as running:
+        yield running
+
+
+def unique_service() -> str:
+    return "svc-" + uuid.uuid4().hex[:8]
+
+
+def digest(seed: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()

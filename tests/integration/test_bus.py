@@ -1,0 +1,243 @@
+"""The bus under bad input and failure: dead letters, crashes, restarts, shutdown.
+
+Nothing is lost and nothing is handled twice: every check ends with the registry's rows and
+the events it emitted, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from events import ArtifactPackaged, ArtifactPublished, ArtifactRejected, KafkaRecord, encode
+from shared.bus import HandlerContext, Publisher, Router
+from shared.bus.dlq import reason_of
+from shared.service import ServiceSpec
+from tests.integration.conftest import INFRA, Namespace, NamespaceFactory, digest, unique_service
+
+pytestmark = pytest.mark.integration
+
+
+def packaged(service: str, version: str) -> ArtifactPackaged:
+    return ArtifactPackaged.build(
+        service=service, version=version, digest=digest(service + version), commit="abc"
+    )
+
+
+def registered(ns: Namespace, service: str) -> dict[str, int]:
+    """version -> how many distinct artifact.published events announced it."""
+    seen: dict[str, set[str]] = {}
+    for e in ns.log.events(ArtifactPublished):
+        assert isinstance(e, ArtifactPublished)
+        if e.custom_data.service == service:
+            seen.setdefault(e.custom_data.version, set()).add(e.id)
+    return {v: len(ids) for v, ids in seen.items()}
+
+
+async def wait_registered(ns: Namespace, service: str, versions: list[str], timeout: float = 60) -> None:
+    def all_there() -> bool:
+        """every version announced"""
+        return set(versions) <= set(registered(ns, service))
+
+    await ns.log.wait_for(all_there, timeout)
+
+
+async def rows(ns: Namespace, service: str) -> list[str]:
+    found = await ns.sql("artifacts", "SELECT version FROM artifacts WHERE service = $1 ORDER BY version", service)
+    return [r["version"] for r in found]
+
+
+async def test_unreadable_records_go_to_the_dlq_with_the_reason_and_the_partition_goes_on(
+    ns: Namespace, artifacts: object
+) -> None:
+    service = unique_service()
+    good = encode(packaged(service, "1.0.0"), topic=ns.topic("artifacts"))
+
+    def variant(value: bytes | None = None, drop: str = "", **set_headers: str) -> KafkaRecord:
+        hs = [(k, v) for k, v in good.headers if k != drop and k not in set_headers]
+        hs += [(k, v.encode()) for k, v in set_headers.items()]
+        return KafkaRecord(topic=good.topic, key=good.key, value=value if value is not None else good.value, headers=tuple(hs))
+
+    doc = json.loads(good.value or b"")
+    del doc["subject"]["content"]["change"]
+    poison = {
+        "malformed": variant(value=b'{"context": {'),
+        "no-ce-type": variant(drop="ce_type"),
+        "unknown-type": variant(ce_type="dev.cdevents.spaceship.launched.0.1.0"),
+        "schema": variant(value=json.dumps(doc).encode()),
+        "oversized": variant(value=b"{" + b" " * (70 * 1024) + b"}"),
+    }
+    await ns.send_raw(list(poison.values()))
+    await ns.publish(packaged(service, "1.0.1"))  # same key, same partition, after the poison
+
+    await wait_registered(ns, service, ["1.0.1"])
+    dead = [d for d in ns.log.dead_letters() if d.key == service.encode()]
+    assert len(dead) == len(poison)
+    why = [reason_of(d)["error"] for d in dead]
+    assert "value is not valid JSON" in why[0]
+    assert "missing header ce_type" in why[1]
+    assert "unknown event type 'dev.cdevents.spaceship.launched.0.1.0'" in why[2]
+    assert "subject.content.change: is required but missing" in why[3]
+    assert "over the limit of 65536 bytes" in why[4]
+    for record, letter in zip(poison.values(), dead, strict=True):
+        assert letter.value == record.value  # the original bytes, kept
+        meta = reason_of(letter)
+        assert meta["topic"] == ns.topic("artifacts") and meta["stage"] == "decode"
+        assert int(meta["offset"]) >= 0 and meta["group"] == ns.settings.group_id("artifacts")
+    assert dict(dead[2].headers)["ce_type"] == b"dev.cdevents.spaceship.launched.0.1.0"
+    assert await rows(ns, service) == ["1.0.1"]
+
+
+async def test_a_bad_digest_is_rejected_not_dead_lettered(ns: Namespace, artifacts: object) -> None:
+    service = unique_service()
+    event = packaged(service, "1.0.0")
+    bad = event.model_copy(
+        update={"subject": event.subject.model_copy(update={"id": f"pkg:oci/{service}@sha256:12ab?tag=1.0.0"})}
+    )
+    await ns.publish(bad)
+
+    def rejection() -> list[ArtifactRejected]:
+        """the rejection"""
+        return [e for e in ns.log.events(ArtifactRejected) if e.partition_key() == service]  # type: ignore[misc]
+
+    [rejected] = await ns.log.wait_for(rejection)
+    assert rejected.subject.content.code == "invalid_digest"
+    assert "'sha256:12ab' is not 'sha256:' followed by 64 lower-case hex" in rejected.subject.content.reason
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_after_bounded_retries(
+    new_namespace: NamespaceFactory,
+) -> None:
+    ns = await new_namespace(handler_max_attempts=3)
+    attempts: dict[str, int] = {}
+    router = Router()
+
+    @router.handles(ArtifactPackaged)
+    async def flaky(event: ArtifactPackaged, ctx: HandlerContext) -> None:
+        attempts[event.ref().version] = attempts.get(event.ref().version, 0) + 1
+        await ctx.conn.execute("CREATE TABLE IF NOT EXISTS seen (version text PRIMARY KEY)")
+        await ctx.conn.execute("INSERT INTO seen VALUES ($1)", event.ref().version)
+        if event.subject.content.change.id == "poison":
+            raise RuntimeError("payments ledger unreachable")
+
+    service = unique_service()
+    async with ns.service(ServiceSpec(name="flaky", router=router)):
+        bad = ArtifactPackaged.build(service=service, version="0.0.1", digest=digest("p"), commit="poison")
+        await ns.publish(bad)
+        await ns.publish(packaged(service, "0.0.2"))
+
+        def dead() -> list[KafkaRecord]:
+            """the dead letter"""
+            return ns.log.dead_letters()
+
+        [letter] = await ns.log.wait_for(dead)
+        for _ in range(100):
+            if attempts.get("0.0.2"):
+                break
+            await asyncio.sleep(0.05)
+
+    meta = reason_of(letter)
+    assert meta["stage"] == "handle" and meta["attempts"] == "3"
+    assert "RuntimeError: payments ledger unreachable" in meta["error"]
+    assert attempts == {"0.0.1": 3, "0.0.2": 1}
+    seen = await ns.sql("flaky", "SELECT version FROM seen ORDER BY version")
+    assert [r["version"] for r in seen] == ["0.0.2"]  # the failed tries left nothing behind
+    inbox = await ns.sql("flaky", "SELECT outcome FROM inbox WHERE id = $1", bad.id)
+    assert [r["outcome"] for r in inbox] == ["dead-lettered"]
+
+
+async def test_a_relay_killed_between_commit_and_publish_publishes_exactly_once_after_restart(
+    new_namespace: NamespaceFactory,
+) -> None:
+    ns = await new_namespace()
+    service = unique_service()
+    async with ns.service(relay=False):  # handles and commits, but nothing leaves the outbox
+        await ns.publish(packaged(service, "1.0.0"))
+        for _ in range(200):
+            if await ns.sql("artifacts", "SELECT 1 FROM outbox WHERE sent_at IS NULL"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the handler never committed its outbox row")
+    await asyncio.sleep(0.5)
+    assert registered(ns, service) == {}  # committed, not published: the process "died" here
+
+    async with ns.service():  # restarted
+        await wait_registered(ns, service, ["1.0.0"])
+        await ns.publish(packaged(service, "1.0.1"))
+        await wait_registered(ns, service, ["1.0.1"])
+
+    assert registered(ns, service) == {"1.0.0": 1, "1.0.1": 1}
+    published = [e for e in ns.log.events(ArtifactPublished) if e.partition_key() == service]
+    assert len(published) == 2  # not even a duplicate record on the topic
+    assert await ns.sql("artifacts", "SELECT 1 FROM outbox WHERE sent_at IS NULL") == []
+
+
+def infra(*args: str) -> None:
+    result = subprocess.run(["bash", str(INFRA), *args], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"{INFRA} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("part", ["postgres", "kafka"])
+async def test_a_restart_mid_stream_loses_nothing_and_doubles_nothing(
+    new_namespace: NamespaceFactory, part: str
+) -> None:
+    ns = await new_namespace()
+    service = unique_service()
+    versions = [f"2.0.{i}" for i in range(60)]
+    async with ns.service():
+        async with Publisher(ns.settings) as publisher:
+            for v in versions[:30]:
+                await publisher.publish(packaged(service, v))
+        await asyncio.to_thread(infra, "restart", part)
+        async with Publisher(ns.settings) as publisher:
+            for v in versions[30:]:
+                await publisher.publish(packaged(service, v))
+        await wait_registered(ns, service, versions, timeout=120)
+
+    assert registered(ns, service) == dict.fromkeys(versions, 1)
+    assert await rows(ns, service) == sorted(versions)
+    handled = await ns.sql("artifacts", "SELECT count(*) AS n FROM inbox WHERE outcome = 'handled'")
+    assert handled[0]["n"] == len(versions)
+
+
+async def test_sigterm_drains_commits_and_exits_cleanly(new_namespace: NamespaceFactory) -> None:
+    ns = await new_namespace()
+    service = unique_service()
+    env = {
+        **os.environ,
+        "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
+        "LOCKSTEP_TOPIC_PARTITIONS": "3",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "run", "artifacts"],
+        env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        versions = [f"3.0.{i}" for i in range(40)]
+        async with Publisher(ns.settings) as publisher:
+            await publisher.publish(packaged(service, versions[0]))
+            await wait_registered(ns, service, versions[:1])
+            for v in versions[1:]:
+                await publisher.publish(packaged(service, v))
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped cleanly" in output
+
+    async with ns.service():  # whatever was not consumed before the signal is consumed now
+        await wait_registered(ns, service, versions)
+    assert registered(ns, service) == dict.fromkeys(versions, 1)
+    assert await rows(ns, service) == sorted(versions)

@@ -1,0 +1,81 @@
+"""Artifact identity: what CI may send, and what it is told when it is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from events import ArtifactPackaged, ArtifactRef, ArtifactRefError, check_digest
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_lockstep_purl_round_trips() -> None:
+    ref = ArtifactRef("checkout", "1.4.2", DIGEST)
+    assert ref.purl() == f"pkg:oci/checkout@{DIGEST}?tag=1.4.2"
+    assert ArtifactRef.from_purl(ref.purl(), require_digest=True) == ref
+
+
+@pytest.mark.parametrize(
+    "purl",
+    [
+        f"pkg:oci/checkout@sha256%3A{DIGEST[7:]}?tag=1.4.2",  # the percent-encoded form
+        f"pkg:oci/checkout@{DIGEST}?repository_url=ghcr.io/shop&tag=1.4.2",
+        f"pkg:generic/checkout@1.4.2?checksum={DIGEST}",
+        f"pkg:generic/checkout@1.4.2?checksum=sha1:{'a' * 40},{DIGEST}",
+    ],
+)
+def test_purls_other_producers_write_are_read(purl: str) -> None:
+    assert ArtifactRef.from_purl(purl, require_digest=True) == ArtifactRef("checkout", "1.4.2", DIGEST)
+
+
+@pytest.mark.parametrize(
+    ("purl", "code", "words"),
+    [
+        ("pkg:oci/checkout?tag=1.4.2", "missing_digest", ["no sha256 digest", "immutable"]),
+        ("pkg:generic/checkout@1.4.2", "missing_digest", ["no sha256 digest"]),
+        (f"pkg:oci/checkout@{DIGEST}", "missing_version", ["no version", "?tag=1.4.2"]),
+        ("pkg:oci/checkout@sha256:abc?tag=1.4.2", "invalid_digest", ["64 lower-case hex"]),
+        ("checkout-1.4.2.tar.gz", "invalid_purl", ["not a Package URL"]),
+        (f"pkg:oci/Checkout%20App@{DIGEST}?tag=1.4.2", "invalid_service", ["service name"]),
+    ],
+)
+def test_bad_artifact_ids_say_what_to_do(purl: str, code: str, words: list[str]) -> None:
+    with pytest.raises(ArtifactRefError) as caught:
+        ArtifactRef.from_purl(purl, require_digest=True)
+    assert caught.value.code == code
+    for word in words:
+        assert word in caught.value.reason
+
+
+def test_an_upper_case_digest_is_told_to_be_lower_case() -> None:
+    # purls of type oci are normalised to lower case by the purl library; a --digest is not
+    with pytest.raises(ArtifactRefError, match="write it in lower case"):
+        check_digest(DIGEST.upper().replace("SHA256", "sha256"))
+
+
+def test_evidence_may_name_an_artifact_without_its_digest() -> None:
+    assert ArtifactRef.from_purl("pkg:generic/checkout@1.4.2", require_digest=False) == ArtifactRef(
+        "checkout", "1.4.2", None
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"digest": "sha256:12ab"}, "invalid_digest"),
+        ({"digest": "md5:" + "a" * 32}, "invalid_digest"),
+        ({"service": "Checkout"}, "invalid_service"),
+        ({"version": "1.4.2 final"}, "invalid_version"),
+    ],
+)
+def test_building_a_packaged_event_checks_its_parts(kwargs: dict[str, str], code: str) -> None:
+    args = {"service": "checkout", "version": "1.4.2", "digest": DIGEST, "commit": "abc"} | kwargs
+    with pytest.raises(ArtifactRefError) as caught:
+        ArtifactPackaged.build(**args)
+    assert caught.value.code == code
+
+
+def test_labels() -> None:
+    assert ArtifactRef.parse_label("checkout@1.4.2") == ArtifactRef("checkout", "1.4.2")
+    with pytest.raises(ArtifactRefError, match="service@version"):
+        ArtifactRef.parse_label("checkout-1.4.2")
