@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 CDEVENTS_SPEC_VERSION = "0.5.1"
 
@@ -55,9 +55,9 @@ class Model(BaseModel):
 class Context(Model):
     specversion: str = CDEVENTS_SPEC_VERSION
     id: str = Field(default_factory=new_event_id, min_length=1)
-    source: str = Field(min_length=1)
+    source: str = Field(min_length=1, pattern=r"^\S+$", description="A URI-reference")
     type: str = Field(min_length=1)
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: AwareDatetime = Field(default_factory=utc_now)
     schema_uri: str | None = Field(default=None, alias="schemaUri", min_length=1)
     chain_id: str | None = Field(default=None, alias="chainId", min_length=1)
 
@@ -80,6 +80,7 @@ class CDEvent(Model):
     TYPE: ClassVar[str]
     TOPIC: ClassVar[str]
     SUMMARY: ClassVar[str] = ""
+    INBOUND: ClassVar[bool] = False  # sent to Lockstep by CI and other tools (else emitted by it)
 
     context: Context
     subject: Any

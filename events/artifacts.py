@@ -40,6 +40,7 @@ class ArtifactPackaged(CDEvent):
     TYPE: ClassVar[str] = "dev.cdevents.artifact.packaged.0.3.0"
     TOPIC: ClassVar[str] = topics.ARTIFACTS
     SUMMARY: ClassVar[str] = "CI packaged an artifact"
+    INBOUND: ClassVar[bool] = True
 
     subject: PackagedSubject
 
@@ -155,7 +156,6 @@ class RejectedContent(Model):
 class RejectedSubject(Model):
     id: str = Field(min_length=1, description="The purl as the producer sent it")
     source: str | None = None
-    type: Literal["artifact"] = "artifact"
     content: RejectedContent
 
 

@@ -30,6 +30,7 @@ class _AboutArtifact(CDEvent):
     """Evidence about one artifact; subclasses say where the artifact id lives."""
 
     KIND: ClassVar[EvidenceKind]
+    INBOUND: ClassVar[bool] = True
 
     def artifact_id(self) -> str:
         raise NotImplementedError
@@ -175,7 +176,6 @@ class ScanContent(Model):
 class ScanSubject(Model):
     id: str = Field(min_length=1, description="The scan run's id")
     source: str | None = None
-    type: Literal["securityscan"] = "securityscan"
     content: ScanContent
 
 
@@ -252,7 +252,6 @@ class BenchmarkContent(Model):
 class BenchmarkSubject(Model):
     id: str = Field(min_length=1, description="The benchmark run's id")
     source: str | None = None
-    type: Literal["benchmark"] = "benchmark"
     content: BenchmarkContent
 
 
@@ -336,7 +335,6 @@ class RecordedContent(Model):
 class RecordedSubject(Model):
     id: str = Field(min_length=1, description="The evidence id (the source event's id)")
     source: str | None = None
-    type: Literal["evidence"] = "evidence"
     content: RecordedContent
 
 
@@ -372,7 +370,6 @@ class EvidenceRejectedContent(Model):
 class EvidenceRejectedSubject(Model):
     id: str = Field(min_length=1)
     source: str | None = None
-    type: Literal["evidence"] = "evidence"
     content: EvidenceRejectedContent
 
 

@@ -28,5 +28,9 @@ ALL: Final[tuple[str, ...]] = (
 )
 
 
+# A dead letter keeps the original record and adds headers named with this prefix.
+DLQ_HEADER_PREFIX: Final = "lockstep.dlq."
+
+
 def physical(namespace: str, topic: str) -> str:
     return f"{namespace}.{topic}"

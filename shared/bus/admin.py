@@ -65,7 +65,9 @@ async def partitions_of(
     """Every partition of ``names``, waiting for topics created a moment ago to appear."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
+    )
     await admin.start()
     try:
         while True:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from events import KafkaRecord
+from events import KafkaRecord, topics
 
-HEADER_PREFIX = "lockstep.dlq."
+HEADER_PREFIX = topics.DLQ_HEADER_PREFIX
 
 
 def dead_letter(

@@ -31,13 +31,17 @@ async def _require_servers(settings: Settings) -> None:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(settings.pg_dsn), 10)
         await conn.close()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"Postgres at {settings.pg_dsn} does not answer ({exc}); run `{INFRA} up` first")
+    except Exception as exc:
+        pytest.fail(
+            f"Postgres at {settings.pg_dsn} does not answer ({exc}); run `{INFRA} up` first"
+        )
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     try:
         await asyncio.wait_for(consumer.start(), 15)
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `{INFRA} up` first")
+    except Exception as exc:
+        pytest.fail(
+            f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `{INFRA} up` first"
+        )
     finally:
         await consumer.stop()
 
@@ -103,8 +107,10 @@ class EventLog:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=50,
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
         )
         await consumer.start()
         partitions = await partitions_of(self._settings, self._settings.all_topics())
@@ -147,6 +153,7 @@ class EventLog:
 
     async def wait_for(self, check: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Wait until ``check()`` returns something truthy, and return it."""
+
         async def poll() -> Any:
             async with self._changed:
                 while not (result := check()):
@@ -163,7 +170,9 @@ NamespaceFactory = Callable[..., Awaitable[Namespace]]
 
 
 @pytest.fixture(scope="session")
-async def new_namespace(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NamespaceFactory]:
+async def new_namespace(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[NamespaceFactory]:
     created: list[Namespace] = []
 
     async def make(**overrides: Any) -> Namespace:
@@ -192,7 +201,8 @@ async def new_namespace(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         conn = await asyncpg.connect(ns.settings.pg_dsn)
         try:
             schemas = await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", ns.settings.namespace + "\\_%"
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
+                ns.settings.namespace + "\\_%",
             )
             for row in schemas:
                 await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')

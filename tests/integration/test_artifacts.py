@@ -38,17 +38,26 @@ def rejected_for(ns: Namespace, service: str) -> list[ArtifactRejected]:
 async def register(ns: Namespace, service: str, version: str, seed: str = "") -> ArtifactPackaged:
     """Publish a build and wait until the registry has announced it."""
     event = ArtifactPackaged.build(
-        service=service, version=version, digest=digest(seed or f"{service}{version}"), commit="c0ffee1"
+        service=service,
+        version=version,
+        digest=digest(seed or f"{service}{version}"),
+        commit="c0ffee1",
     )
     await ns.publish(event)
     await ns.log.wait_for(lambda: published_for(ns, f"{service}@{version}"))
     return event
 
 
-async def test_a_build_is_registered_and_announced(ns: Namespace, artifacts: RunningService) -> None:
+async def test_a_build_is_registered_and_announced(
+    ns: Namespace, artifacts: RunningService
+) -> None:
     service = unique_service()
     event = ArtifactPackaged.build(
-        service=service, version="1.4.2", digest=digest("one"), commit="3f2a9c1", repo="https://git/x"
+        service=service,
+        version="1.4.2",
+        digest=digest("one"),
+        commit="3f2a9c1",
+        repo="https://git/x",
     )
     await ns.publish(event)
 
@@ -56,9 +65,15 @@ async def test_a_build_is_registered_and_announced(ns: Namespace, artifacts: Run
 
     facts = published.custom_data
     assert (facts.service, facts.version, facts.digest) == (service, "1.4.2", digest("one"))
-    assert (facts.commit, facts.commit_source, facts.packaged_event_id) == ("3f2a9c1", "https://git/x", event.id)
+    assert (facts.commit, facts.commit_source, facts.packaged_event_id) == (
+        "3f2a9c1",
+        "https://git/x",
+        event.id,
+    )
     assert published.subject.id == ArtifactRef(service, "1.4.2", digest("one")).purl()
-    rows = await ns.sql("artifacts", "SELECT digest, commit FROM artifacts WHERE service = $1", service)
+    rows = await ns.sql(
+        "artifacts", "SELECT digest, commit FROM artifacts WHERE service = $1", service
+    )
     assert [tuple(r) for r in rows] == [(digest("one"), "3f2a9c1")]
 
 
@@ -67,8 +82,12 @@ async def test_same_version_other_digest_is_rejected_and_the_same_digest_is_a_no
 ) -> None:
     service = unique_service()
     first = await register(ns, service, "1.4.2", seed="a")
-    await ns.publish(ArtifactPackaged.build(service=service, version="1.4.2", digest=digest("b"), commit="x"))
-    await ns.publish(first.model_copy(update={"context": first.context.model_copy(update={"id": "again"})}))
+    await ns.publish(
+        ArtifactPackaged.build(service=service, version="1.4.2", digest=digest("b"), commit="x")
+    )
+    await ns.publish(
+        first.model_copy(update={"context": first.context.model_copy(update={"id": "again"})})
+    )
     await register(ns, service, "1.4.3")  # same partition, so everything before it is settled
 
     [rejected] = rejected_for(ns, service)
@@ -78,15 +97,25 @@ async def test_same_version_other_digest_is_rejected_and_the_same_digest_is_a_no
     assert f"{service}@1.4.2 already registered with digest {digest('a')}" in content.reason
     assert "publish a new version (e.g. 1.4.3)" in content.reason
     assert len(published_for(ns, f"{service}@1.4.2")) == 1  # the same digest again: nothing new
-    rows = await ns.sql("artifacts", "SELECT digest FROM artifacts WHERE service = $1 AND version = '1.4.2'", service)
+    rows = await ns.sql(
+        "artifacts",
+        "SELECT digest FROM artifacts WHERE service = $1 AND version = '1.4.2'",
+        service,
+    )
     assert [r["digest"] for r in rows] == [digest("a")]
-    rejections = await ns.sql("artifacts", "SELECT code FROM rejections WHERE service = $1", service)
+    rejections = await ns.sql(
+        "artifacts", "SELECT code FROM rejections WHERE service = $1", service
+    )
     assert [r["code"] for r in rejections] == ["conflicting_digest"]
 
 
-async def test_a_build_without_a_digest_is_rejected_with_the_reason(ns: Namespace, artifacts: RunningService) -> None:
+async def test_a_build_without_a_digest_is_rejected_with_the_reason(
+    ns: Namespace, artifacts: RunningService
+) -> None:
     service = unique_service()
-    event = ArtifactPackaged.build(service=service, version="2.0.0", digest=digest("x"), commit="abc")
+    event = ArtifactPackaged.build(
+        service=service, version="2.0.0", digest=digest("x"), commit="abc"
+    )
     no_digest = event.model_copy(
         update={"subject": event.subject.model_copy(update={"id": f"pkg:generic/{service}@2.0.0"})}
     )
@@ -103,7 +132,9 @@ async def test_evidence_before_its_artifact_waits_and_is_attached_when_it_arrive
 ) -> None:
     service = unique_service()
     ref = ArtifactRef(service, "3.1.0", digest("ooo"))
-    tests = TestSuiteRunFinished.build(artifact=ref, suite="integration", outcome="success", passed=40)
+    tests = TestSuiteRunFinished.build(
+        artifact=ref, suite="integration", outcome="success", passed=40
+    )
     scan = SecurityScanFinished.build(
         artifact=ArtifactRef(service, "3.1.0"), scanner="trivy", findings=Findings(high=2)
     )
@@ -115,15 +146,22 @@ async def test_evidence_before_its_artifact_waits_and_is_attached_when_it_arrive
     assert {r["state"] for r in rows} == {"pending"}
     assert not [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == service]
 
-    await ns.publish(ArtifactPackaged.build(service=service, version="3.1.0", digest=ref.digest or "", commit="c"))
+    await ns.publish(
+        ArtifactPackaged.build(
+            service=service, version="3.1.0", digest=ref.digest or "", commit="c"
+        )
+    )
     bench = BenchmarkFinished.build(
         artifact=ref, benchmark="load", metrics={"p99": Measurement(value=12.5, unit="ms")}
     )
     await ns.publish(bench)
 
     recorded = await ns.log.wait_for(
-        lambda: (r := [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == service])
-        and len(r) == 3 and r
+        lambda: (
+            (r := [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == service])
+            and len(r) == 3
+            and r
+        )
     )
     by_id = {e.subject.id: e.subject.content for e in recorded}  # type: ignore[attr-defined]
     assert set(by_id) == {tests.id, scan.id, bench.id}
@@ -142,7 +180,9 @@ async def test_evidence_before_its_artifact_waits_and_is_attached_when_it_arrive
 
 async def _wait_rows(ns: Namespace, service: str, n: int) -> list[asyncpg.Record]:
     for _ in range(200):
-        rows = await ns.sql("artifacts", "SELECT id, state FROM evidence WHERE service = $1", service)
+        rows = await ns.sql(
+            "artifacts", "SELECT id, state FROM evidence WHERE service = $1", service
+        )
         if len(rows) >= n and (n < 3 or {r["state"] for r in rows} == {"attached"}):
             return rows
         await asyncio.sleep(0.05)
@@ -155,7 +195,9 @@ async def test_evidence_about_another_build_of_the_version_is_rejected(
     service = unique_service()
     await register(ns, service, "1.0.0", seed="real")
     stray = SecurityScanFinished.build(
-        artifact=ArtifactRef(service, "1.0.0", digest("impostor")), scanner="grype", findings=Findings()
+        artifact=ArtifactRef(service, "1.0.0", digest("impostor")),
+        scanner="grype",
+        findings=Findings(),
     )
     await ns.publish(stray)
 
@@ -167,15 +209,23 @@ async def test_evidence_about_another_build_of_the_version_is_rejected(
     assert digest("real") in rejected.subject.content.reason
 
 
-async def test_a_duplicate_delivery_makes_one_row_and_one_event(ns: Namespace, artifacts: RunningService) -> None:
+async def test_a_duplicate_delivery_makes_one_row_and_one_event(
+    ns: Namespace, artifacts: RunningService
+) -> None:
     service = unique_service()
-    event = ArtifactPackaged.build(service=service, version="5.0.0", digest=digest("dup"), commit="d")
+    event = ArtifactPackaged.build(
+        service=service, version="5.0.0", digest=digest("dup"), commit="d"
+    )
     record = Publisher(ns.settings).record_for(event)
     await ns.send_raw([record, record, record])  # the same record, id and all, three times
     await register(ns, service, "5.0.1")
 
     assert len(published_for(ns, f"{service}@5.0.0")) == 1
-    rows = await ns.sql("artifacts", "SELECT count(*) AS n FROM artifacts WHERE service = $1 AND version = '5.0.0'", service)
+    rows = await ns.sql(
+        "artifacts",
+        "SELECT count(*) AS n FROM artifacts WHERE service = $1 AND version = '5.0.0'",
+        service,
+    )
     assert rows[0]["n"] == 1
     inbox = await ns.sql("artifacts", "SELECT count(*) AS n FROM inbox WHERE id = $1", event.id)
     assert inbox[0]["n"] == 1

@@ -41,7 +41,9 @@ def registered(ns: Namespace, service: str) -> dict[str, int]:
     return {v: len(ids) for v, ids in seen.items()}
 
 
-async def wait_registered(ns: Namespace, service: str, versions: list[str], timeout: float = 60) -> None:
+async def wait_registered(
+    ns: Namespace, service: str, versions: list[str], timeout: float = 60
+) -> None:
     def all_there() -> bool:
         """every version announced"""
         return set(versions) <= set(registered(ns, service))
@@ -50,7 +52,9 @@ async def wait_registered(ns: Namespace, service: str, versions: list[str], time
 
 
 async def rows(ns: Namespace, service: str) -> list[str]:
-    found = await ns.sql("artifacts", "SELECT version FROM artifacts WHERE service = $1 ORDER BY version", service)
+    found = await ns.sql(
+        "artifacts", "SELECT version FROM artifacts WHERE service = $1 ORDER BY version", service
+    )
     return [r["version"] for r in found]
 
 
@@ -63,7 +67,12 @@ async def test_unreadable_records_go_to_the_dlq_with_the_reason_and_the_partitio
     def variant(value: bytes | None = None, drop: str = "", **set_headers: str) -> KafkaRecord:
         hs = [(k, v) for k, v in good.headers if k != drop and k not in set_headers]
         hs += [(k, v.encode()) for k, v in set_headers.items()]
-        return KafkaRecord(topic=good.topic, key=good.key, value=value if value is not None else good.value, headers=tuple(hs))
+        return KafkaRecord(
+            topic=good.topic,
+            key=good.key,
+            value=value if value is not None else good.value,
+            headers=tuple(hs),
+        )
 
     doc = json.loads(good.value or b"")
     del doc["subject"]["content"]["change"]
@@ -99,7 +108,11 @@ async def test_a_bad_digest_is_rejected_not_dead_lettered(ns: Namespace, artifac
     service = unique_service()
     event = packaged(service, "1.0.0")
     bad = event.model_copy(
-        update={"subject": event.subject.model_copy(update={"id": f"pkg:oci/{service}@sha256:12ab?tag=1.0.0"})}
+        update={
+            "subject": event.subject.model_copy(
+                update={"id": f"pkg:oci/{service}@sha256:12ab?tag=1.0.0"}
+            )
+        }
     )
     await ns.publish(bad)
 
@@ -109,7 +122,10 @@ async def test_a_bad_digest_is_rejected_not_dead_lettered(ns: Namespace, artifac
 
     [rejected] = await ns.log.wait_for(rejection)
     assert rejected.subject.content.code == "invalid_digest"
-    assert "'sha256:12ab' is not 'sha256:' followed by 64 lower-case hex" in rejected.subject.content.reason
+    assert (
+        "'sha256:12ab' is not 'sha256:' followed by 64 lower-case hex"
+        in rejected.subject.content.reason
+    )
 
 
 async def test_a_handler_that_keeps_failing_is_dead_lettered_after_bounded_retries(
@@ -129,7 +145,9 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_bounded_retri
 
     service = unique_service()
     async with ns.service(ServiceSpec(name="flaky", router=router)):
-        bad = ArtifactPackaged.build(service=service, version="0.0.1", digest=digest("p"), commit="poison")
+        bad = ArtifactPackaged.build(
+            service=service, version="0.0.1", digest=digest("p"), commit="poison"
+        )
         await ns.publish(bad)
         await ns.publish(packaged(service, "0.0.2"))
 
@@ -181,8 +199,12 @@ async def test_a_relay_killed_between_commit_and_publish_publishes_exactly_once_
 
 
 def infra(*args: str) -> None:
-    result = subprocess.run(["bash", str(INFRA), *args], capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, f"{INFRA} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    result = subprocess.run(
+        ["bash", str(INFRA), *args], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, (
+        f"{INFRA} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    )
 
 
 @pytest.mark.parametrize("part", ["postgres", "kafka"])
@@ -219,8 +241,11 @@ async def test_sigterm_drains_commits_and_exits_cleanly(new_namespace: Namespace
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "run", "artifacts"],
-        env=env, cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         versions = [f"3.0.{i}" for i in range(40)]

@@ -22,7 +22,9 @@ from tests.integration.conftest import Namespace, digest, unique_service
 pytestmark = pytest.mark.integration
 
 
-async def spans_where(ns: Namespace, check: Any, n: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+async def spans_where(
+    ns: Namespace, check: Any, n: int = 1, timeout: float = 15
+) -> list[dict[str, Any]]:
     """Spans kept locally by the services (they are batched: give them a moment)."""
     for _ in range(int(timeout / 0.1)):
         found = [s for s in read_spans(ns.settings.trace_dir) if check(s)]
@@ -38,18 +40,23 @@ def parent_of(traceparent: str) -> tuple[str, str]:
 
 
 def handling(event_type: str, label: str) -> Any:
-    return lambda s: s["name"] == f"process {event_type}" and s["attributes"].get("lockstep.artifact") == label
+    return lambda s: (
+        s["name"] == f"process {event_type}" and s["attributes"].get("lockstep.artifact") == label
+    )
 
 
-async def test_the_registry_continues_the_ci_trace_and_passes_it_on(ns: Namespace, artifacts: RunningService) -> None:
+async def test_the_registry_continues_the_ci_trace_and_passes_it_on(
+    ns: Namespace, artifacts: RunningService
+) -> None:
+    service = unique_service()
     seen_by_observer: list[str] = []
     observer = Router()
 
     @observer.handles(ArtifactPublished)
     async def watch(event: ArtifactPublished, ctx: HandlerContext) -> None:
-        seen_by_observer.append(event.custom_data.version)
+        if event.custom_data.service == service:
+            seen_by_observer.append(event.custom_data.version)
 
-    service = unique_service()
     label = f"{service}@1.0.0"
     ci = TracerProvider()
     ci_spans = InMemorySpanExporter()
@@ -58,7 +65,9 @@ async def test_the_registry_continues_the_ci_trace_and_passes_it_on(ns: Namespac
         with ci.get_tracer("ci").start_as_current_span("ci build") as ci_span:
             traceparent = current_trace_headers()["traceparent"]
             await ns.publish(
-                ArtifactPackaged.build(service=service, version="1.0.0", digest=digest(label), commit="c"),
+                ArtifactPackaged.build(
+                    service=service, version="1.0.0", digest=digest(label), commit="c"
+                ),
                 traceparent=traceparent,
             )
         ci_trace = format(ci_span.get_span_context().trace_id, "032x")
@@ -72,8 +81,10 @@ async def test_the_registry_continues_the_ci_trace_and_passes_it_on(ns: Namespac
     assert handled["attributes"]["lockstep.outcome"] == "registered"
     # The emitted event carries the handler's context, so the next service's span is its child.
     [record] = [
-        r for r in ns.log.records
-        if r.topic == ns.topic("artifacts") and r.header("ce_type") == ArtifactPublished.TYPE
+        r
+        for r in ns.log.records
+        if r.topic == ns.topic("artifacts")
+        and r.header("ce_type") == ArtifactPublished.TYPE
         and r.key == service.encode()
     ]
     assert parent_of(record.header("traceparent") or "") == (ci_trace, handled["span_id"])
@@ -94,7 +105,9 @@ async def test_without_a_ci_traceparent_the_registry_starts_the_trace(
 ) -> None:
     service = unique_service()
     label = f"{service}@2.0.0"
-    await ns.publish(ArtifactPackaged.build(service=service, version="2.0.0", digest=digest(label), commit="c"))
+    await ns.publish(
+        ArtifactPackaged.build(service=service, version="2.0.0", digest=digest(label), commit="c")
+    )
 
     [handled] = await spans_where(ns, handling("artifact.packaged", label))
     assert handled["parent_id"] is None
@@ -104,9 +117,13 @@ async def test_without_a_ci_traceparent_the_registry_starts_the_trace(
     def published() -> list[Any]:
         """the artifact.published record"""
         return [
-            r for r in ns.log.records
+            r
+            for r in ns.log.records
             if r.header("ce_type") == ArtifactPublished.TYPE and r.key == service.encode()
         ]
 
     [record] = await ns.log.wait_for(published)
-    assert parent_of(record.header("traceparent") or "") == (handled["trace_id"], handled["span_id"])
+    assert parent_of(record.header("traceparent") or "") == (
+        handled["trace_id"],
+        handled["span_id"],
+    )

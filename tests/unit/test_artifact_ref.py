@@ -25,7 +25,9 @@ def test_lockstep_purl_round_trips() -> None:
     ],
 )
 def test_purls_other_producers_write_are_read(purl: str) -> None:
-    assert ArtifactRef.from_purl(purl, require_digest=True) == ArtifactRef("checkout", "1.4.2", DIGEST)
+    assert ArtifactRef.from_purl(purl, require_digest=True) == ArtifactRef(
+        "checkout", "1.4.2", DIGEST
+    )
 
 
 @pytest.mark.parametrize(

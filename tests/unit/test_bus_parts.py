@@ -25,8 +25,12 @@ def test_a_dead_letter_keeps_the_original_record_and_says_why() -> None:
         offset=42,
     )
     dead = dead_letter(
-        original, dlq_topic="lockstep.dlq", error="value is not valid JSON", stage="decode",
-        group="lockstep.artifacts", attempts=1,
+        original,
+        dlq_topic="lockstep.dlq",
+        error="value is not valid JSON",
+        stage="decode",
+        group="lockstep.artifacts",
+        attempts=1,
     )
     assert dead.topic == "lockstep.dlq"
     assert (dead.key, dead.value) == (original.key, original.value)
@@ -34,13 +38,19 @@ def test_a_dead_letter_keeps_the_original_record_and_says_why() -> None:
     why = reason_of(dead)
     assert why["error"] == "value is not valid JSON"
     assert (why["topic"], why["partition"], why["offset"]) == ("lockstep.artifacts", "3", "42")
-    assert why["stage"] == "decode" and why["attempts"] == "1" and why["group"] == "lockstep.artifacts"
+    assert (
+        why["stage"] == "decode" and why["attempts"] == "1" and why["group"] == "lockstep.artifacts"
+    )
 
 
 def test_dead_lettering_a_dead_letter_does_not_pile_up_headers() -> None:
     first = dead_letter(
         KafkaRecord(topic="a", key=None, value=b"v", partition=0, offset=1),
-        dlq_topic="d", error="e1", stage="decode", group="g", attempts=1,
+        dlq_topic="d",
+        error="e1",
+        stage="decode",
+        group="g",
+        attempts=1,
     )
     again = dead_letter(first, dlq_topic="d", error="e2", stage="handle", group="g", attempts=3)
     assert reason_of(again)["error"] == "e2"
@@ -60,7 +70,11 @@ def test_router_knows_its_topics_and_refuses_two_handlers_for_one_type() -> None
 
 
 def test_infra_creates_the_topics_the_code_uses() -> None:
-    listed = [line.strip() for line in (REPO / "infra" / "topics.txt").read_text().splitlines() if line.strip()]
+    listed = [
+        line.strip()
+        for line in (REPO / "infra" / "topics.txt").read_text().splitlines()
+        if line.strip()
+    ]
     assert listed == Settings(_env_file=None).all_topics()  # type: ignore[call-arg]
 
 

@@ -25,11 +25,19 @@ from events.evidence import Findings, Measurement
 
 services = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
 versions = st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}(-rc\.[0-9])?", fullmatch=True)
-digests = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h)
+digests = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(
+    lambda h: "sha256:" + h
+)
 commits = st.text(alphabet=string.hexdigits.lower()[:16], min_size=7, max_size=40)
-trace_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32).filter(lambda t: set(t) != {"0"})
-span_ids = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16).filter(lambda t: set(t) != {"0"})
-free_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
+trace_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32).filter(
+    lambda t: set(t) != {"0"}
+)
+span_ids = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16).filter(
+    lambda t: set(t) != {"0"}
+)
+free_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40
+)
 
 
 def packaged(service: str = "checkout", version: str = "1.4.2") -> ArtifactPackaged:
@@ -111,11 +119,17 @@ def test_a_newer_minor_version_is_read_and_unknown_fields_ignored() -> None:
     doc = json.loads(event.to_json())
     doc["context"]["type"] = "dev.cdevents.artifact.packaged.0.4.0"
     doc["subject"]["content"]["newField"] = {"anything": 1}
-    record = _with(encode(event, topic="t"), value=json.dumps(doc).encode(), ce_type="dev.cdevents.artifact.packaged.0.4.0")
+    record = _with(
+        encode(event, topic="t"),
+        value=json.dumps(doc).encode(),
+        ce_type="dev.cdevents.artifact.packaged.0.4.0",
+    )
     assert decode(record).event.ref() == event.ref()  # type: ignore[attr-defined]
 
 
-def _with(record: KafkaRecord, *, value: bytes | None = b"<keep>", drop: str | None = None, **headers: str) -> KafkaRecord:
+def _with(
+    record: KafkaRecord, *, value: bytes | None = b"<keep>", drop: str | None = None, **headers: str
+) -> KafkaRecord:
     kept = [(k, v) for k, v in record.headers if k != drop and k not in headers]
     kept += [(k, v.encode()) for k, v in headers.items()]
     new_value = record.value if value == b"<keep>" else value
@@ -126,7 +140,11 @@ def _with(record: KafkaRecord, *, value: bytes | None = b"<keep>", drop: str | N
     ("mutate", "field", "words"),
     [
         (lambda r: _with(r, value=b"{not json"), "value", ["not valid JSON"]),
-        (lambda r: _with(r, drop="ce_type"), "ce_type", ["missing header ce_type", "binary content mode"]),
+        (
+            lambda r: _with(r, drop="ce_type"),
+            "ce_type",
+            ["missing header ce_type", "binary content mode"],
+        ),
         (lambda r: _with(r, drop="ce_id"), "ce_id", ["missing header ce_id"]),
         (
             lambda r: _with(r, ce_type="dev.cdevents.pipeline.exploded.0.1.0"),
@@ -142,7 +160,11 @@ def _with(record: KafkaRecord, *, value: bytes | None = b"<keep>", drop: str | N
             "content-type",
             ["structured mode"],
         ),
-        (lambda r: _with(r, **{"content-type": "text/plain"}), "content-type", ["application/json"]),
+        (
+            lambda r: _with(r, **{"content-type": "text/plain"}),
+            "content-type",
+            ["application/json"],
+        ),
         (lambda r: _with(r, ce_id="another-id"), "context.id", ["disagrees with header ce_id"]),
         (
             lambda r: _with(r, ce_type="dev.cdevents.artifact.published.0.3.0"),
@@ -164,7 +186,9 @@ def test_schema_violation_names_every_faulty_path() -> None:
     doc = json.loads(packaged().to_json())
     del doc["subject"]["content"]["change"]
     doc["context"]["timestamp"] = "yesterday"
-    record = _with(encode(packaged(), topic="t"), value=json.dumps(doc).encode(), ce_id=doc["context"]["id"])
+    record = _with(
+        encode(packaged(), topic="t"), value=json.dumps(doc).encode(), ce_id=doc["context"]["id"]
+    )
     with pytest.raises(InvalidEvent) as caught:
         decode(record)
     reason = caught.value.reason

@@ -30,7 +30,8 @@ def test_another_digest_for_a_registered_version_is_a_conflict_that_says_what_to
 
 
 @pytest.mark.parametrize(
-    ("version", "hint"), [("1.4.2", "1.4.3"), ("2.0.9", "2.0.10"), ("1.4.2-rc1", "1.4.2-rc1-2"), ("7", "7-2")]
+    ("version", "hint"),
+    [("1.4.2", "1.4.3"), ("2.0.9", "2.0.10"), ("1.4.2-rc1", "1.4.2-rc1-2"), ("7", "7-2")],
 )
 def test_next_version_hint(version: str, hint: str) -> None:
     assert registry.next_version_hint(version) == hint

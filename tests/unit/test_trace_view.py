@@ -5,11 +5,20 @@ from __future__ import annotations
 from services.cli.trace_view import build_tree, render, traces_of
 
 
-def span(span_id: str, parent: str | None, name: str, start_ms: float, end_ms: float, **attrs: object) -> dict[str, object]:
+def span(
+    span_id: str, parent: str | None, name: str, start_ms: float, end_ms: float, **attrs: object
+) -> dict[str, object]:
     return {
-        "trace_id": "t1", "span_id": span_id, "parent_id": parent, "name": name,
-        "service": "lockstep-x", "start_ns": int(start_ms * 1e6), "end_ns": int(end_ms * 1e6),
-        "status": "UNSET", "attributes": attrs, "links": [],
+        "trace_id": "t1",
+        "span_id": span_id,
+        "parent_id": parent,
+        "name": name,
+        "service": "lockstep-x",
+        "start_ns": int(start_ms * 1e6),
+        "end_ns": int(end_ms * 1e6),
+        "status": "UNSET",
+        "attributes": attrs,
+        "links": [],
     }
 
 
