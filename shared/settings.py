@@ -16,7 +16,9 @@ _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LOCKSTEP_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LOCKSTEP_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     namespace: str = Field(
         default="lockstep",

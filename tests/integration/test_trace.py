@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import io
-from typing import Any
+import threading
+from typing import Any, ClassVar
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,7 +23,7 @@ from services.cli.views import print_trace
 from shared.bus import HandlerContext, Router
 from shared.service import RunningService, ServiceSpec
 from shared.telemetry import current_trace_headers, read_spans
-from tests.integration.conftest import Namespace, digest, unique_service
+from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +133,60 @@ async def test_without_a_ci_traceparent_the_registry_starts_the_trace(
         handled["trace_id"],
         handled["span_id"],
     )
+
+
+class _OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    """A stand-in collector: keeps every OTLP/HTTP export request it is sent."""
+
+    requests: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).requests.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+        self.wfile.write(ExportTraceServiceResponse().SerializeToString())
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+async def test_spans_are_exported_over_otlp_when_an_endpoint_is_set(
+    new_namespace: NamespaceFactory,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ns = await new_namespace(otlp_endpoint=f"http://127.0.0.1:{server.server_port}")
+        service = unique_service()
+        label = f"{service}@1.0.0"
+        async with ns.service():
+            await ns.publish(
+                ArtifactPackaged.build(
+                    service=service, version="1.0.0", digest=digest(label), commit="c"
+                )
+            )
+            await ns.log.wait_for(
+                lambda: [r for r in ns.log.records if r.header("ce_type") == ArtifactPublished.TYPE]
+            )
+        # stopping the service flushed its spans
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+    exported = []
+    for path, body in _OtlpReceiver.requests:
+        assert path == "/v1/traces"
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attrs = {a.key: a.value.string_value for a in span.attributes}
+                    exported.append(
+                        (resource["service.name"], span.name, attrs.get("lockstep.artifact"))
+                    )
+    assert ("lockstep-artifacts", "process artifact.packaged", label) in exported
