@@ -28,8 +28,11 @@ ALL: Final[tuple[str, ...]] = (
 )
 
 
-# A dead letter keeps the original record and adds headers named with this prefix.
+# A dead letter keeps the original record and adds headers named with this prefix; the DLQ
+# topic takes records up to DLQ_MAX_MESSAGE_BYTES (twice Kafka's default), so any record the
+# broker accepted fits with them.
 DLQ_HEADER_PREFIX: Final = "lockstep.dlq."
+DLQ_MAX_MESSAGE_BYTES: Final = 2 * 1024 * 1024
 
 
 def physical(namespace: str, topic: str) -> str:

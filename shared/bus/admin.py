@@ -10,7 +10,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from events import topics
 from shared.settings import Settings
 
-DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # a dead letter keeps an oversized record plus why
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -28,7 +27,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 name=settings.topic(t),
                 num_partitions=settings.topic_partitions,
                 replication_factor=replication,
-                topic_configs={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+                topic_configs={"max.message.bytes": str(topics.DLQ_MAX_MESSAGE_BYTES)}
                 if t == topics.DLQ
                 else {},
             )

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from events import KafkaRecord
+from events.topics import DLQ_MAX_MESSAGE_BYTES
 from shared.settings import Settings
 
 
@@ -28,7 +29,8 @@ class ReliableProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=self._settings.producer_linger_ms,
-            max_request_size=self._settings.max_event_bytes + 64 * 1024,
+            # Room for a dead letter: any record the broker accepted, plus why it failed.
+            max_request_size=DLQ_MAX_MESSAGE_BYTES,
             request_timeout_ms=15000,
         )
 
