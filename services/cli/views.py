@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, topics
@@ -75,12 +76,15 @@ def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
                 details += " " + ", ".join(
                     f"{k}={m['value']:g}{m['unit']}" for k, m in e.details["metrics"].items()
                 )
-            table.add_row(e.kind, verdict, e.state + (f": {e.reason}" if e.reason else ""), details)
+            state = e.state + (f": {e.reason}" if e.reason else "")
+            table.add_row(e.kind, verdict, escape(state), escape(details))
         out.print(table)
     else:
         out.print("  no evidence yet")
     for rej in view.rejections:
-        out.print(f"  [red]rejected[/red] {rej['digest'] or ''} ({rej['code']}): {rej['reason']}")
+        out.print(
+            f"  [red]rejected[/red] {rej['digest'] or ''} ({rej['code']}): {escape(rej['reason'])}"
+        )
     return True
 
 

@@ -11,7 +11,6 @@ from events import topics
 from shared.settings import Settings
 
 
-
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the topics of DESIGN §2 under the settings' namespace; returns those created."""
     admin = AIOKafkaAdminClient(
