@@ -49,7 +49,9 @@ class RunningService:
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet."""
-        self.pool = await create_pool(self.settings.pg_dsn, self.schema)
+        self.pool = await create_pool(
+            self.settings.pg_dsn, self.schema, max_size=self.settings.pg_pool_size
+        )
         sets = [BUS_MIGRATIONS] + ([self.spec.migrations] if self.spec.migrations else [])
         applied = await migrate(self.pool, self.schema, sets)
         if applied:

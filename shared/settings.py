@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     )
     retry_backoff_s: float = Field(default=0.2, ge=0)
     consumer_batch: int = Field(default=500, ge=1)
+    pg_pool_size: int = Field(
+        default=8, ge=2, description="Connections per service: partitions are handled in parallel"
+    )
     relay_batch: int = Field(default=500, ge=1)
     relay_poll_s: float = Field(
         default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"

@@ -46,6 +46,7 @@ async def on_packaged(event: ArtifactPackaged, ctx: HandlerContext) -> None:
     except ArtifactRefError as exc:
         await _reject(ctx, event, None, code=exc.code, reason=exc.reason)
         return
+    await store.lock_artifact(ctx.conn, ref.service, ref.version)
     decision = registry.decide(
         ref, await store.registered_digest(ctx.conn, ref.service, ref.version)
     )
@@ -116,6 +117,7 @@ async def on_evidence(
     except ArtifactRefError as exc:
         _reject_evidence(ctx, event.id, event.artifact_id(), "invalid_artifact_id", exc.reason)
         return
+    await store.lock_artifact(ctx.conn, named.service, named.version)
     registered_digest = await store.registered_digest(ctx.conn, named.service, named.version)
     await store.insert_evidence(
         ctx.conn,

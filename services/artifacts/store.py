@@ -10,6 +10,17 @@ import asyncpg
 from events import ArtifactRef
 
 
+async def lock_artifact(conn: asyncpg.Connection, service: str, version: str) -> None:
+    """Serialise, until commit, everything done about one (service, version).
+
+    A build and its evidence arrive on different topics and may be handled at once (other
+    partitions, other instances): without this, evidence could be filed as pending just as
+    the artifact's registration looks for pending evidence, and never be attached."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"artifact:{service}@{version}"
+    )
+
+
 async def registered_digest(conn: asyncpg.Connection, service: str, version: str) -> str | None:
     digest: str | None = await conn.fetchval(
         "SELECT digest FROM artifacts WHERE service = $1 AND version = $2", service, version

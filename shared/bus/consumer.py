@@ -1,10 +1,12 @@
 """The consuming half of the bus: read a batch, handle it in one Postgres transaction, commit.
 
 Per partition batch, one transaction holds every record's inbox row, the handler's writes and
-its emitted events (outbox). Each record runs in a savepoint, so one failing handler is retried
-alone and, after ``handler_max_attempts``, dead-lettered in the same transaction; the partition
-goes on. Offsets are committed to Kafka only after the transaction has committed. If Postgres
-is unreachable, the batch is retried until it is back: nothing is skipped and nothing is lost.
+the events it emitted (outbox); partitions are handled concurrently, each on its own
+connection. Each handler runs in a savepoint, so one failing handler is retried alone and,
+after ``handler_max_attempts``, dead-lettered in the same transaction; the partition goes on.
+Offsets are committed to Kafka only after the transactions have committed. If Postgres is
+unreachable, or a transaction loses a deadlock, the batch is retried until it goes through:
+nothing is skipped and nothing is lost.
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from events import CDEvent, InvalidEvent, KafkaRecord, decode, short_type
+from events import CDEvent, InvalidEvent, KafkaRecord, decode, model_for, short_type
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
-from shared.bus.outbox import channel_for, write
+from shared.bus.outbox import channel_for, notify, write
 from shared.db import DB_UNAVAILABLE
 from shared.settings import Settings
 from shared.telemetry import context_from_headers
 
 log = logging.getLogger(__name__)
 
-HANDLED, IGNORED, DEAD = "handled", "ignored", "dead-lettered"
+HANDLED, DEAD = "handled", "dead-lettered"
+
+# Worth retrying the whole batch for: the database is away, or Postgres chose this
+# transaction as a deadlock or serialization victim. Never a reason to dead-letter.
+RETRY_BATCH: tuple[type[BaseException], ...] = (
+    *DB_UNAVAILABLE,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
 
 
 class Stopping(Exception):
@@ -80,11 +90,18 @@ class EventConsumer:
                     self.assigned.set()
                 if not batches:
                     continue
-                try:
-                    for records in batches.values():
-                        await self._handle_batch([record_from_kafka(r) for r in records], stop)
-                except Stopping:
+                results = await asyncio.gather(
+                    *(
+                        self._handle_batch([record_from_kafka(r) for r in records], stop)
+                        for records in batches.values()
+                    ),
+                    return_exceptions=True,
+                )
+                if any(isinstance(r, Stopping) for r in results):
                     return  # uncommitted records will be redelivered and deduplicated
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
                 await self._commit(
                     consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 )
@@ -99,66 +116,100 @@ class EventConsumer:
             log.info("%s: offsets not committed after a rebalance (%s)", self._group, exc)
         except KafkaError as exc:
             # The broker is away; a later commit covers these offsets (commits are cumulative).
-            log.warning(
-                "%s: commit failed (%s); it will be covered by the next one", self._group, exc
-            )
+            log.warning("%s: commit failed (%s); the next commit covers it", self._group, exc)
+
+    def _readable(self, records: Sequence[KafkaRecord]) -> list[tuple[KafkaRecord, Any]]:
+        """The records this service must deal with: each decoded, or the reason it cannot be.
+        Types that are known but handled elsewhere (e.g. this service's own output) are left
+        alone without decoding."""
+        work: list[tuple[KafkaRecord, Any]] = []
+        for record in records:
+            model = model_for(record.header("ce_type") or "")
+            if model is not None and not self._router.handles_type(model):
+                continue
+            try:
+                work.append((record, decode(record, max_bytes=self._settings.max_event_bytes)))
+            except InvalidEvent as exc:
+                work.append((record, exc))
+        return work
 
     async def _handle_batch(self, records: Sequence[KafkaRecord], stop: asyncio.Event) -> None:
+        work = self._readable(records)
+        if not work:
+            return
         backoff = 0.1
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    for record in records:
-                        await self._handle_one(conn, record)
+                    emitted = await self._apply(conn, work)
+                    if emitted:
+                        await write(conn, emitted)
+                        await notify(conn, self._channel)
                 return
-            except DB_UNAVAILABLE as exc:
-                if stop.is_set():
+            except RETRY_BATCH as exc:
+                if stop.is_set() and isinstance(exc, DB_UNAVAILABLE):
                     raise Stopping from exc
-                log.warning(
-                    "%s: database unavailable (%s); retrying in %.1fs", self._group, exc, backoff
-                )
+                log.warning("%s: %s; retrying the batch in %.1fs", self._group, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _handle_one(self, conn: asyncpg.Connection, record: KafkaRecord) -> None:
-        try:
-            decoded = decode(record, max_bytes=self._settings.max_event_bytes)
-        except InvalidEvent as exc:
-            await self._dead_letter_unreadable(conn, record, exc)
-            return
-        event = decoded.event
+    async def _apply(
+        self, conn: asyncpg.Connection, work: list[tuple[KafkaRecord, Any]]
+    ) -> list[KafkaRecord]:
+        """Handle a batch inside ``conn``'s transaction; returns the records to publish."""
+        keys = [_inbox_key(record, item) for record, item in work]
+        fresh = await inbox.claim_many(conn, keys)
+        emitted: list[KafkaRecord] = []
+        for (record, item), key in zip(work, keys, strict=True):
+            first_time = (key[0], key[1]) in fresh
+            fresh.discard((key[0], key[1]))  # a second copy in this batch is a duplicate
+            if isinstance(item, InvalidEvent):
+                if first_time:
+                    log.warning(
+                        "%s: %s[%d]@%d -> dead letter: %s",
+                        self._group, record.topic, record.partition, record.offset, item.reason,
+                    )  # fmt: skip
+                    emitted.append(self._dead(record, item.reason, "decode", 1))
+                continue
+            emitted.extend(
+                await self._handle_event(conn, record, item.event, item.trace_headers, first_time)
+            )
+        return emitted
+
+    async def _handle_event(
+        self,
+        conn: asyncpg.Connection,
+        record: KafkaRecord,
+        event: CDEvent,
+        trace_headers: dict[str, str],
+        first_time: bool,
+    ) -> list[KafkaRecord]:
         handler = self._router.handler_for(event)
-        if handler is None:
-            return  # a type on this topic that this service does not act on
+        assert handler is not None
         with self._tracer.start_as_current_span(
             f"process {short_type(event.context.type)}",
-            context=context_from_headers(decoded.trace_headers),
+            context=context_from_headers(trace_headers),
             kind=SpanKind.CONSUMER,
             attributes=_span_attributes(event, record),
         ) as span:
-            if not await inbox.claim(conn, event.source, event.id, event.context.type, HANDLED):
+            if not first_time:
                 span.set_attribute("lockstep.duplicate", True)
-                return
+                return []
             attempts = self._settings.handler_max_attempts
             for attempt in range(1, attempts + 1):
                 ctx = HandlerContext(conn=conn, settings=self._settings, record=record, span=span)
                 try:
                     async with conn.transaction():  # a savepoint: a failure undoes this try only
                         await handler(event, ctx)
-                        await ctx.flush(self._channel)
-                    return
-                except DB_UNAVAILABLE:
+                    return ctx.emitted
+                except RETRY_BATCH:
                     raise
                 except Exception as exc:
                     if attempt < attempts:
                         log.warning(
                             "%s: handler for %s failed (%s), try %d of %d",
-                            self._group,
-                            event.id,
-                            exc,
-                            attempt,
-                            attempts,
-                        )
+                            self._group, event.id, exc, attempt, attempts,
+                        )  # fmt: skip
                         await asyncio.sleep(self._settings.retry_backoff_s * 2 ** (attempt - 1))
                         continue
                     error = (
@@ -168,25 +219,7 @@ class EventConsumer:
                     span.record_exception(exc)
                     log.error("%s: %s -> dead letter (%s)", self._group, event.id, error)
                     await inbox.set_outcome(conn, event.source, event.id, DEAD)
-                    await write(
-                        conn, [self._dead(record, error, "handle", attempts)], self._channel
-                    )
-
-    async def _dead_letter_unreadable(
-        self, conn: asyncpg.Connection, record: KafkaRecord, exc: InvalidEvent
-    ) -> None:
-        # Keyed by the record's position: a redelivery of the same bad record is not doubled.
-        source = f"kafka:{record.topic}/{record.partition}"
-        if await inbox.claim(conn, source, str(record.offset), record.header("ce_type"), DEAD):
-            log.warning(
-                "%s: %s[%d]@%d -> dead letter: %s",
-                self._group,
-                record.topic,
-                record.partition,
-                record.offset,
-                exc.reason,
-            )
-            await write(conn, [self._dead(record, exc.reason, "decode", 1)], self._channel)
+            return [self._dead(record, error, "handle", attempts)]
 
     def _dead(self, record: KafkaRecord, error: str, stage: str, attempts: int) -> KafkaRecord:
         return dead_letter(
@@ -197,6 +230,20 @@ class EventConsumer:
             group=self._group,
             attempts=attempts,
         )
+
+
+def _inbox_key(record: KafkaRecord, item: Any) -> tuple[str, str, str | None, str]:
+    """(source, id, type, outcome). A record that could not be read is known by its position,
+    so a redelivery of the same bad record is not dead-lettered twice."""
+    if isinstance(item, InvalidEvent):
+        return (
+            f"kafka:{record.topic}/{record.partition}",
+            str(record.offset),
+            record.header("ce_type"),
+            DEAD,
+        )
+    event: CDEvent = item.event
+    return (event.source, event.id, event.context.type, HANDLED)
 
 
 def record_from_kafka(r: Any) -> KafkaRecord:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 from opentelemetry.trace import Span
 
 from events import CDEvent, KafkaRecord, encode
-from shared.bus import outbox
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers
 
-E = TypeVar("E", bound=CDEvent)
 Handler = Callable[[Any, "HandlerContext"], Awaitable[None]]
 
 
@@ -29,21 +27,16 @@ class HandlerContext:
     settings: Settings
     record: KafkaRecord
     span: Span
-    _pending: list[KafkaRecord] = field(default_factory=list)
+    emitted: list[KafkaRecord] = field(default_factory=list)
 
     def emit(self, event: CDEvent) -> None:
-        """Queue ``event`` for the outbox; it is written when the handler's transaction commits,
+        """Queue ``event`` for the outbox of this transaction (written if the handler succeeds),
         carrying the current span's context so the next service's span is its child."""
-        self._pending.append(
+        self.emitted.append(
             encode(
                 event, topic=self.settings.topic(event.TOPIC), trace_headers=current_trace_headers()
             )
         )
-
-    async def flush(self, channel: str) -> None:
-        if self._pending:
-            await outbox.write(self.conn, self._pending, channel)
-            self._pending.clear()
 
 
 class Router:
@@ -64,6 +57,9 @@ class Router:
 
     def handler_for(self, event: CDEvent) -> Handler | None:
         return self._handlers.get(type(event))
+
+    def handles_type(self, model: type[CDEvent]) -> bool:
+        return model in self._handlers
 
     @property
     def topics(self) -> set[str]:

@@ -17,6 +17,23 @@ async def claim(
     return await conn.fetchval(_CLAIM, source, event_id, event_type, outcome) is not None
 
 
+async def claim_many(
+    conn: asyncpg.Connection, keys: list[tuple[str, str, str | None, str]]
+) -> set[tuple[str, str]]:
+    """Record a batch of (source, id, type, outcome) in one statement; returns the (source, id)
+    pairs that were new. The others were dealt with before: redeliveries, to be skipped."""
+    rows = await conn.fetch(
+        "INSERT INTO inbox (source, id, event_type, outcome) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING source, id",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+    )
+    return {(r["source"], r["id"]) for r in rows}
+
+
 async def set_outcome(conn: asyncpg.Connection, source: str, event_id: str, outcome: str) -> None:
     await conn.execute(
         "UPDATE inbox SET outcome = $3 WHERE source = $1 AND id = $2", source, event_id, outcome

@@ -35,8 +35,8 @@ def channel_for(schema: str) -> str:
     return f"{schema}_outbox"
 
 
-async def write(conn: asyncpg.Connection, records: Sequence[KafkaRecord], channel: str) -> None:
-    """Add records to the outbox inside the caller's transaction and wake the relay on commit."""
+async def write(conn: asyncpg.Connection, records: Sequence[KafkaRecord]) -> None:
+    """Add records to the outbox inside the caller's transaction."""
     await conn.executemany(
         _INSERT,
         [
@@ -44,6 +44,10 @@ async def write(conn: asyncpg.Connection, records: Sequence[KafkaRecord], channe
             for r in records
         ],
     )
+
+
+async def notify(conn: asyncpg.Connection, channel: str) -> None:
+    """Wake the relay when the caller's transaction commits (once per transaction is enough)."""
     await conn.execute(f'NOTIFY "{channel}"')
 
 

@@ -56,8 +56,17 @@ class ReliableProducer:
         """Send every record and wait until the broker has acknowledged all of them."""
         await self.start()
         assert self._producer is not None
-        futures = [
-            await self._producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers))
-            for r in records
-        ]
-        await asyncio.gather(*futures)
+        futures: list[asyncio.Future[object]] = []
+        try:
+            for r in records:
+                futures.append(
+                    await self._producer.send(
+                        r.topic, value=r.value, key=r.key, headers=list(r.headers)
+                    )
+                )
+        finally:
+            # Every send that was queued is awaited, even when a later one failed.
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

@@ -13,6 +13,7 @@ from events import (
     ArtifactRef,
     ArtifactRejected,
     BenchmarkFinished,
+    CDEvent,
     EvidenceRecorded,
     EvidenceRejected,
     SecurityScanFinished,
@@ -229,3 +230,35 @@ async def test_a_duplicate_delivery_makes_one_row_and_one_event(
     assert rows[0]["n"] == 1
     inbox = await ns.sql("artifacts", "SELECT count(*) AS n FROM inbox WHERE id = $1", event.id)
     assert inbox[0]["n"] == 1
+
+
+async def test_evidence_racing_its_artifact_is_never_left_pending(
+    ns: Namespace, artifacts: RunningService
+) -> None:
+    """Builds and their evidence sent at the same moment, on their two topics: the service
+    handles those partitions in parallel, and every piece of evidence must end up attached."""
+    service = unique_service()
+    refs = [ArtifactRef(service, f"9.0.{i}", digest(f"race{i}")) for i in range(60)]
+    events: list[CDEvent] = []
+    for ref in refs:
+        events.append(TestSuiteRunFinished.build(artifact=ref, suite="it", outcome="success"))
+        events.append(
+            ArtifactPackaged.build(
+                service=service, version=ref.version, digest=ref.digest or "", commit="c"
+            )
+        )
+    async with Publisher(ns.settings) as publisher:
+        await publisher.publish_many(events)
+
+    def all_recorded() -> bool:
+        """evidence recorded for every build"""
+        recorded = [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == service]
+        return len(recorded) >= len(refs)
+
+    await ns.log.wait_for(all_recorded, 60)
+    states = await ns.sql(
+        "artifacts",
+        "SELECT state, count(*) AS n FROM evidence WHERE service = $1 GROUP BY state",
+        service,
+    )
+    assert {r["state"]: r["n"] for r in states} == {"attached": len(refs)}
