@@ -23,6 +23,8 @@ DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # asyncpg's own state machine, left confused by a connection that died mid-operation
+    asyncpg.InternalClientError,
 )
 
 

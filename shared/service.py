@@ -89,29 +89,35 @@ class RunningService:
             )
 
     async def stop(self) -> None:
-        """Drain and close: in-flight batch committed, outbox published, spans flushed."""
+        """Drain and close: in-flight batch committed, outbox published, spans flushed.
+        Raises if a component had died: a service that lost its consumer or relay must not
+        look as if it stopped cleanly."""
         self.stop_requested.set()
+        names = [t.get_name() for t in self._tasks]
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("%s: a component ended with %r", self.spec.name, result)
+        crashed = [
+            (name, result)
+            for name, result in zip(names, results, strict=True)
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError)
+        ]
+        for name, result in crashed:
+            log.error("%s: the %s ended with %r", self.spec.name, name, result)
         if self._producer is not None:
             await self._producer.stop()
         if self.provider is not None:
             self.provider.shutdown()
         if self.pool is not None:
             await self.pool.close()
+        if crashed:
+            name, error = crashed[0]
+            raise RuntimeError(f"{self.spec.name}: the {name} crashed: {error!r}") from error
 
     async def wait(self) -> None:
-        """Until stop is requested or a component dies (then stop the rest and re-raise)."""
+        """Until stop is requested or a component ends (``stop`` then reports a crash)."""
         stopper = asyncio.create_task(self.stop_requested.wait())
-        done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        failed = [t for t in done if t is not stopper and t.exception() is not None]
-        if failed:
-            await self.stop()
-            raise failed[0].exception()  # type: ignore[misc]
 
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:
