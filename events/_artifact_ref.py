@@ -7,6 +7,7 @@ CDEvents producers write, e.g. ``pkg:generic/<service>@<version>?checksum=sha256
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -97,38 +98,44 @@ class ArtifactRef:
 
     @classmethod
     def from_purl(cls, purl: str, *, require_digest: bool) -> ArtifactRef:
-        try:
-            parsed = PackageURL.from_string(purl)
-        except ValueError as exc:
-            raise ArtifactRefError(
-                "invalid_purl", f"artifact id {purl!r} is not a Package URL (purl): {exc}"
-            ) from exc
-        qualifiers = parsed.qualifiers if isinstance(parsed.qualifiers, dict) else {}
-        digest: str | None = None
-        version: str | None = None
-        if parsed.version and parsed.version.startswith("sha256:"):
-            digest = parsed.version
-            version = qualifiers.get("tag")
-        else:
-            version = parsed.version
-            checksum = qualifiers.get("checksum") or qualifiers.get("digest")
-            if checksum:
-                digest = next(
-                    (c for c in str(checksum).split(",") if c.startswith("sha256:")), checksum
-                )
-        if digest is not None:
-            check_digest(digest)
-        elif require_digest:
-            raise ArtifactRefError(
-                "missing_digest",
-                f"artifact id {purl!r} carries no sha256 digest; Lockstep registers immutable "
-                "builds only: use pkg:oci/<service>@sha256:<hex>?tag=<version> "
-                "(or a checksum=sha256:<hex> qualifier)",
+        return _from_purl(purl, require_digest)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_purl(purl: str, require_digest: bool) -> ArtifactRef:
+    """Parsed once per purl: a handler asks for the same artifact's identity several times."""
+    try:
+        parsed = PackageURL.from_string(purl)
+    except ValueError as exc:
+        raise ArtifactRefError(
+            "invalid_purl", f"artifact id {purl!r} is not a Package URL (purl): {exc}"
+        ) from exc
+    qualifiers = parsed.qualifiers if isinstance(parsed.qualifiers, dict) else {}
+    digest: str | None = None
+    version: str | None = None
+    if parsed.version and parsed.version.startswith("sha256:"):
+        digest = parsed.version
+        version = qualifiers.get("tag")
+    else:
+        version = parsed.version
+        checksum = qualifiers.get("checksum") or qualifiers.get("digest")
+        if checksum:
+            digest = next(
+                (c for c in str(checksum).split(",") if c.startswith("sha256:")), checksum
             )
-        if not version:
-            raise ArtifactRefError(
-                "missing_version",
-                f"artifact id {purl!r} carries no version; add the release version as the "
-                "'tag' qualifier, e.g. ?tag=1.4.2",
-            )
-        return cls(check_service(parsed.name), check_version(version), digest)
+    if digest is not None:
+        check_digest(digest)
+    elif require_digest:
+        raise ArtifactRefError(
+            "missing_digest",
+            f"artifact id {purl!r} carries no sha256 digest; Lockstep registers immutable "
+            "builds only: use pkg:oci/<service>@sha256:<hex>?tag=<version> "
+            "(or a checksum=sha256:<hex> qualifier)",
+        )
+    if not version:
+        raise ArtifactRefError(
+            "missing_version",
+            f"artifact id {purl!r} carries no version; add the release version as the "
+            "'tag' qualifier, e.g. ?tag=1.4.2",
+        )
+    return ArtifactRef(check_service(parsed.name), check_version(version), digest)
