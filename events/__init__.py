@@ -13,6 +13,7 @@ from events._envelope import (
     KafkaRecord,
     decode,
     encode,
+    refuse_unstorable,
 )
 from events._registry import EVENT_TYPES, known_types, model_for
 from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
@@ -51,5 +52,6 @@ __all__ = [
     "encode",
     "known_types",
     "model_for",
+    "refuse_unstorable",
     "short_type",
 ]

@@ -119,10 +119,9 @@ def _from_purl(purl: str, require_digest: bool) -> ArtifactRef:
     else:
         version = parsed.version
         checksum = qualifiers.get("checksum") or qualifiers.get("digest")
-        if checksum:
-            digest = next(
-                (c for c in str(checksum).split(",") if c.startswith("sha256:")), checksum
-            )
+        if checksum:  # e.g. "sha1:…,sha256:…"; only a sha256 names a Lockstep build
+            sha256s = [c for c in str(checksum).split(",") if c.lower().startswith("sha256:")]
+            digest = sha256s[0] if sha256s else None
     if digest is not None:
         check_digest(digest)
     elif require_digest:

@@ -52,12 +52,17 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
+MAX_ID_LENGTH = 1024  # ids and sources are keys in Postgres: bounded, and never a NUL
+
+
 class Context(Model):
-    specversion: str = CDEVENTS_SPEC_VERSION
-    id: str = Field(default_factory=new_event_id, min_length=1)
-    source: str = Field(min_length=1, pattern=r"^\S+$", description="A URI-reference")
+    """Every field CDEvents requires is required here too (``new_context`` fills them in)."""
+
+    specversion: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    source: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^\S+$")
     type: str = Field(min_length=1)
-    timestamp: AwareDatetime = Field(default_factory=utc_now)
+    timestamp: AwareDatetime
     schema_uri: str | None = Field(default=None, alias="schemaUri", min_length=1)
     chain_id: str | None = Field(default=None, alias="chainId", min_length=1)
 
@@ -80,6 +85,7 @@ class CDEvent(Model):
     TYPE: ClassVar[str]
     TOPIC: ClassVar[str]
     SUMMARY: ClassVar[str] = ""
+    HINT: ClassVar[str] = ""  # what a producer most often gets wrong, said with a schema error
     INBOUND: ClassVar[bool] = False  # sent to Lockstep by CI and other tools (else emitted by it)
 
     context: Context
@@ -111,4 +117,11 @@ class CDEvent(Model):
 
     @classmethod
     def new_context(cls, source: str, **extra: Any) -> Context:
-        return Context(source=source, type=cls.TYPE, **extra)
+        fields = {
+            "specversion": CDEVENTS_SPEC_VERSION,
+            "id": new_event_id(),
+            "timestamp": utc_now(),
+            "source": source,
+            "type": cls.TYPE,
+        }
+        return Context.model_validate(fields | extra)

@@ -98,6 +98,7 @@ def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
             "keep large reports (SBOMs, test logs) elsewhere and send their URI",
             field="value",
         )
+    refuse_unstorable(record)
     headers = _header_map(record.headers)
     content_type = headers.get("content-type", "")
     if content_type.startswith("application/cloudevents"):
@@ -157,6 +158,21 @@ def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
     return Decoded(event=event, trace_headers=trace)
 
 
+def refuse_unstorable(record: KafkaRecord) -> None:
+    """Postgres text cannot hold a NUL character: such a record is refused at the edge."""
+    for name, value in record.headers:
+        if "\x00" in name or (value is not None and b"\x00" in value):
+            raise InvalidEvent(
+                f"header {name!r} holds a NUL character; header names and values must be text",
+                field=name.replace("\x00", "\\0"),
+            )
+    if b"\\u0000" in (record.value or b""):
+        raise InvalidEvent(
+            "the data holds a \\u0000 (NUL) character, which no text field may contain",
+            field="value",
+        )
+
+
 def explain(exc: ValidationError, event_type: str, *, limit: int = 5) -> str:
     """``subject.content.change: field required`` … — every fault by its path, then the fix."""
     parts: list[str] = []
@@ -165,11 +181,15 @@ def explain(exc: ValidationError, event_type: str, *, limit: int = 5) -> str:
         msg = err["msg"]
         if err["type"] == "missing":
             msg = "is required but missing"
+        elif err["type"] == "string_pattern_mismatch" and loc.endswith("source"):
+            msg = "must be a URI-reference, without spaces"
         parts.append(f"{loc}: {msg}")
     more = len(exc.errors()) - limit
     tail = f"; and {more} more" if more > 0 else ""
+    model = model_for(event_type)
+    hint = f" {model.HINT}" if model is not None and model.HINT else ""
     return (
-        f"{event_type} does not match its schema: {'; '.join(parts)}{tail}. "
+        f"{event_type} does not match its schema: {'; '.join(parts)}{tail}.{hint} "
         "`lockstep schema export DIR` writes the JSON Schema of every event type"
     )
 

@@ -92,6 +92,10 @@ class TestSuiteRunFinished(_AboutArtifact):
     TOPIC: ClassVar[str] = topics.EVIDENCE
     KIND: ClassVar[EvidenceKind] = "tests"
     SUMMARY: ClassVar[str] = "test suite finished"
+    HINT: ClassVar[str] = (
+        "Lockstep attaches test results to an artifact: set customData.artifactId to its purl "
+        "(pkg:oci/<service>@sha256:<hex>?tag=<version>, or pkg:generic/<service>@<version>)."
+    )
     __test__: ClassVar[bool] = False  # not a pytest class
 
     subject: TestSuiteRunSubject

@@ -14,18 +14,25 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
-# Errors that mean "the database is unreachable right now", not "this record is bad".
-DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    # asyncpg's own state machine, left confused by a connection that died mid-operation
-    asyncpg.InternalClientError,
-)
+# SQLSTATE classes that say "not now", never "not this record": connection exceptions (08),
+# transaction rollbacks such as deadlocks and serialization failures (40), insufficient
+# resources (53), operator intervention such as a shutdown (57), system errors (58); and a
+# read-only transaction during a fail-over (25006).
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+TRANSIENT_SQLSTATES = frozenset({"25006"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database is away, or chose this transaction as a victim: retry, never give up on
+    the record for it."""
+    if isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.InternalClientError):
+        # asyncpg's InternalClientError: its state machine, confused by a connection that
+        # died mid-operation
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
+    return False
 
 
 @dataclass(frozen=True)

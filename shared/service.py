@@ -39,13 +39,16 @@ class RunningService:
         self.spec = spec
         self.settings = settings
         self.schema = settings.db_schema(spec.name)
-        self.stop_requested = asyncio.Event()
+        self.stop_requested = asyncio.Event()  # what SIGTERM sets
+        self._stop_consuming = asyncio.Event()
+        self._stop_relaying = asyncio.Event()
         self.pool: asyncpg.Pool | None = None
         self.provider: TracerProvider | None = None
         self.consumer: EventConsumer | None = None
         self.relay: OutboxRelay | None = None
         self._producer: ReliableProducer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._consuming: asyncio.Task[None] | None = None
+        self._relaying: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet."""
@@ -80,27 +83,35 @@ class RunningService:
     def start(self, *, consume: bool = True, relay: bool = True) -> None:
         assert self.consumer is not None and self.relay is not None
         if consume:
-            self._tasks.append(
-                asyncio.create_task(self.consumer.run(self.stop_requested), name="consumer")
+            self._consuming = asyncio.create_task(
+                self.consumer.run(self._stop_consuming), name="consumer"
             )
         if relay:
-            self._tasks.append(
-                asyncio.create_task(self.relay.run(self.stop_requested), name="relay")
-            )
+            self._relaying = asyncio.create_task(self.relay.run(self._stop_relaying), name="relay")
+
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        return [t for t in (self._consuming, self._relaying) if t is not None]
 
     async def stop(self) -> None:
         """Drain and close: in-flight batch committed, outbox published, spans flushed.
         Raises if a component had died: a service that lost its consumer or relay must not
         look as if it stopped cleanly."""
         self.stop_requested.set()
-        names = [t.get_name() for t in self._tasks]
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        crashed = [
-            (name, result)
-            for name, result in zip(names, results, strict=True)
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError)
-        ]
+        # The consumer first: its last batch commits, and only then does the relay make its
+        # final drain, so what that batch emitted leaves now rather than at the next start.
+        crashed: list[tuple[str, BaseException]] = []
+        for event, task in (
+            (self._stop_consuming, self._consuming),
+            (self._stop_relaying, self._relaying),
+        ):
+            event.set()
+            if task is None:
+                continue
+            result = (await asyncio.gather(task, return_exceptions=True))[0]
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                crashed.append((task.get_name(), result))
+        self._consuming = self._relaying = None
         for name, result in crashed:
             log.error("%s: the %s ended with %r", self.spec.name, name, result)
         if self._producer is not None:

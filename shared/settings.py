@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     # a service's CPU went to encrypting localhost traffic). Set your own DSN for a remote one.
     pg_dsn: str = "postgresql://lockstep:lockstep@127.0.0.1:5432/lockstep?sslmode=disable"
     topic_partitions: int = Field(default=6, ge=1)
-    max_event_bytes: int = Field(default=DEFAULT_MAX_EVENT_BYTES, ge=1024)
+    max_event_bytes: int = Field(
+        default=DEFAULT_MAX_EVENT_BYTES,
+        ge=1024,
+        le=900 * 1024,  # below Kafka's 1 MiB topic default, so what we accept we can emit
+    )
     handler_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a failing handler before its record goes to the DLQ"
     )

@@ -16,8 +16,9 @@ async def lock_artifact(conn: asyncpg.Connection, service: str, version: str) ->
     A build and its evidence arrive on different topics and may be handled at once (other
     partitions, other instances): without this, evidence could be filed as pending just as
     the artifact's registration looks for pending evidence, and never be attached."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"artifact:{service}@{version}"
+    await conn.execute(  # keyed by schema too: installations sharing a database do not wait
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':artifact:' || $1, 0))",
+        f"{service}@{version}",
     )
 
 

@@ -12,6 +12,7 @@ nothing is skipped and nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -26,21 +27,13 @@ from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.outbox import channel_for, notify, write
-from shared.db import DB_UNAVAILABLE
+from shared.db import is_transient
 from shared.settings import Settings
 from shared.telemetry import context_from_headers
 
 log = logging.getLogger(__name__)
 
 HANDLED, DEAD = "handled", "dead-lettered"
-
-# Worth retrying the whole batch for: the database is away, or Postgres chose this
-# transaction as a deadlock or serialization victim. Never a reason to dead-letter.
-RETRY_BATCH: tuple[type[BaseException], ...] = (
-    *DB_UNAVAILABLE,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-)
 
 
 class Stopping(Exception):
@@ -97,11 +90,11 @@ class EventConsumer:
                     ),
                     return_exceptions=True,
                 )
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(result, Stopping):
+                        raise result
                 if any(isinstance(r, Stopping) for r in results):
                     return  # uncommitted records will be redelivered and deduplicated
-                for result in results:
-                    if isinstance(result, BaseException):
-                        raise result
                 await self._commit(
                     consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
                 )
@@ -135,8 +128,10 @@ class EventConsumer:
 
     async def _handle_batch(self, records: Sequence[KafkaRecord], stop: asyncio.Event) -> None:
         work = self._readable(records)
-        if not work:
-            return
+        if work:
+            await self._handle_work(work, stop)
+
+    async def _handle_work(self, work: list[tuple[KafkaRecord, Any]], stop: asyncio.Event) -> None:
         backoff = 0.1
         while True:
             try:
@@ -146,12 +141,37 @@ class EventConsumer:
                         await write(conn, emitted)
                         await notify(conn, self._channel)
                 return
-            except RETRY_BATCH as exc:
-                if stop.is_set() and isinstance(exc, DB_UNAVAILABLE):
-                    raise Stopping from exc
-                log.warning("%s: %s; retrying the batch in %.1fs", self._group, exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                if is_transient(exc):
+                    if stop.is_set():
+                        raise Stopping from exc
+                    log.warning("%s: %s; retrying the batch in %.1fs", self._group, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if not isinstance(exc, asyncpg.PostgresError):
+                    raise
+                # Postgres refused something outside any handler (the inbox or outbox row of
+                # a record it cannot store): find the record at fault, one at a time.
+                if len(work) > 1:
+                    log.error("%s: batch refused (%s); retrying record by record", self._group, exc)
+                    for one in work:
+                        await self._handle_work([one], stop)
+                    return
+                await self._dead_letter_alone(work[0][0], exc)
+                return
+
+    async def _dead_letter_alone(self, record: KafkaRecord, exc: Exception) -> None:
+        error = f"Postgres refused to store it: {type(exc).__name__}: {exc}"
+        log.error(
+            "%s: %s[%d]@%d -> dead letter: %s",
+            self._group, record.topic, record.partition, record.offset, error,
+        )  # fmt: skip
+        source, event_id, event_type, _ = _inbox_key(record, InvalidEvent(error))
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await inbox.claim(conn, source, event_id, event_type, DEAD):
+                await write(conn, [self._dead(record, error, "store", 1)])
+                await notify(conn, self._channel)
 
     async def _apply(
         self, conn: asyncpg.Connection, work: list[tuple[KafkaRecord, Any]]
@@ -202,9 +222,9 @@ class EventConsumer:
                     async with conn.transaction():  # a savepoint: a failure undoes this try only
                         await handler(event, ctx)
                     return ctx.emitted
-                except RETRY_BATCH:
-                    raise
                 except Exception as exc:
+                    if is_transient(exc):
+                        raise  # not the record's fault: the whole batch is retried
                     if attempt < attempts:
                         log.warning(
                             "%s: handler for %s failed (%s), try %d of %d",
@@ -233,13 +253,16 @@ class EventConsumer:
 
 
 def _inbox_key(record: KafkaRecord, item: Any) -> tuple[str, str, str | None, str]:
-    """(source, id, type, outcome). A record that could not be read is known by its position,
-    so a redelivery of the same bad record is not dead-lettered twice."""
+    """(source, id, type, outcome). A record that could not be read is known by its position
+    and a hash of its bytes, so a redelivery of the same bad record is not dead-lettered
+    twice, and another record at a reused offset (a recreated topic) is not mistaken for it."""
     if isinstance(item, InvalidEvent):
+        fingerprint = hashlib.sha256(record.value or b"").hexdigest()[:16]
+        ce_type = (record.header("ce_type") or "").replace("\x00", "")[:255] or None
         return (
             f"kafka:{record.topic}/{record.partition}",
-            str(record.offset),
-            record.header("ce_type"),
+            f"{record.offset}:{fingerprint}",
+            ce_type,
             DEAD,
         )
     event: CDEvent = item.event

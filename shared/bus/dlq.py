@@ -24,7 +24,11 @@ def dead_letter(
         "attempts": str(attempts),
         "failed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
-    kept = tuple(h for h in record.headers if not h[0].startswith(HEADER_PREFIX))
+    kept = tuple(  # header names become Postgres text in the outbox: no NUL there
+        (name.replace("\x00", "\ufffd"), value)
+        for name, value in record.headers
+        if not name.startswith(HEADER_PREFIX)
+    )
     extra = tuple((HEADER_PREFIX + k, v.encode()) for k, v in why.items())
     return KafkaRecord(topic=dlq_topic, key=record.key, value=record.value, headers=kept + extra)
 

@@ -15,11 +15,18 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from events import KafkaRecord
 from shared.bus.producer import ReliableProducer
-from shared.db import DB_UNAVAILABLE
+from shared.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,16 @@ _INSERT = (
 )
 SENT_RETENTION = "1 day"  # sent records are kept this long, to see what a service emitted
 CLEANUP_EVERY_S = 300.0
+
+# What Kafka will never accept, however often it is sent. (aiokafka marks a timeout as not
+# retriable too, so "not retriable" is no test: a broker that is away must be waited for.)
+REFUSED_FOR_GOOD: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+)
 
 
 def channel_for(schema: str) -> str:
@@ -78,6 +95,9 @@ class OutboxRelay:
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop``, then publish what is left (bounded) and return. Whatever
+        fails, the relay tries again: its work is idempotent, and a dead relay loses nothing
+        but silently stops a service's output, which is worse than a noisy retry."""
         listener: asyncpg.Connection | None = None
         backoff = 0.1
         loop = asyncio.get_running_loop()
@@ -96,35 +116,44 @@ class OutboxRelay:
                     if sent >= self._batch:
                         continue  # more waiting: go straight on
                     await self._sleep_until_woken(stop)
-                except (KafkaError, *DB_UNAVAILABLE) as exc:
-                    log.warning(
-                        "outbox relay of %s: %s; retrying in %.1fs", self._schema, exc, backoff
-                    )
+                except Exception as exc:
+                    expected = isinstance(exc, KafkaError) or is_transient(exc)
+                    log.log(
+                        logging.WARNING if expected else logging.ERROR,
+                        "outbox relay of %s: %r; retrying in %.1fs", self._schema, exc, backoff,
+                        exc_info=not expected,
+                    )  # fmt: skip
                     if isinstance(exc, KafkaError):
-                        await self._producer.restart()
-                    if listener is not None and not listener.is_closed():
-                        await listener.close()
+                        await self._producer.reset()  # a fresh producer at the next try
+                    if listener is not None:
+                        await _close_quietly(listener)
                     listener = None
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
             await self._final_drain()
         finally:
-            if listener is not None and not listener.is_closed():
-                await listener.close()
+            if listener is not None:
+                await _close_quietly(listener)
 
     async def drain_once(self) -> int:
-        """Publish up to one batch of unsent records; returns how many were published."""
+        """Publish up to one batch of unsent records; returns how many were published.
+
+        Records the broker acknowledged are stamped sent even when others in the batch were
+        not, so a failure does not send them again and again. A record Kafka refuses for good
+        (too large, an invalid topic) is set aside with the reason and no longer blocks the
+        rest; any other failure is raised after the stamps are committed, and retried."""
+        retry_error: BaseException | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 return 0  # another instance of this service is publishing
             rows = await conn.fetch(
                 "SELECT id, topic, key, value, header_names, header_values FROM outbox "
-                "WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+                "WHERE sent_at IS NULL AND failed_at IS NULL ORDER BY id LIMIT $1",
                 self._batch,
             )
             if not rows:
                 return 0
-            await self._producer.send_all(
+            results = await self._producer.send_each(
                 [
                     KafkaRecord(
                         topic=row["topic"],
@@ -135,11 +164,27 @@ class OutboxRelay:
                     for row in rows
                 ]
             )
+            sent = [row["id"] for row, error in zip(rows, results, strict=True) if error is None]
             await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", sent
             )
-        self.published += len(rows)
+            for row, error in zip(rows, results, strict=True):
+                if error is None:
+                    continue
+                if isinstance(error, REFUSED_FOR_GOOD):
+                    log.error(
+                        "outbox of %s: record %d to %s refused by Kafka for good, set aside: %r",
+                        self._schema, row["id"], row["topic"], error,
+                    )  # fmt: skip
+                    await conn.execute(
+                        "UPDATE outbox SET failed_at = now(), error = $2 WHERE id = $1",
+                        row["id"], repr(error),
+                    )  # fmt: skip
+                elif retry_error is None:
+                    retry_error = error
+        self.published += len(sent)
+        if retry_error is not None:
+            raise retry_error
         return len(rows)
 
     async def _forget_sent(self) -> None:
@@ -151,6 +196,8 @@ class OutboxRelay:
     async def _listen(self) -> asyncpg.Connection:
         conn = await asyncpg.connect(self._dsn)
         await conn.add_listener(self._channel, lambda *_: self._wake.set())
+        # If the connection drops, wake up now: the next turn reconnects and drains.
+        conn.add_termination_listener(lambda *_: self._wake.set())
         return conn
 
     async def _sleep_until_woken(self, stop: asyncio.Event) -> None:
@@ -167,10 +214,17 @@ class OutboxRelay:
             async with asyncio.timeout(budget_s):
                 while await self.drain_once() >= self._batch:
                     pass
-        except (TimeoutError, KafkaError, *DB_UNAVAILABLE) as exc:
+        except Exception as exc:
             log.warning(
                 "outbox of %s not fully drained at shutdown (%s); it is kept", self._schema, exc
             )
+
+
+async def _close_quietly(conn: asyncpg.Connection) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(conn.close(), 2)
+    if not conn.is_closed():
+        conn.terminate()
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

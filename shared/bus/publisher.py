@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from events import CDEvent, InvalidEvent, KafkaRecord, encode
+from events import CDEvent, InvalidEvent, KafkaRecord, encode, refuse_unstorable
 from shared.bus.producer import ReliableProducer
 from shared.settings import Settings
 
@@ -38,6 +38,7 @@ class Publisher:
     ) -> KafkaRecord:
         trace = {k: v for k, v in (("traceparent", traceparent), ("tracestate", tracestate)) if v}
         record = encode(event, topic=self._settings.topic(event.TOPIC), trace_headers=trace)
+        refuse_unstorable(record)
         size = len(record.value or b"")
         if size > self._settings.max_event_bytes:
             raise InvalidEvent(

@@ -256,6 +256,8 @@ async def test_evidence_racing_its_artifact_is_never_left_pending(
         return len(recorded) >= len(refs)
 
     await ns.log.wait_for(all_recorded, 60)
+    recorded = [e.id for e in ns.log.events(EvidenceRecorded) if e.partition_key() == service]
+    assert len(recorded) == len(refs)  # once each, no more
     states = await ns.sql(
         "artifacts",
         "SELECT state, count(*) AS n FROM evidence WHERE service = $1 GROUP BY state",

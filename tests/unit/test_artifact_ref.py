@@ -81,3 +81,11 @@ def test_labels() -> None:
     assert ArtifactRef.parse_label("checkout@1.4.2") == ArtifactRef("checkout", "1.4.2")
     with pytest.raises(ArtifactRefError, match="service@version"):
         ArtifactRef.parse_label("checkout-1.4.2")
+
+
+def test_a_checksum_without_sha256_is_a_missing_digest() -> None:
+    with pytest.raises(ArtifactRefError) as caught:
+        ArtifactRef.from_purl(
+            f"pkg:generic/checkout@1.4.2?checksum=sha512:{'a' * 128}", require_digest=True
+        )
+    assert caught.value.code == "missing_digest"

@@ -22,6 +22,8 @@ from events import (
     encode,
 )
 from events.evidence import Findings, Measurement
+from shared.bus import Publisher
+from shared.settings import Settings
 
 services = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}", fullmatch=True)
 versions = st.from_regex(r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,4}(-rc\.[0-9])?", fullmatch=True)
@@ -35,8 +37,10 @@ trace_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32).filte
 span_ids = st.text(alphabet="0123456789abcdef", min_size=16, max_size=16).filter(
     lambda t: set(t) != {"0"}
 )
-free_text = st.text(
-    st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40
+free_text = st.text(  # anything Postgres can store: no surrogates, no NUL
+    st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"),
+    min_size=1,
+    max_size=40,
 )
 
 
@@ -195,3 +199,66 @@ def test_schema_violation_names_every_faulty_path() -> None:
     assert "subject.content.change: is required but missing" in reason
     assert "context.timestamp:" in reason
     assert "lockstep schema export" in reason
+
+
+@pytest.mark.parametrize(
+    ("mutate", "words"),
+    [
+        (lambda r: _with(r, ce_type="dev.cdevents.artifact.packaged.0.3.0\x00"), ["NUL"]),
+        (lambda r: dataclasses.replace(r, headers=(*r.headers, ("x\x00y", b"1"))), ["NUL"]),
+        (
+            lambda r: _with(r, value=(r.value or b"").replace(b'"abc1234"', b'"abc\\u0000"')),
+            ["NUL"],
+        ),
+    ],
+)
+def test_text_postgres_cannot_store_is_refused_at_the_edge(mutate, words) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidEvent) as caught:
+        decode(mutate(encode(packaged(), topic="t")))
+    for word in words:
+        assert word in caught.value.reason
+
+
+def test_an_event_id_longer_than_a_key_may_be_is_refused() -> None:
+    doc = json.loads(packaged().to_json())
+    doc["context"]["id"] = "x" * 2000
+    record = _with(encode(packaged(), topic="t"), value=json.dumps(doc).encode(), ce_id="x" * 2000)
+    with pytest.raises(InvalidEvent) as caught:
+        decode(record)
+    assert caught.value.field == "context.id"
+    assert "at most 1024 characters" in caught.value.reason
+
+
+@pytest.mark.parametrize("missing", ["timestamp", "specversion", "id", "source"])
+def test_context_fields_cdevents_requires_are_required(missing: str) -> None:
+    doc = json.loads(packaged().to_json())
+    del doc["context"][missing]
+    with pytest.raises(InvalidEvent) as caught:
+        decode(
+            _with(
+                encode(packaged(), topic="t"),
+                value=json.dumps(doc).encode(),
+                ce_id=doc["context"].get("id", "i"),
+            )
+        )
+    assert f"context.{missing}: is required but missing" in caught.value.reason
+
+
+def test_a_test_suite_result_without_its_artifact_says_how_to_name_it() -> None:
+    event = TestSuiteRunFinished.build(
+        artifact=ArtifactRef("checkout", "1.4.2"), suite="it", outcome="success"
+    )
+    doc = json.loads(event.to_json())
+    del doc["customData"]
+    with pytest.raises(InvalidEvent) as caught:
+        decode(_with(encode(event, topic="t"), value=json.dumps(doc).encode()))
+    assert "customData: is required but missing" in caught.value.reason
+    assert "set customData.artifactId to its purl" in caught.value.reason
+
+
+def test_the_publisher_refuses_what_no_service_could_store() -> None:
+    event = ArtifactPackaged.build(
+        service="checkout", version="1.4.2", digest="sha256:" + "a" * 64, commit="abc\x00"
+    )
+    with pytest.raises(InvalidEvent, match="NUL"):
+        Publisher(Settings()).record_for(event)
