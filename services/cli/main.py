@@ -29,12 +29,14 @@ schema_app = typer.Typer(
     help="The event contract as JSON Schema and AsyncAPI.", no_args_is_help=True
 )
 topics_app = typer.Typer(help="Kafka topics of a namespace.", no_args_is_help=True)
+model_app = typer.Typer(help="The release model (policy as code).", no_args_is_help=True)
 app.add_typer(publish_app, name="publish")
 publish_app.add_typer(evidence_app, name="evidence")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(infra_app, name="infra")
 app.add_typer(schema_app, name="schema")
 app.add_typer(topics_app, name="topics")
+app.add_typer(model_app, name="model")
 
 # Piped output (CI logs) is not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -396,6 +398,33 @@ def schema_export(
 
     written = export(directory, Settings())
     out.print(f"wrote {len(written)} files to {directory}")
+
+
+# --- release model ---------------------------------------------------------------------------
+
+
+@model_app.command("validate")
+def model_validate(
+    file: Annotated[Path, typer.Argument(help="The release model, e.g. infra/release-model.yaml")],
+) -> None:
+    """Check a release model; every problem is printed with its file and line."""
+    from shared.release_model import ModelError, load
+
+    if not file.is_file():
+        raise fail(f"{file}: no such file")
+    try:
+        loaded = load(file)
+    except ModelError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), highlight=False, markup=False)
+        problems = len(exc.problems)
+        raise fail(f"{file}: {problems} problem(s); the model is refused", code=1) from None
+    m = loaded.model
+    out.print(
+        f"{file}: valid (sha256 {loaded.sha256}): {len(m.environments)} environments, "
+        f"{len(m.gates)} gates, {len(m.trains)} trains, {len(m.windows)} windows",
+        highlight=False,
+    )
 
 
 # --- demo -----------------------------------------------------------------------------------
