@@ -1,0 +1,1 @@
+"""The gates service: judges each build against the gate of each environment."""
