@@ -25,6 +25,8 @@ from events.evidence import (
     SecurityScanFinished,
     TestSuiteRunFinished,
 )
+from events.gates import GateFailed, GatePassed
+from events.policy import PolicyUpdated
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -42,8 +44,11 @@ __all__ = [
     "Evidence",
     "EvidenceRecorded",
     "EvidenceRejected",
+    "GateFailed",
+    "GatePassed",
     "InvalidEvent",
     "KafkaRecord",
+    "PolicyUpdated",
     "Reference",
     "SecurityScanFinished",
     "TestSuiteRunFinished",

@@ -11,6 +11,8 @@ from events.evidence import (
     SecurityScanFinished,
     TestSuiteRunFinished,
 )
+from events.gates import GateFailed, GatePassed
+from events.policy import PolicyUpdated
 
 EVENT_TYPES: tuple[type[CDEvent], ...] = (
     ArtifactPackaged,
@@ -21,6 +23,9 @@ EVENT_TYPES: tuple[type[CDEvent], ...] = (
     BenchmarkFinished,
     EvidenceRecorded,
     EvidenceRejected,
+    PolicyUpdated,
+    GatePassed,
+    GateFailed,
 )
 
 

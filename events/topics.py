@@ -13,6 +13,7 @@ DEPLOYMENTS: Final = "deployments"
 FLAGS: Final = "flags"
 INCIDENTS: Final = "incidents"
 SIGNALS: Final = "signals"
+POLICIES: Final = "policies"
 DLQ: Final = "dlq"
 
 ALL: Final[tuple[str, ...]] = (
@@ -24,6 +25,7 @@ ALL: Final[tuple[str, ...]] = (
     FLAGS,
     INCIDENTS,
     SIGNALS,
+    POLICIES,
     DLQ,
 )
 

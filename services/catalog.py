@@ -8,6 +8,7 @@ from shared.service import ServiceSpec
 
 SERVICES: dict[str, str] = {
     "artifacts": "services.artifacts.app",
+    "gates": "services.gates.app",
 }
 
 

@@ -26,21 +26,28 @@ from events import (
     ArtifactPackaged,
     ArtifactRef,
     BenchmarkFinished,
+    InvalidEvent,
+    KafkaRecord,
     SecurityScanFinished,
     TestSuiteRunFinished,
+    decode,
     short_type,
     topics,
 )
 from events.evidence import Findings, Measurement
+from events.policy import PolicyUpdated
 from services.catalog import SERVICES
 from services.cli.views import describe_record, print_artifact, print_trace
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
+from shared.release_model import load as load_release_model
+from shared.release_model import policy_updated
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
-WATCHED = (topics.ARTIFACTS, topics.EVIDENCE, topics.DLQ)
+WATCHED = (topics.ARTIFACTS, topics.EVIDENCE, topics.GATES, topics.POLICIES, topics.DLQ)
+RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "release-model.yaml"
 
 
 def run_demo(out: Console, settings: Settings) -> int:
@@ -83,12 +90,23 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
     watcher = await _watch(settings)
     provider = tracer_provider(settings, "ci")
     ci = tracer(provider)
-    expected = {"artifact.published": 1, "evidence.recorded": 3, "artifact.rejected": 1}
+    # dev has no gate: it passes on registration. staging waits for 10 min of soak in dev,
+    # and production for soak and an approval: deployments are the next part to land.
+    expected = {
+        "policy.updated": 1,
+        "artifact.published": 1,
+        "evidence.recorded": 3,
+        "artifact.rejected": 1,
+        "gate.passed": 1,
+    }
     seen: dict[str, int] = {}
     try:
         with ci.start_as_current_span(f"ci build {label}", attributes={"lockstep.artifact": label}):
             trace = current_trace_headers()
             async with Publisher(settings, client_id="lockstep-demo-ci") as ci_pub:
+                policy = _policy_event()
+                await ci_pub.publish(policy)
+                out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
                 steps = [
                     TestSuiteRunFinished.build(
                         artifact=ref,
@@ -138,15 +156,16 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
         while any(seen.get(k, 0) < n for k, n in expected.items()) and time.monotonic() < deadline:
             for records in (await watcher.getmany(timeout_ms=500)).values():
                 for r in records:
-                    line = describe_record(record_from_kafka(r), settings.max_event_bytes)
+                    record = record_from_kafka(r)
                     kind = _kind(r)
+                    if kind in ("artifact.packaged",) or kind.endswith(".finished"):
+                        continue  # what CI sent, printed above
+                    if not _about(record, label, policy.id, settings.max_event_bytes):
+                        continue  # about another build (earlier runs, other teams)
                     if kind in expected:
                         seen[kind] = seen.get(kind, 0) + 1
-                    if (
-                        kind not in ("artifact.packaged", "testsuiterun.finished")
-                        and "finished" not in kind
-                    ):
-                        out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
+                    line = describe_record(record, settings.max_event_bytes)
+                    out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
     finally:
         await watcher.stop()
         provider.shutdown()
@@ -168,6 +187,26 @@ async def _watch(settings: Settings) -> AIOKafkaConsumer:
     for tp in partitions:
         await consumer.position(tp)
     return consumer
+
+
+def _policy_event() -> PolicyUpdated:
+    return policy_updated(
+        load_release_model(RELEASE_MODEL),
+        updated_by="platform-team",
+        source="infra/release-model.yaml",
+        sender="demo/platform-team",
+    )
+
+
+def _about(record: KafkaRecord, label: str, policy_id: str, max_bytes: int) -> bool:
+    """Whether a record is about this demo's build or release model (dead letters: always)."""
+    if record.topic.endswith("." + topics.DLQ):
+        return True
+    try:
+        event = decode(record, max_bytes=max_bytes).event
+    except InvalidEvent:
+        return True
+    return event.artifact_label() == label or event.id == policy_id
 
 
 def _kind(r: Any) -> str:

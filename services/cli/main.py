@@ -427,6 +427,21 @@ def model_validate(
     )
 
 
+@model_app.command("publish")
+def model_publish(
+    file: Annotated[Path, typer.Argument(help="The release model to put in force")],
+    by: Annotated[str, typer.Option(help="Who changes it (recorded with the change)")],
+) -> None:
+    """Validate a release model and put it in force (a policy.updated event)."""
+    from shared.release_model import ModelError, load, policy_updated
+
+    try:
+        loaded = load(file)
+    except (ModelError, OSError) as exc:
+        raise fail(f"{file}: refused:\n{exc}", code=1) from None
+    _publish(policy_updated(loaded, updated_by=by, source=str(file)), None)
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 

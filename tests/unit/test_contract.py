@@ -59,8 +59,12 @@ from events.evidence import (
     RecordedContent,
     RecordedSubject,
 )
+from events.gates import CriterionVerdict, GateDecisionContent, GateFailed, GatePassed, GateSubject
+from events.policy import PolicyUpdated
 from events.schema import export, schema_id
 from shared.bus.dlq import HEADER_PREFIX, dead_letter, reason_of
+from shared.release_model import load as load_release_model
+from shared.release_model import policy_updated
 from shared.settings import Settings
 
 CDEVENTS_DIR = Path(__file__).resolve().parents[3] / "shared" / "cdevents"
@@ -213,7 +217,48 @@ def _evidence_rejected() -> CDEvent:
     )
 
 
+def _policy() -> CDEvent:
+    root = Path(__file__).resolve().parents[2]
+    return policy_updated(
+        load_release_model(root / "infra" / "release-model.yaml"), updated_by="platform-team"
+    )
+
+
+def _gate(model: type[GatePassed] | type[GateFailed], result: str) -> CDEvent:
+    return model(
+        context=model.new_context("lockstep/gates"),
+        subject=GateSubject(
+            id="checkout@1.4.2:prod-eu",
+            content=GateDecisionContent(
+                service="checkout",
+                version="1.4.2",
+                digest=DIGEST,
+                artifact_id=REF.purl(),
+                environment="prod-eu",
+                result=result,  # type: ignore[arg-type]
+                score=83.33,
+                criteria=[
+                    CriterionVerdict(
+                        criterion="benchmark p99_latency",
+                        verdict="warning",
+                        key=False,
+                        weight=1,
+                        measured={"value": 107, "baseline": 100, "regression_percent": 7.0},
+                        reason="p99_latency 7.0 % worse (warn above 5 %)",
+                    )
+                ],
+                conditions=[],
+                policy_sha256="a" * 64,
+                evidence_ids=[str(uuid.uuid4())],
+            ),
+        ),
+    )
+
+
 SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
+    PolicyUpdated.TYPE: [_policy],
+    GatePassed.TYPE: [lambda: _gate(GatePassed, "warning")],
+    GateFailed.TYPE: [lambda: _gate(GateFailed, "fail")],
     ArtifactPackaged.TYPE: [_packaged, _packaged_minimal],
     ArtifactPublished.TYPE: [_published, lambda: _published(sbom=False)],
     ArtifactRejected.TYPE: [_rejected],
@@ -571,6 +616,9 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     BenchmarkFinished.TYPE: ("subject", "content", "metrics"),
     EvidenceRecorded.TYPE: ("subject", "content", "digest"),
     EvidenceRejected.TYPE: ("subject", "content", "reason"),
+    PolicyUpdated.TYPE: ("subject", "content", "sha256"),
+    GatePassed.TYPE: ("subject", "content", "policySha256"),
+    GateFailed.TYPE: ("subject", "content", "criteria"),
 }
 
 

@@ -1,0 +1,118 @@
+"""What the gates service does with each event it consumes.
+
+- ``policy.updated``: the new release model is in force; recent builds are judged again.
+- ``artifact.published``: a build to judge, for the gate of every environment.
+- ``evidence.recorded``: one more piece of evidence; its build is judged again.
+
+A decision is emitted (``gate.passed`` for pass or warning, ``gate.failed`` for fail) only
+when it is decided and differs from the last one for that build, environment and model.
+"""
+
+from __future__ import annotations
+
+from events import ArtifactPublished, EvidenceRecorded, GateFailed, GatePassed, PolicyUpdated
+from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
+from services.gates import scoring, store
+from shared.bus import HandlerContext, Router
+from shared.release_model.model import Gate, ReleaseModel
+
+SOURCE = "lockstep/gates"
+
+router = Router()
+_parsed: dict[str, ReleaseModel] = {}  # by sha256: a model is parsed once per process
+
+
+@router.handles(PolicyUpdated)
+async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
+    content = event.subject.content
+    _model(content.sha256, content.model)  # refuse (and dead-letter) a model that does not parse
+    await store.set_policy(ctx.conn, content.sha256, content.model, content.updated_by)
+    ctx.span.set_attribute("lockstep.policy_sha256", content.sha256)
+    for build in await store.recent_builds(ctx.conn):
+        await store.lock_build(ctx.conn, build.service, build.version)
+        await judge(ctx, build)
+
+
+@router.handles(ArtifactPublished)
+async def on_published(event: ArtifactPublished, ctx: HandlerContext) -> None:
+    facts = event.custom_data
+    await store.lock_build(ctx.conn, facts.service, facts.version)
+    build = store.Build(facts.service, facts.version, facts.digest, event.subject.id)
+    await store.add_build(ctx.conn, build)
+    await judge(ctx, build)
+
+
+@router.handles(EvidenceRecorded)
+async def on_evidence(event: EvidenceRecorded, ctx: HandlerContext) -> None:
+    c = event.subject.content
+    await store.lock_build(ctx.conn, c.service, c.version)
+    fact = scoring.EvidenceFact(kind=c.kind, passed=c.passed, details=c.details)
+    await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact)
+    build = await store.build(ctx.conn, c.service, c.version)
+    if build is not None:
+        await judge(ctx, build)
+
+
+async def judge(ctx: HandlerContext, build: store.Build) -> None:
+    """Judge ``build`` against every environment's gate under the model in force."""
+    policy = await store.policy(ctx.conn)
+    if policy is None:
+        ctx.span.set_attribute("lockstep.outcome", "no release model yet")
+        return
+    model = _model(policy.sha256, policy.model)
+    evidence = await store.evidence(ctx.conn, build.service, build.version)
+    facts = [fact for _, fact in evidence]
+    outcome: list[str] = []
+    for environment in model.environments:
+        result = scoring.evaluate(model.gates.get(environment.name, Gate()), facts)
+        if not result.decided:
+            continue
+        assert result.score is not None
+        last = await store.decision(ctx.conn, build.service, build.version, environment.name)
+        if last == (result.result, policy.sha256):
+            continue
+        await store.record_decision(
+            ctx.conn, build.service, build.version, environment.name,
+            result.result, result.score, policy.sha256,
+        )  # fmt: skip
+        outcome.append(f"{environment.name} {result.result}")
+        kind = GateFailed if result.result == "fail" else GatePassed
+        ctx.emit(
+            kind(
+                context=kind.new_context(SOURCE),
+                subject=GateSubject(
+                    id=f"{build.service}@{build.version}:{environment.name}",
+                    content=GateDecisionContent(
+                        service=build.service,
+                        version=build.version,
+                        digest=build.digest,
+                        artifact_id=build.purl,
+                        environment=environment.name,
+                        result=result.result,
+                        score=result.score,
+                        criteria=[_verdict(j) for j in result.criteria],
+                        conditions=[_verdict(j) for j in result.conditions],
+                        policy_sha256=policy.sha256,
+                        evidence_ids=[event_id for event_id, _ in evidence],
+                    ),
+                ),
+            )
+        )
+    ctx.span.set_attribute("lockstep.outcome", ", ".join(outcome) or "no new decision")
+
+
+def _model(sha256: str, raw: dict[str, object]) -> ReleaseModel:
+    if sha256 not in _parsed:
+        _parsed[sha256] = ReleaseModel.model_validate(raw)
+    return _parsed[sha256]
+
+
+def _verdict(j: scoring.Judged) -> CriterionVerdict:
+    return CriterionVerdict(
+        criterion=j.criterion,
+        verdict=j.verdict,
+        key=j.key,
+        weight=j.weight,
+        measured=j.measured,
+        reason=j.reason,
+    )

@@ -1,0 +1,124 @@
+"""The gates service's tables (its own schema)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.gates.scoring import EvidenceFact
+
+
+@dataclass(frozen=True)
+class Build:
+    service: str
+    version: str
+    digest: str
+    purl: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    sha256: str
+    model: dict[str, Any]
+
+
+async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> None:
+    """Serialise, until commit, the judging of one build: its registration and its evidence
+    arrive on two topics and may be handled at once."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':build:' || $1, 0))",
+        f"{service}@{version}",
+    )
+
+
+async def set_policy(conn: asyncpg.Connection, sha256: str, model: dict[str, Any], by: str) -> None:
+    await conn.execute(
+        """INSERT INTO policy (only_one, sha256, model, updated_by) VALUES (true, $1, $2::jsonb, $3)
+           ON CONFLICT (only_one) DO UPDATE
+           SET sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
+               updated_by = EXCLUDED.updated_by, updated_at = now()""",
+        sha256, json.dumps(model), by,
+    )  # fmt: skip
+
+
+async def policy(conn: asyncpg.Connection) -> Policy | None:
+    row = await conn.fetchrow("SELECT sha256, model FROM policy")
+    if row is None:
+        return None
+    return Policy(row["sha256"], json.loads(row["model"]))
+
+
+async def add_build(conn: asyncpg.Connection, build: Build) -> None:
+    await conn.execute(
+        "INSERT INTO builds (service, version, digest, purl) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING",
+        build.service, build.version, build.digest, build.purl,
+    )  # fmt: skip
+
+
+async def build(conn: asyncpg.Connection, service: str, version: str) -> Build | None:
+    row = await conn.fetchrow(
+        "SELECT service, version, digest, purl FROM builds WHERE service = $1 AND version = $2",
+        service, version,
+    )  # fmt: skip
+    return Build(**dict(row)) if row is not None else None
+
+
+async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
+    rows = await conn.fetch(
+        "SELECT service, version, digest, purl FROM builds ORDER BY registered_at DESC LIMIT $1",
+        limit,
+    )
+    return [Build(**dict(r)) for r in rows]
+
+
+async def add_evidence(
+    conn: asyncpg.Connection, event_id: str, service: str, version: str, fact: EvidenceFact
+) -> None:
+    await conn.execute(
+        "INSERT INTO evidence (event_id, service, version, kind, passed, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING",
+        event_id, service, version, fact.kind, fact.passed, json.dumps(fact.details),
+    )  # fmt: skip
+
+
+async def evidence(
+    conn: asyncpg.Connection, service: str, version: str
+) -> list[tuple[str, EvidenceFact]]:
+    rows = await conn.fetch(
+        "SELECT event_id, kind, passed, details FROM evidence WHERE service = $1 AND version = $2 "
+        "ORDER BY recorded_at, event_id",
+        service, version,
+    )  # fmt: skip
+    return [
+        (r["event_id"], EvidenceFact(r["kind"], r["passed"], json.loads(r["details"])))
+        for r in rows
+    ]
+
+
+async def decision(
+    conn: asyncpg.Connection, service: str, version: str, environment: str
+) -> tuple[str, str] | None:
+    row = await conn.fetchrow(
+        "SELECT result, policy_sha256 FROM decisions "
+        "WHERE service = $1 AND version = $2 AND environment = $3",
+        service, version, environment,
+    )  # fmt: skip
+    return (row["result"], row["policy_sha256"]) if row is not None else None
+
+
+async def record_decision(
+    conn: asyncpg.Connection, service: str, version: str, environment: str,
+    result: str, score: float, policy_sha256: str,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """INSERT INTO decisions (service, version, environment, result, score, policy_sha256)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (service, version, environment) DO UPDATE
+           SET result = EXCLUDED.result, score = EXCLUDED.score,
+               policy_sha256 = EXCLUDED.policy_sha256, decided_at = now()""",
+        service, version, environment, result, score, policy_sha256,
+    )  # fmt: skip
