@@ -1,0 +1,1 @@
+"""The promotion service: what runs where, and what may go where next."""
