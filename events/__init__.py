@@ -17,6 +17,7 @@ from events._envelope import (
 )
 from events._registry import EVENT_TYPES, known_types, model_for
 from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
+from events.deployments import DeploymentFailed, ServiceDeployed
 from events.evidence import (
     BenchmarkFinished,
     Evidence,
@@ -27,6 +28,7 @@ from events.evidence import (
 )
 from events.gates import GateFailed, GatePassed
 from events.policy import PolicyUpdated
+from events.promotions import PromotionApproved, PromotionBlocked
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -41,6 +43,7 @@ __all__ = [
     "CDEvent",
     "Context",
     "Decoded",
+    "DeploymentFailed",
     "Evidence",
     "EvidenceRecorded",
     "EvidenceRejected",
@@ -49,8 +52,11 @@ __all__ = [
     "InvalidEvent",
     "KafkaRecord",
     "PolicyUpdated",
+    "PromotionApproved",
+    "PromotionBlocked",
     "Reference",
     "SecurityScanFinished",
+    "ServiceDeployed",
     "TestSuiteRunFinished",
     "check_digest",
     "decode",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from events._base import CDEvent, split_type
 from events.artifacts import ArtifactPackaged, ArtifactPublished, ArtifactRejected
+from events.deployments import DeploymentFailed, ServiceDeployed
 from events.evidence import (
     BenchmarkFinished,
     EvidenceRecorded,
@@ -13,6 +14,7 @@ from events.evidence import (
 )
 from events.gates import GateFailed, GatePassed
 from events.policy import PolicyUpdated
+from events.promotions import PromotionApproved, PromotionBlocked
 
 EVENT_TYPES: tuple[type[CDEvent], ...] = (
     ArtifactPackaged,
@@ -26,6 +28,10 @@ EVENT_TYPES: tuple[type[CDEvent], ...] = (
     PolicyUpdated,
     GatePassed,
     GateFailed,
+    PromotionApproved,
+    PromotionBlocked,
+    ServiceDeployed,
+    DeploymentFailed,
 )
 
 

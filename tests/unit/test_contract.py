@@ -44,12 +44,22 @@ from events import (
     known_types,
 )
 from events import topics as topic_names
+from events._base import Reference
 from events.artifacts import (
     PublishedContent,
     PublishedSubject,
     RejectedContent,
     RejectedSubject,
     SbomRef,
+)
+from events.deployments import (
+    DeployedContent,
+    DeployedSubject,
+    DeploymentFacts,
+    DeploymentFailed,
+    FailedContent,
+    FailedSubject,
+    ServiceDeployed,
 )
 from events.evidence import (
     EvidenceRejectedContent,
@@ -61,6 +71,16 @@ from events.evidence import (
 )
 from events.gates import CriterionVerdict, GateDecisionContent, GateFailed, GatePassed, GateSubject
 from events.policy import PolicyUpdated
+from events.promotions import (
+    ApprovedContent,
+    ApprovedSubject,
+    BlockedContent,
+    BlockedSubject,
+    HoldView,
+    PromotionApproved,
+    PromotionBlocked,
+    promotion_id,
+)
 from events.schema import export, schema_id
 from shared.bus.dlq import HEADER_PREFIX, dead_letter, reason_of
 from shared.release_model import load as load_release_model
@@ -255,7 +275,82 @@ def _gate(model: type[GatePassed] | type[GateFailed], result: str) -> CDEvent:
     )
 
 
+def _deployed() -> CDEvent:
+    return ServiceDeployed(
+        context=ServiceDeployed.new_context("lockstep/deployer/eu-1"),
+        subject=DeployedSubject(
+            id="checkout",
+            content=DeployedContent(environment=Reference(id="prod-eu"), artifact_id=REF.purl()),
+        ),
+        custom_data=DeploymentFacts(promotion_id="prm-0123456789abcdef01234567", agent="eu-1"),
+    )
+
+
+def _deployment_failed() -> CDEvent:
+    return DeploymentFailed(
+        context=DeploymentFailed.new_context("lockstep/deployer/eu-1"),
+        subject=FailedSubject(
+            id="checkout",
+            content=FailedContent(
+                environment="prod-eu",
+                artifact_id=REF.purl(),
+                promotion_id="prm-0123456789abcdef01234567",
+                agent="eu-1",
+                reason="image pull failed: manifest unknown",
+            ),
+        ),
+    )
+
+
+def _approved() -> CDEvent:
+    pid = promotion_id("checkout", "1.4.2", DIGEST, "prod-eu", "a" * 64)
+    return PromotionApproved(
+        context=PromotionApproved.new_context("lockstep/promotion"),
+        subject=ApprovedSubject(
+            id=pid,
+            content=ApprovedContent(
+                promotion_id=pid,
+                service="checkout",
+                version="1.4.2",
+                digest=DIGEST,
+                artifact_id=REF.purl(),
+                environment="prod-eu",
+                train="shop",
+                policy_sha256="a" * 64,
+                previous_version="1.4.1",
+                previous_digest=OTHER_DIGEST,
+            ),
+        ),
+    )
+
+
+def _blocked() -> CDEvent:
+    return PromotionBlocked(
+        context=PromotionBlocked.new_context("lockstep/promotion"),
+        subject=BlockedSubject(
+            id="checkout@1.4.2:prod-eu",
+            content=BlockedContent(
+                service="checkout",
+                version="1.4.2",
+                environment="prod-eu",
+                holds=[
+                    HoldView(
+                        kind="window",
+                        reason="prod-eu frozen until 2027-01-04 09:00 Europe/Berlin (freeze)",
+                        until=datetime(2027, 1, 4, 8, 0, tzinfo=UTC),
+                    )
+                ],
+                policy_sha256="a" * 64,
+            ),
+        ),
+    )
+
+
 SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
+    ServiceDeployed.TYPE: [_deployed],
+    DeploymentFailed.TYPE: [_deployment_failed],
+    PromotionApproved.TYPE: [_approved],
+    PromotionBlocked.TYPE: [_blocked],
     PolicyUpdated.TYPE: [_policy],
     GatePassed.TYPE: [lambda: _gate(GatePassed, "warning")],
     GateFailed.TYPE: [lambda: _gate(GateFailed, "fail")],
@@ -619,6 +714,10 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     PolicyUpdated.TYPE: ("subject", "content", "sha256"),
     GatePassed.TYPE: ("subject", "content", "policySha256"),
     GateFailed.TYPE: ("subject", "content", "criteria"),
+    ServiceDeployed.TYPE: ("subject", "content", "artifactId"),
+    DeploymentFailed.TYPE: ("subject", "content", "reason"),
+    PromotionApproved.TYPE: ("subject", "content", "digest"),
+    PromotionBlocked.TYPE: ("subject", "content", "holds"),
 }
 
 
