@@ -9,6 +9,7 @@ from shared.service import ServiceSpec
 SERVICES: dict[str, str] = {
     "artifacts": "services.artifacts.app",
     "gates": "services.gates.app",
+    "promotion": "services.promotion.app",
 }
 
 

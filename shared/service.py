@@ -19,7 +19,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
+from shared.bus.periodic import Periodic, PeriodicRunner
 from shared.bus.producer import ReliableProducer
+from shared.clock import Clock, system_clock
 from shared.db import BUS_MIGRATIONS, MigrationSet, create_pool, migrate
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
@@ -32,12 +34,18 @@ class ServiceSpec:
     name: str
     router: Router
     migrations: MigrationSet | None = None  # the service's own tables, if it has any
+    periodic: Periodic | None = None  # work that time makes due, run every period_s
+    period_s: float = 5.0
 
 
 class RunningService:
-    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+    def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
         self.spec = spec
         self.settings = settings
+        self.clock = clock
+        self.periodic: PeriodicRunner | None = None
+        self._periodic_task: asyncio.Task[None] | None = None
+        self._stop_periodic = asyncio.Event()
         self.schema = settings.db_schema(spec.name)
         self.stop_requested = asyncio.Event()  # what SIGTERM sets
         self._stop_consuming = asyncio.Event()
@@ -67,7 +75,19 @@ class RunningService:
             settings=self.settings,
             tracer=tracer(self.provider),
             schema=self.schema,
+            clock=self.clock,
         )
+        if self.spec.periodic is not None:
+            self.periodic = PeriodicRunner(
+                self.spec.periodic,
+                service=self.spec.name,
+                pool=self.pool,
+                settings=self.settings,
+                tracer=tracer(self.provider),
+                schema=self.schema,
+                clock=self.clock,
+                every_s=self.spec.period_s,
+            )
         self._producer = ReliableProducer(
             self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"
         )
@@ -88,10 +108,14 @@ class RunningService:
             )
         if relay:
             self._relaying = asyncio.create_task(self.relay.run(self._stop_relaying), name="relay")
+        if consume and self.periodic is not None:
+            self._periodic_task = asyncio.create_task(
+                self.periodic.run(self._stop_periodic), name="periodic turn"
+            )
 
     @property
     def _tasks(self) -> list[asyncio.Task[None]]:
-        return [t for t in (self._consuming, self._relaying) if t is not None]
+        return [t for t in (self._consuming, self._periodic_task, self._relaying) if t is not None]
 
     async def stop(self) -> None:
         """Drain and close: in-flight batch committed, outbox published, spans flushed.
@@ -102,6 +126,7 @@ class RunningService:
         # final drain, so what that batch emitted leaves now rather than at the next start.
         crashed: list[tuple[str, BaseException]] = []
         for event, task in (
+            (self._stop_periodic, self._periodic_task),
             (self._stop_consuming, self._consuming),
             (self._stop_relaying, self._relaying),
         ):
@@ -111,7 +136,7 @@ class RunningService:
             result = (await asyncio.gather(task, return_exceptions=True))[0]
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 crashed.append((task.get_name(), result))
-        self._consuming = self._relaying = None
+        self._consuming = self._relaying = self._periodic_task = None
         for name, result in crashed:
             log.error("%s: the %s ended with %r", self.spec.name, name, result)
         if self._producer is not None:

@@ -386,6 +386,43 @@ def _run_all(names: list[str]) -> int:
     return worst
 
 
+@app.command()
+def deployer(
+    agent: Annotated[str, typer.Option(help="This agent's name (its consumer group)")],
+    env: Annotated[list[str], typer.Option(help="An environment it deploys to (repeatable)")],
+    state_dir: Annotated[Path, typer.Option(help="Where it records what runs where")] = Path(
+        ".lockstep/deployer"
+    ),
+    fail: Annotated[list[str] | None, typer.Option(help="Fail deployments of this service")] = None,
+) -> None:
+    """Run the reference deployer agent until SIGTERM."""
+    from services.deployer import DeployerAgent
+    from services.deployer.reference import LocalStateDeployer
+
+    logging.basicConfig(
+        level=os.environ.get("LOCKSTEP_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        target = LocalStateDeployer(state_dir, fail_for=set(fail or []))
+        await DeployerAgent(target, Settings(), agent=agent, environments=env).run(stop)
+
+    asyncio.run(go())
+
+
+@app.command("env")
+def env_status() -> None:
+    """What runs where: services x environments, with versions and digests."""
+    from services.cli import views
+
+    views.print_env_status(out, Settings())
+
+
 # --- schema ---------------------------------------------------------------------------------
 
 

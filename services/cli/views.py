@@ -88,6 +88,32 @@ def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
     return True
 
 
+def print_env_status(out: Console, settings: Settings) -> None:
+    async def go() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(
+            settings.pg_dsn, server_settings={"search_path": settings.db_schema("promotion")}
+        )
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                "SELECT environment, service, version, digest FROM ledger ORDER BY service"
+            )
+            return rows
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(go())
+    environments = sorted({r["environment"] for r in rows})
+    table = Table("service", *environments)
+    by_service: dict[str, dict[str, str]] = {}
+    for r in rows:
+        by_service.setdefault(r["service"], {})[r["environment"]] = (
+            f"{r['version']} {r['digest'][7:19]}"
+        )
+    for service, cells in sorted(by_service.items()):
+        table.add_row(service, *(cells.get(e, "-") for e in environments))
+    out.print(table if rows else "nothing deployed yet")
+
+
 def describe_record(record: KafkaRecord, max_bytes: int) -> str:
     """One line for a record: its event's own summary, or why it is not a valid event."""
     if record.topic.endswith("." + topics.DLQ):

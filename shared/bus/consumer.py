@@ -27,6 +27,7 @@ from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.outbox import channel_for, notify, write
+from shared.clock import Clock, system_clock
 from shared.db import is_transient
 from shared.settings import Settings
 from shared.telemetry import context_from_headers
@@ -50,7 +51,9 @@ class EventConsumer:
         settings: Settings,
         tracer: Tracer,
         schema: str,
+        clock: Clock = system_clock,
     ) -> None:
+        self._clock = clock
         self.service = service
         self._router = router
         self._pool = pool
@@ -217,7 +220,14 @@ class EventConsumer:
                 return []
             attempts = self._settings.handler_max_attempts
             for attempt in range(1, attempts + 1):
-                ctx = HandlerContext(conn=conn, settings=self._settings, record=record, span=span)
+                ctx = HandlerContext(
+                    conn=conn,
+                    settings=self._settings,
+                    record=record,
+                    span=span,
+                    clock=self._clock,
+                    tracer=self._tracer,
+                )
                 try:
                     async with conn.transaction():  # a savepoint: a failure undoes this try only
                         await handler(event, ctx)

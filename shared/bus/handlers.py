@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, Tracer
 
 from events import CDEvent, KafkaRecord, encode
+from shared.clock import Clock, system_clock
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers
 
@@ -25,9 +27,14 @@ Handler = Callable[[Any, "HandlerContext"], Awaitable[None]]
 class HandlerContext:
     conn: asyncpg.Connection
     settings: Settings
-    record: KafkaRecord
+    record: KafkaRecord | None  # None on a periodic turn
     span: Span
+    clock: Clock = system_clock
+    tracer: Tracer | None = None  # for spans of a handler's own (a periodic turn)
     emitted: list[KafkaRecord] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.clock()
 
     def emit(self, event: CDEvent) -> None:
         """Queue ``event`` for the outbox of this transaction (written if the handler succeeds),

@@ -1,0 +1,13 @@
+"""The promotion service, assembled: handlers, a periodic look at held builds, migrations."""
+
+from services.promotion.handlers import periodic, router
+from shared.db import MigrationSet
+from shared.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="promotion",
+    router=router,
+    migrations=MigrationSet("promotion", "services.promotion"),
+    periodic=periodic,
+    period_s=5.0,
+)

@@ -1,0 +1,263 @@
+"""What the promotion service does.
+
+- ``gate.passed`` / ``gate.failed``: a build becomes (or stops being) a candidate for an
+  environment, and the environment is looked at again.
+- ``service.deployed`` / ``deployment.failed``: the ledger of what runs where; the next
+  environments, and whatever depends on the service, are looked at again.
+- ``policy.updated``: the model in force; every waiting candidate is looked at again.
+- every few seconds: candidates whose window opens (or closes) are looked at again.
+
+Looking at (service, environment): the newest waiting build is promoted unless something
+holds it, and older waiting builds are superseded. A hold is told once
+(``promotion.blocked``) and again only when the reasons change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+from packaging.version import InvalidVersion, Version
+
+from events import (
+    DeploymentFailed,
+    GateFailed,
+    GatePassed,
+    PolicyUpdated,
+    PromotionApproved,
+    PromotionBlocked,
+    ServiceDeployed,
+)
+from events.promotions import (
+    ApprovedContent,
+    ApprovedSubject,
+    BlockedContent,
+    BlockedSubject,
+    HoldView,
+    promotion_id,
+)
+from services.promotion import holds as rules
+from services.promotion import store
+from shared.bus import HandlerContext, Router
+from shared.release_model.model import ReleaseModel
+from shared.telemetry import context_from_headers, current_trace_headers
+
+SOURCE = "lockstep/promotion"
+
+router = Router()
+_parsed: dict[str, ReleaseModel] = {}
+
+
+@router.handles(PolicyUpdated)
+async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
+    content = event.subject.content
+    _model(content.sha256, content.model)
+    await store.set_policy(ctx.conn, content.sha256, content.model)
+    for service, environment in await store.waiting_pairs(ctx.conn):
+        await look_at(ctx, service, environment)
+
+
+@router.handles(GatePassed, GateFailed)
+async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
+    c = event.subject.content
+    await store.lock_environment(ctx.conn, c.environment)
+    await store.upsert_candidate(
+        ctx.conn, service=c.service, version=c.version, environment=c.environment,
+        digest=c.digest, purl=c.artifact_id,
+        state="waiting" if isinstance(event, GatePassed) else "gate-failed",
+        traceparent=current_trace_headers().get("traceparent"),
+    )  # fmt: skip
+    await look_at(ctx, c.service, c.environment)
+
+
+@router.handles(ServiceDeployed)
+async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
+    ref = event.ref()
+    environment = event.subject.content.environment.id
+    assert ref.digest is not None
+    await store.lock_environment(ctx.conn, environment)
+    await store.record_deployment(
+        ctx.conn, environment=environment, service=ref.service, version=ref.version,
+        digest=ref.digest, promotion_id=event.custom_data.promotion_id, at=event.context.timestamp,
+    )  # fmt: skip
+    model = await _model_in_force(ctx)
+    if model is None:
+        return
+    for env in model.environments:  # the next stops of this build
+        if environment in env.after:
+            await look_at(ctx, ref.service, env.name)
+    for service, deps in model.dependencies.items():  # who waited for this service here
+        if any(d.service == ref.service for d in deps):
+            await look_at(ctx, service, environment)
+
+
+@router.handles(DeploymentFailed)
+async def on_failed(event: DeploymentFailed, ctx: HandlerContext) -> None:
+    c = event.subject.content
+    await store.record_failure(ctx.conn, c.promotion_id, c.reason, event.context.timestamp)
+
+
+async def periodic(ctx: HandlerContext) -> None:
+    """Candidates whose window has opened (or closed) since they were last looked at."""
+    for candidate in await store.due(ctx.conn, ctx.now()):
+        assert ctx.tracer is not None
+        with ctx.tracer.start_as_current_span(
+            "promotion: a window opened",
+            context=context_from_headers({"traceparent": candidate.traceparent or ""}),
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "lockstep.artifact": candidate.label,
+                "lockstep.environment": candidate.environment,
+            },
+        ):
+            await look_at(ctx, candidate.service, candidate.environment)
+
+
+async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
+    """Promote the newest waiting build of ``service`` to ``environment`` unless held."""
+    found = await store.policy(ctx.conn)
+    if found is None:
+        return
+    sha256, raw = found
+    model = _model(sha256, raw)
+    if environment not in {e.name for e in model.environments}:
+        return
+    await store.lock_environment(ctx.conn, environment)
+    waiting = _newest_first(await store.candidates(ctx.conn, service, environment, ("waiting",)))
+    if not waiting:
+        return
+    newest, older = waiting[0], waiting[1:]
+    for stale in older:
+        await store.set_state(ctx.conn, stale, "superseded")
+    now = ctx.now()
+    held = await _own_holds(ctx, model, newest, now)
+    riders: list[store.Candidate] = [newest]
+    train = rules.train_of(model, service, environment)
+    if train is not None and not held:
+        ready, missing = {service}, []
+        for member in train.services:
+            if member == service:
+                continue
+            member_waiting = _newest_first(
+                await store.candidates(ctx.conn, member, environment, ("waiting",))
+            )
+            if member_waiting and not await _own_holds(ctx, model, member_waiting[0], now):
+                ready.add(member)
+                riders.append(member_waiting[0])
+            else:
+                missing.append(
+                    await _why_not_ready(ctx, member, environment, member_waiting, model, now)
+                )
+        if (train_hold := rules.train_hold(train, environment, ready)) is not None:
+            held = [rules.Hold("train", f"{train_hold.reason} ({'; '.join(missing)})")]
+    if held:
+        await _tell_held(ctx, newest, held, sha256)
+        return
+    for rider in riders:
+        await _approve(ctx, rider, sha256, train.name if train is not None else None, now)
+
+
+async def _own_holds(
+    ctx: HandlerContext, model: ReleaseModel, c: store.Candidate, now: datetime
+) -> list[rules.Hold]:
+    found: list[rules.Hold] = []
+    if (h := rules.stop_the_line_hold(model, c.label)) is not None:
+        found.append(h)
+    if (h := rules.window_hold(model, c.environment, now)) is not None:
+        found.append(h)
+    runs_in = await store.where_runs(ctx.conn, c.service, c.version)
+    if (h := rules.previous_environment_hold(model, c.environment, c.label, runs_in)) is not None:
+        found.append(h)
+    running = await store.running(ctx.conn, c.environment)
+    found += rules.dependency_holds(
+        model, c.service, c.environment, {s: r.version for s, r in running.items()}
+    )
+    return found
+
+
+async def _why_not_ready(
+    ctx: HandlerContext, member: str, environment: str, waiting: list[store.Candidate],
+    model: ReleaseModel, now: datetime,
+) -> str:  # fmt: skip
+    if waiting:
+        reasons = [h.reason for h in await _own_holds(ctx, model, waiting[0], now)]
+        return f"{waiting[0].label}: {', '.join(reasons)}"
+    failed = await store.candidates(ctx.conn, member, environment, ("gate-failed",))
+    if failed:
+        return f"{_newest_first(failed)[0].label} failed its gate"
+    return f"{member}: no build has passed its gate"
+
+
+async def _tell_held(
+    ctx: HandlerContext, c: store.Candidate, held: list[rules.Hold], sha256: str
+) -> None:
+    views = [
+        {"kind": h.kind, "reason": h.reason, "until": h.until.isoformat() if h.until else None}
+        for h in held
+    ]
+    until = [h.until for h in held if h.until is not None]
+    await store.set_holds(ctx.conn, c, views, min(until) if until else None)
+    ctx.span.set_attribute("lockstep.outcome", f"held for {c.environment}")
+    if [v["reason"] for v in views] == [h.get("reason") for h in c.holds]:
+        return  # told already
+    ctx.emit(
+        PromotionBlocked(
+            context=PromotionBlocked.new_context(SOURCE),
+            subject=BlockedSubject(
+                id=f"{c.label}:{c.environment}",
+                content=BlockedContent(
+                    service=c.service, version=c.version, environment=c.environment,
+                    holds=[HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held],
+                    policy_sha256=sha256,
+                ),
+            ),
+        )
+    )  # fmt: skip
+
+
+async def _approve(
+    ctx: HandlerContext, c: store.Candidate, sha256: str, train: str | None, now: datetime
+) -> None:
+    pid = promotion_id(c.service, c.version, c.digest, c.environment, sha256)
+    await store.set_state(ctx.conn, c, "approved")
+    if not await store.add_promotion(ctx.conn, promotion_id=pid, c=c, train=train, at=now):
+        return
+    previous = (await store.running(ctx.conn, c.environment)).get(c.service)
+    ctx.span.set_attribute("lockstep.outcome", f"promoted to {c.environment}")
+    ctx.emit(
+        PromotionApproved(
+            context=PromotionApproved.new_context(SOURCE),
+            subject=ApprovedSubject(
+                id=pid,
+                content=ApprovedContent(
+                    promotion_id=pid, service=c.service, version=c.version, digest=c.digest,
+                    artifact_id=c.purl, environment=c.environment, train=train,
+                    policy_sha256=sha256,
+                    previous_version=previous.version if previous else None,
+                    previous_digest=previous.digest if previous else None,
+                ),
+            ),
+        )
+    )  # fmt: skip
+
+
+def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:
+    def order(c: store.Candidate) -> tuple[Any, ...]:
+        try:
+            return (1, Version(c.version), c.created_at)
+        except InvalidVersion:
+            return (0, c.created_at)
+
+    return sorted(found, key=order, reverse=True)
+
+
+async def _model_in_force(ctx: HandlerContext) -> ReleaseModel | None:
+    found = await store.policy(ctx.conn)
+    return _model(*found) if found is not None else None
+
+
+def _model(sha256: str, raw: dict[str, Any]) -> ReleaseModel:
+    if sha256 not in _parsed:
+        _parsed[sha256] = ReleaseModel.model_validate(raw)
+    return _parsed[sha256]

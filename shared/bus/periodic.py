@@ -1,0 +1,79 @@
+"""A service's periodic turn: work that time, not an event, makes due (a deployment window
+opening). It runs like a handler — one transaction, events through the outbox — every few
+seconds, or at once when ``turn`` is called (tests move a clock and call it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from opentelemetry.trace import INVALID_SPAN, Tracer
+
+from shared.bus.handlers import HandlerContext
+from shared.bus.outbox import channel_for, notify, write
+from shared.clock import Clock
+from shared.db import is_transient
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Periodic = Callable[[HandlerContext], Awaitable[None]]
+
+
+class PeriodicRunner:
+    def __init__(
+        self,
+        fn: Periodic,
+        *,
+        service: str,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        tracer: Tracer,
+        schema: str,
+        clock: Clock,
+        every_s: float,
+    ) -> None:
+        self._fn = fn
+        self._service = service
+        self._pool = pool
+        self._settings = settings
+        self._tracer = tracer
+        self._channel = channel_for(schema)
+        self._clock = clock
+        self._every_s = every_s
+        self._lock = asyncio.Lock()
+
+    async def turn(self) -> None:
+        """One turn, in one transaction. Spans are the turn's own to start (most turns have
+        nothing to do and tell no story)."""
+        async with self._lock, self._pool.acquire() as conn, conn.transaction():
+            ctx = HandlerContext(
+                conn=conn,
+                settings=self._settings,
+                record=None,
+                span=INVALID_SPAN,
+                clock=self._clock,
+                tracer=self._tracer,
+            )
+            await self._fn(ctx)
+            if ctx.emitted:
+                await write(conn, ctx.emitted)
+                await notify(conn, self._channel)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._every_s)
+            if stop.is_set():
+                return
+            try:
+                await self.turn()
+            except Exception as exc:  # the next turn tries again; a bug is logged loudly
+                transient = is_transient(exc)
+                log.log(
+                    logging.WARNING if transient else logging.ERROR,
+                    "%s: periodic turn failed: %r", self._service, exc, exc_info=not transient,
+                )  # fmt: skip

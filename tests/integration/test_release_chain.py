@@ -1,0 +1,213 @@
+"""Build -> evidence -> gates -> promotion -> deployer, on the real Kafka and Postgres, with
+the promotion service's clock moved by the test (no test sleeps for a window)."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from events import (
+    ArtifactPackaged,
+    ArtifactRef,
+    PromotionApproved,
+    PromotionBlocked,
+    SecurityScanFinished,
+    ServiceDeployed,
+    TestSuiteRunFinished,
+)
+from events.evidence import Findings
+from services.deployer import DeployerAgent
+from services.deployer.reference import LocalStateDeployer
+from services.gates.app import SPEC as GATES
+from services.promotion.app import SPEC as PROMOTION
+from shared.clock import ManualClock
+from shared.release_model import load_text, policy_updated
+from shared.service import RunningService
+from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
+
+pytestmark = pytest.mark.integration
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def model(payments: str, checkout: str) -> bytes:
+    return textwrap.dedent(f"""\
+        version: 1
+        environments:
+          - name: dev
+          - name: staging
+            after: [dev]
+          - name: prod-eu
+            after: [staging]
+        gates:
+          staging:
+            criteria:
+              - evidence: tests
+                key: true
+          prod-eu:
+            criteria:
+              - evidence: tests
+                key: true
+              - evidence: security-scan
+                key: true
+                max_findings: {{critical: 0, high: 0}}
+        windows:
+          - name: holiday freeze
+            kind: deny
+            environments: [prod-eu]
+            start: 2026-12-21T00:00:00
+            end: 2027-01-04T09:00:00
+            timezone: Europe/Berlin
+        dependencies:
+          {checkout}:
+            - service: {payments}
+              version: ">=2.3"
+        """).encode()
+
+
+async def ship(ns: Namespace, service: str, version: str) -> None:
+    """What CI sends for one build: the build, its tests, its scan."""
+    ref = ArtifactRef(service, version, digest(service + version))
+    await ns.publish(
+        ArtifactPackaged.build(
+            service=service, version=version, digest=ref.digest or "", commit="c"
+        )
+    )
+    await ns.publish(TestSuiteRunFinished.build(artifact=ref, suite="it", outcome="success"))
+    await ns.publish(SecurityScanFinished.build(artifact=ref, scanner="trivy", findings=Findings()))
+
+
+def approved(ns: Namespace, service: str) -> list[tuple[str, str]]:
+    return [
+        (e.subject.content.version, e.subject.content.environment)
+        for e in ns.log.events(PromotionApproved)
+        if isinstance(e, PromotionApproved) and e.subject.content.service == service
+    ]
+
+
+def deployed(ns: Namespace, service: str) -> list[tuple[str, str]]:
+    found = []
+    for e in ns.log.events(ServiceDeployed):
+        assert isinstance(e, ServiceDeployed)
+        ref = e.ref()
+        if ref.service == service:
+            found.append((ref.version, e.subject.content.environment.id))
+    return found
+
+
+def blocked(ns: Namespace, service: str, environment: str) -> list[list[str]]:
+    return [
+        [h.reason for h in e.subject.content.holds]
+        for e in ns.log.events(PromotionBlocked)
+        if isinstance(e, PromotionBlocked)
+        and e.subject.content.service == service
+        and e.subject.content.environment == environment
+    ]
+
+
+@asynccontextmanager
+async def deployer(ns: Namespace, state: Path) -> AsyncIterator[LocalStateDeployer]:
+    target = LocalStateDeployer(state)
+    stop = asyncio.Event()
+    agent = DeployerAgent(
+        target, ns.settings, agent="ref", environments=["dev", "staging", "prod-eu"]
+    )
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield target
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_freeze_holds_production_and_the_newest_build_goes_when_it_lifts(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    payments, checkout = unique_service(), unique_service()
+    clock = ManualClock(datetime(2026, 12, 22, 10, 0, tzinfo=BERLIN))  # inside the freeze
+    promotion = RunningService(PROMOTION, ns.settings, clock=clock)
+    await promotion.setup()
+    promotion.start()
+    try:
+        async with ns.service(), ns.service(GATES), deployer(ns, tmp_path) as target:
+            rules = load_text(model(payments, checkout))
+            await ns.publish(policy_updated(rules, updated_by="platform"))
+            await ship(ns, payments, "2.3.0")
+            await ship(ns, checkout, "1.0.0")
+
+            def both_held_at_production() -> bool:
+                """both builds in staging, and held for prod-eu by what is left"""
+                in_staging = ("2.3.0", "staging") in deployed(ns, payments) and (
+                    "1.0.0",
+                    "staging",
+                ) in deployed(ns, checkout)
+                told = [blocked(ns, s, "prod-eu") for s in (payments, checkout)]
+                return in_staging and all(
+                    t and not any("does not run in" in r for r in t[-1]) for t in told
+                )
+
+            await ns.log.wait_for(both_held_at_production, 60)
+            assert set(deployed(ns, payments)) == {("2.3.0", "dev"), ("2.3.0", "staging")}
+            # before it reached staging, that was a reason too; now only the freeze is
+            assert blocked(ns, payments, "prod-eu")[0] == [
+                "prod-eu frozen until 2027-01-04 09:00 Europe/Berlin (holiday freeze)",
+                f"{payments}@2.3.0 does not run in staging yet",
+            ]
+            assert blocked(ns, payments, "prod-eu")[-1] == [
+                "prod-eu frozen until 2027-01-04 09:00 Europe/Berlin (holiday freeze)"
+            ]
+            assert blocked(ns, checkout, "prod-eu")[-1] == [
+                "prod-eu frozen until 2027-01-04 09:00 Europe/Berlin (holiday freeze)",
+                f"needs {payments}>=2.3 in prod-eu, has none",
+            ]
+
+            await ship(ns, checkout, "1.0.1")  # a newer build arrives during the freeze
+
+            def newer_in_staging() -> bool:
+                """checkout 1.0.1 deployed to staging"""
+                return ("1.0.1", "staging") in deployed(ns, checkout)
+
+            await ns.log.wait_for(newer_in_staging, 60)
+
+            clock.set(datetime(2027, 1, 4, 9, 30, tzinfo=BERLIN))  # the freeze is over
+            await promotion.periodic.turn()  # type: ignore[union-attr]
+
+            def in_production() -> bool:
+                """both services deployed to prod-eu"""
+                return ("1.0.1", "prod-eu") in deployed(ns, checkout) and (
+                    "2.3.0",
+                    "prod-eu",
+                ) in deployed(ns, payments)
+
+            await ns.log.wait_for(in_production, 60)
+            await asyncio.sleep(0.5)  # room for a wrong, second promotion
+
+            # only the newest build went, and only once; it went after what it depends on
+            assert [a for a in approved(ns, checkout) if a[1] == "prod-eu"] == [
+                ("1.0.1", "prod-eu")
+            ]
+            assert ("1.0.0", "prod-eu") not in deployed(ns, checkout)
+            running = target.running("prod-eu", checkout)
+            assert running is not None and running["version"] == "1.0.1"
+            promotions = [
+                e.subject.content for e in ns.log.events(PromotionApproved)
+                if isinstance(e, PromotionApproved)
+            ]  # fmt: skip
+            [to_prod] = [
+                p for p in promotions if (p.service, p.environment) == (checkout, "prod-eu")
+            ]
+            assert to_prod.policy_sha256 == rules.sha256
+            [to_staging] = [
+                p for p in promotions
+                if (p.service, p.version, p.environment) == (checkout, "1.0.1", "staging")
+            ]  # fmt: skip
+            assert to_staging.previous_version == "1.0.0"
+    finally:
+        await promotion.stop()
