@@ -46,7 +46,15 @@ from shared.release_model import policy_updated
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
-WATCHED = (topics.ARTIFACTS, topics.EVIDENCE, topics.GATES, topics.POLICIES, topics.DLQ)
+WATCHED = (
+    topics.ARTIFACTS,
+    topics.EVIDENCE,
+    topics.GATES,
+    topics.POLICIES,
+    topics.PROMOTIONS,
+    topics.DEPLOYMENTS,
+    topics.DLQ,
+)
 RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "release-model.yaml"
 
 
@@ -57,6 +65,10 @@ def run_demo(out: Console, settings: Settings) -> int:
     log_path = Path(".lockstep/demo-services.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out.print(f"starting services: {', '.join(SERVICES)} (log: {log_path})")
+    out.print("starting the reference deployer agent for every environment")
+    deployer_args = ["deployer", "--agent", "demo", "--state-dir", ".lockstep/deployer"]
+    for environment in ("dev", "staging", "prod-eu", "prod-us"):
+        deployer_args += ["--env", environment]
     with log_path.open("ab") as log:
         services = subprocess.Popen(
             [sys.executable, "-m", "services.cli.main", "run", "all"],
@@ -64,11 +76,18 @@ def run_demo(out: Console, settings: Settings) -> int:
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", *deployer_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
     try:
         label, ok = asyncio.run(_push_sample(out, settings))
     finally:
-        services.send_signal(signal.SIGTERM)
-        code = services.wait(timeout=60)
+        for process in (agent, services):
+            process.send_signal(signal.SIGTERM)
+        code = max(services.wait(timeout=60), agent.wait(timeout=60))
         out.print(f"services stopped (exit {code})")
     out.print()
     print_artifact(out, settings, ArtifactRef.parse_label(label))
@@ -86,18 +105,26 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
     other = "sha256:" + hashlib.sha256(f"checkout {version} rebuilt".encode()).hexdigest()
     ref = ArtifactRef("checkout", version, digest)
     label = ref.label
+    # checkout needs payments>=2.3 in each environment first (infra/release-model.yaml)
+    payments = ArtifactRef(
+        "payments",
+        f"2.3.{stamp}",
+        "sha256:" + hashlib.sha256(f"payments {stamp}".encode()).hexdigest(),
+    )
 
     watcher = await _watch(settings)
     provider = tracer_provider(settings, "ci")
     ci = tracer(provider)
-    # dev has no gate: it passes on registration. staging waits for 10 min of soak in dev,
-    # and production for soak and an approval: deployments are the next part to land.
+    # dev has no gate: it passes on registration, is promoted and deployed. staging waits
+    # for 10 min of soak in dev, production for soak and an approval (not in the demo yet).
     expected = {
         "policy.updated": 1,
-        "artifact.published": 1,
-        "evidence.recorded": 3,
+        "artifact.published": 2,
+        "evidence.recorded": 5,
         "artifact.rejected": 1,
-        "gate.passed": 1,
+        "gate.passed": 2,
+        "promotion.approved": 2,
+        "service.deployed": 2,
     }
     seen: dict[str, int] = {}
     try:
@@ -108,6 +135,19 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
                 await ci_pub.publish(policy)
                 out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
                 steps = [
+                    ArtifactPackaged.build(
+                        service="payments",
+                        version=payments.version,
+                        digest=payments.digest or "",
+                        commit=hashlib.sha1(payments.version.encode()).hexdigest(),
+                        source="demo/ci",
+                    ),
+                    TestSuiteRunFinished.build(
+                        artifact=payments, suite="integration", outcome="success", source="demo/ci"
+                    ),
+                    SecurityScanFinished.build(
+                        artifact=payments, scanner="trivy", findings=Findings(), source="demo/ci"
+                    ),
                     TestSuiteRunFinished.build(
                         artifact=ref,
                         suite="integration",
@@ -160,7 +200,9 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
                     kind = _kind(r)
                     if kind in ("artifact.packaged",) or kind.endswith(".finished"):
                         continue  # what CI sent, printed above
-                    if not _about(record, label, policy.id, settings.max_event_bytes):
+                    if not _about(
+                        record, {label, payments.label}, policy.id, settings.max_event_bytes
+                    ):
                         continue  # about another build (earlier runs, other teams)
                     if kind in expected:
                         seen[kind] = seen.get(kind, 0) + 1
@@ -198,7 +240,7 @@ def _policy_event() -> PolicyUpdated:
     )
 
 
-def _about(record: KafkaRecord, label: str, policy_id: str, max_bytes: int) -> bool:
+def _about(record: KafkaRecord, labels: set[str], policy_id: str, max_bytes: int) -> bool:
     """Whether a record is about this demo's build or release model (dead letters: always)."""
     if record.topic.endswith("." + topics.DLQ):
         return True
@@ -206,7 +248,7 @@ def _about(record: KafkaRecord, label: str, policy_id: str, max_bytes: int) -> b
         event = decode(record, max_bytes=max_bytes).event
     except InvalidEvent:
         return True
-    return event.artifact_label() == label or event.id == policy_id
+    return event.artifact_label() in labels or event.id == policy_id
 
 
 def _kind(r: Any) -> str:

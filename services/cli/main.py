@@ -409,8 +409,17 @@ def deployer(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from shared.telemetry import tracer, tracer_provider
+
+        settings = Settings()
+        provider = tracer_provider(settings, f"deployer-{agent}")
         target = LocalStateDeployer(state_dir, fail_for=set(fail or []))
-        await DeployerAgent(target, Settings(), agent=agent, environments=env).run(stop)
+        try:
+            await DeployerAgent(
+                target, settings, agent=agent, environments=env, tracer=tracer(provider)
+            ).run(stop)
+        finally:
+            provider.shutdown()
 
     asyncio.run(go())
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Tracer
 
 from events import (
     ArtifactRef,
@@ -38,6 +40,7 @@ from events.deployments import (
 from shared.bus import Publisher
 from shared.bus.consumer import record_from_kafka
 from shared.settings import Settings
+from shared.telemetry import context_from_headers, current_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +121,15 @@ class DeployerAgent:
     """Runs a ``Deployer`` against Lockstep: one consumer group per agent name."""
 
     def __init__(
-        self, deployer: Deployer, settings: Settings, *, agent: str, environments: list[str]
+        self,
+        deployer: Deployer,
+        settings: Settings,
+        *,
+        agent: str,
+        environments: list[str],
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or trace.get_tracer("lockstep-deployer")
         self._deployer = deployer
         self._settings = settings
         self._agent = agent
@@ -163,7 +173,19 @@ class DeployerAgent:
         assert isinstance(promotion, PromotionApproved)
         if promotion.subject.content.environment not in self._environments:
             return
-        report = await act_on(promotion, self._deployer, agent=self._agent)
-        await publisher.publish(report, traceparent=decoded.trace_headers.get("traceparent"))
+        c = promotion.subject.content
+        with self._tracer.start_as_current_span(
+            f"deploy to {c.environment}",
+            context=context_from_headers(decoded.trace_headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "lockstep.artifact": f"{c.service}@{c.version}",
+                "lockstep.agent": self._agent,
+            },
+        ) as span:
+            report = await act_on(promotion, self._deployer, agent=self._agent)
+            failed = isinstance(report, DeploymentFailed)
+            span.set_attribute("lockstep.outcome", "failed" if failed else "deployed")
+            await publisher.publish(report, traceparent=current_trace_headers().get("traceparent"))
         self.handled += 1
         log.info("deployer %s: %s", self._agent, report.describe())

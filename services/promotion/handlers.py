@@ -14,10 +14,13 @@ holds it, and older waiting builds are superseded. A hold is told once
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 from packaging.version import InvalidVersion, Version
 
 from events import (
@@ -201,19 +204,22 @@ async def _tell_held(
     ctx.span.set_attribute("lockstep.outcome", f"held for {c.environment}")
     if [v["reason"] for v in views] == [h.get("reason") for h in c.holds]:
         return  # told already
-    ctx.emit(
-        PromotionBlocked(
-            context=PromotionBlocked.new_context(SOURCE),
-            subject=BlockedSubject(
-                id=f"{c.label}:{c.environment}",
-                content=BlockedContent(
-                    service=c.service, version=c.version, environment=c.environment,
-                    holds=[HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held],
-                    policy_sha256=sha256,
+    with _in_trace_of(ctx, c):
+        ctx.emit(
+            PromotionBlocked(
+                context=PromotionBlocked.new_context(SOURCE),
+                subject=BlockedSubject(
+                    id=f"{c.label}:{c.environment}",
+                    content=BlockedContent(
+                        service=c.service,
+                        version=c.version,
+                        environment=c.environment,
+                        holds=[HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held],
+                        policy_sha256=sha256,
+                    ),
                 ),
-            ),
+            )
         )
-    )  # fmt: skip
 
 
 async def _approve(
@@ -225,21 +231,47 @@ async def _approve(
         return
     previous = (await store.running(ctx.conn, c.environment)).get(c.service)
     ctx.span.set_attribute("lockstep.outcome", f"promoted to {c.environment}")
-    ctx.emit(
-        PromotionApproved(
-            context=PromotionApproved.new_context(SOURCE),
-            subject=ApprovedSubject(
-                id=pid,
-                content=ApprovedContent(
-                    promotion_id=pid, service=c.service, version=c.version, digest=c.digest,
-                    artifact_id=c.purl, environment=c.environment, train=train,
-                    policy_sha256=sha256,
-                    previous_version=previous.version if previous else None,
-                    previous_digest=previous.digest if previous else None,
+    with _in_trace_of(ctx, c):
+        ctx.emit(
+            PromotionApproved(
+                context=PromotionApproved.new_context(SOURCE),
+                subject=ApprovedSubject(
+                    id=pid,
+                    content=ApprovedContent(
+                        promotion_id=pid,
+                        service=c.service,
+                        version=c.version,
+                        digest=c.digest,
+                        artifact_id=c.purl,
+                        environment=c.environment,
+                        train=train,
+                        policy_sha256=sha256,
+                        previous_version=previous.version if previous else None,
+                        previous_digest=previous.digest if previous else None,
+                    ),
                 ),
-            ),
+            )
         )
-    )  # fmt: skip
+
+
+@contextmanager
+def _in_trace_of(ctx: HandlerContext, c: store.Candidate) -> Iterator[None]:
+    """Decisions about a build belong to that build's trace. When something else set them
+    off (a dependency deployed, a new model), the decision is made in a span of the build's
+    trace, linked to the span that set it off."""
+    here = trace.get_current_span().get_span_context()
+    parent = context_from_headers({"traceparent": c.traceparent or ""})
+    theirs = trace.get_current_span(parent).get_span_context()
+    if ctx.tracer is None or not theirs.is_valid or theirs.trace_id == here.trace_id:
+        yield
+        return
+    with ctx.tracer.start_as_current_span(
+        f"promotion: look again at {c.environment}",
+        context=parent,
+        links=[Link(here)] if here.is_valid else [],
+        attributes={"lockstep.artifact": c.label, "lockstep.environment": c.environment},
+    ):
+        yield
 
 
 def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:
