@@ -72,6 +72,11 @@ async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
         traceparent=current_trace_headers().get("traceparent"),
     )  # fmt: skip
     await look_at(ctx, c.service, c.environment)
+    model = await _model_in_force(ctx)
+    train = rules.train_of(model, c.service, c.environment) if model is not None else None
+    for member in train.services if train is not None else []:
+        if member != c.service:  # the others wait on this one: tell them where it stands
+            await look_at(ctx, member, c.environment)
 
 
 @router.handles(ServiceDeployed)
@@ -154,6 +159,8 @@ async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
                 )
         if (train_hold := rules.train_hold(train, environment, ready)) is not None:
             held = [rules.Hold("train", f"{train_hold.reason} ({'; '.join(missing)})")]
+            for rider in riders[1:]:  # every member that is ready hears what the train waits for
+                await _tell_held(ctx, rider, held, sha256)
     if held:
         await _tell_held(ctx, newest, held, sha256)
         return

@@ -211,3 +211,79 @@ async def test_a_freeze_holds_production_and_the_newest_build_goes_when_it_lifts
             assert to_staging.previous_version == "1.0.0"
     finally:
         await promotion.stop()
+
+
+TRAIN_MODEL = """\
+version: 1
+environments:
+  - name: dev
+  - name: staging
+    after: [dev]
+gates:
+  staging:
+    criteria:
+      - evidence: tests
+        key: true
+      - evidence: security-scan
+        key: true
+        max_findings: {{critical: 0, high: 0}}
+trains:
+  - name: shop
+    services: [{a}, {b}, {c}]
+    environments: [staging]
+"""
+
+
+async def test_a_train_waits_for_its_failing_member_and_leaves_together_once_fixed(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    a, b, c = unique_service(), unique_service(), unique_service()
+    async with (
+        ns.service(),
+        ns.service(GATES),
+        ns.service(PROMOTION),
+        deployer(ns, tmp_path),
+    ):
+        rules = load_text(TRAIN_MODEL.format(a=a, b=b, c=c).encode())
+        await ns.publish(policy_updated(rules, updated_by="platform"))
+        for service in (a, c):
+            await ship(ns, service, "1.0.0")
+        ref = ArtifactRef(b, "1.0.0", digest(b + "1.0.0"))
+        await ns.publish(
+            ArtifactPackaged.build(service=b, version="1.0.0", digest=ref.digest or "", commit="c")
+        )
+        await ns.publish(TestSuiteRunFinished.build(artifact=ref, suite="it", outcome="success"))
+        await ns.publish(
+            SecurityScanFinished.build(artifact=ref, scanner="trivy", findings=Findings(high=1))
+        )
+
+        def held_for_b() -> bool:
+            """a and c held for staging, naming b's failed gate"""
+            told = [blocked(ns, s, "staging") for s in (a, c)]
+            return all(t and f"{b}@1.0.0 failed its gate" in t[-1][0] for t in told)
+
+        await ns.log.wait_for(held_for_b, 60)
+        assert blocked(ns, a, "staging")[-1] == [
+            f"train shop to staging waiting for {b} ({b}@1.0.0 failed its gate)"
+        ]
+        assert not [x for s in (a, b, c) for x in approved(ns, s) if x[1] == "staging"]
+
+        await ship(ns, b, "1.0.1")  # the fix
+
+        def all_in_staging() -> bool:
+            """the whole train deployed to staging"""
+            return (
+                {("1.0.0", "staging")} <= set(deployed(ns, a))
+                and {("1.0.1", "staging")} <= set(deployed(ns, b))
+                and {("1.0.0", "staging")} <= set(deployed(ns, c))
+            )
+
+        await ns.log.wait_for(all_in_staging, 60)
+
+    to_staging = {
+        (e.subject.content.service, e.subject.content.version, e.subject.content.train)
+        for e in ns.log.events(PromotionApproved)
+        if isinstance(e, PromotionApproved) and e.subject.content.environment == "staging"
+    }
+    assert to_staging == {(a, "1.0.0", "shop"), (b, "1.0.1", "shop"), (c, "1.0.0", "shop")}
