@@ -16,6 +16,7 @@ from events._envelope import (
     refuse_unstorable,
 )
 from events._registry import EVENT_TYPES, known_types, model_for
+from events.approvals import ApprovalUpdated
 from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
 from events.deployments import DeploymentFailed, ServiceDeployed
 from events.evidence import (
@@ -33,6 +34,7 @@ from events.promotions import PromotionApproved, PromotionBlocked
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EVENT_TYPES",
+    "ApprovalUpdated",
     "ArtifactFacts",
     "ArtifactPackaged",
     "ArtifactPublished",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from events._base import CDEvent, split_type
+from events.approvals import ApprovalUpdated
 from events.artifacts import ArtifactPackaged, ArtifactPublished, ArtifactRejected
 from events.deployments import DeploymentFailed, ServiceDeployed
 from events.evidence import (
@@ -32,6 +33,7 @@ EVENT_TYPES: tuple[type[CDEvent], ...] = (
     PromotionBlocked,
     ServiceDeployed,
     DeploymentFailed,
+    ApprovalUpdated,
 )
 
 

@@ -45,6 +45,7 @@ from events import (
 )
 from events import topics as topic_names
 from events._base import Reference
+from events.approvals import ApprovalUpdated
 from events.artifacts import (
     PublishedContent,
     PublishedSubject,
@@ -347,6 +348,15 @@ def _blocked() -> CDEvent:
 
 
 SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
+    ApprovalUpdated.TYPE: [
+        lambda: ApprovalUpdated.build(
+            service="checkout",
+            version="1.4.2",
+            environment="prod-eu",
+            by="alice",
+            decision="approved",
+        )
+    ],
     ServiceDeployed.TYPE: [_deployed],
     DeploymentFailed.TYPE: [_deployment_failed],
     PromotionApproved.TYPE: [_approved],
@@ -412,7 +422,7 @@ class Official:
         for path in sorted(root.rglob("*.json")):
             schema = json.loads(path.read_text(encoding="utf-8"))
             resources.append((schema["$id"], Resource.from_contents(schema, DRAFT202012)))
-            if path.parent == root / "v0.5.1":
+            if path.parent in (root / "v0.5.1", root / "draft-0.6.0"):  # approvals: the draft
                 self.by_name[path.stem] = schema
                 for event_type in schema["properties"]["context"]["properties"]["type"]["enum"]:
                     self.by_type[event_type] = schema
@@ -424,7 +434,7 @@ class Official:
     def for_type(self, event_type: str) -> Draft202012Validator:
         schema = self.by_type.get(event_type)
         if schema is None:
-            pytest.fail(f"{event_type} has no official CDEvents v0.5.1 schema")
+            pytest.fail(f"{event_type} has no official CDEvents schema (v0.5.1 or draft 0.6.0)")
         return self.validator(schema)
 
 
@@ -718,6 +728,7 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     DeploymentFailed.TYPE: ("subject", "content", "reason"),
     PromotionApproved.TYPE: ("subject", "content", "digest"),
     PromotionBlocked.TYPE: ("subject", "content", "holds"),
+    ApprovalUpdated.TYPE: ("subject", "content", "decision"),
 }
 
 
