@@ -386,6 +386,37 @@ def _run_all(names: list[str]) -> int:
     return worst
 
 
+def _decide(artifact: str, env: str, by: str, decision: str) -> None:
+    from events import ApprovalUpdated
+
+    ref = parse_label(artifact)
+    event = ApprovalUpdated.build(
+        service=ref.service, version=ref.version, environment=env, by=by,
+        decision="approved" if decision == "approve" else "rejected",
+    )  # fmt: skip
+    _publish(event, None)
+
+
+@app.command()
+def approve(
+    artifact: Label,
+    env: Annotated[str, typer.Option(help="The environment the build is approved for")],
+    by: Annotated[str, typer.Option(help="Who approves")],
+) -> None:
+    """Approve a build for an environment whose gate asks for approval."""
+    _decide(artifact, env, by, "approve")
+
+
+@app.command()
+def reject(
+    artifact: Label,
+    env: Annotated[str, typer.Option(help="The environment the build is rejected for")],
+    by: Annotated[str, typer.Option(help="Who rejects")],
+) -> None:
+    """Reject a build for an environment: its gate fails, naming who."""
+    _decide(artifact, env, by, "reject")
+
+
 @app.command()
 def deployer(
     agent: Annotated[str, typer.Option(help="This agent's name (its consumer group)")],

@@ -1,7 +1,13 @@
 """The gates service, assembled: its name, handlers and migrations."""
 
-from services.gates.handlers import router
+from services.gates.handlers import periodic, router
 from shared.db import MigrationSet
 from shared.service import ServiceSpec
 
-SPEC = ServiceSpec(name="gates", router=router, migrations=MigrationSet("gates", "services.gates"))
+SPEC = ServiceSpec(
+    name="gates",
+    router=router,
+    migrations=MigrationSet("gates", "services.gates"),
+    periodic=periodic,  # soak times running out
+    period_s=5.0,
+)

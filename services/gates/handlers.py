@@ -10,11 +10,21 @@ when it is decided and differs from the last one for that build, environment and
 
 from __future__ import annotations
 
-from events import ArtifactPublished, EvidenceRecorded, GateFailed, GatePassed, PolicyUpdated
+from datetime import timedelta
+
+from events import (
+    ApprovalUpdated,
+    ArtifactPublished,
+    EvidenceRecorded,
+    GateFailed,
+    GatePassed,
+    PolicyUpdated,
+    ServiceDeployed,
+)
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import Gate, ReleaseModel
+from shared.release_model.model import Gate, ReleaseModel, parse_duration
 
 SOURCE = "lockstep/gates"
 
@@ -53,6 +63,45 @@ async def on_evidence(event: EvidenceRecorded, ctx: HandlerContext) -> None:
         await judge(ctx, build)
 
 
+@router.handles(ServiceDeployed)
+async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
+    """Soak time starts; the build becomes the baseline its successors are measured against."""
+    ref = event.ref()
+    environment = event.subject.content.environment.id
+    await store.lock_build(ctx.conn, ref.service, ref.version)
+    await store.record_deployment(
+        ctx.conn, environment, ref.service, ref.version, event.context.timestamp
+    )
+    build = await store.build(ctx.conn, ref.service, ref.version)
+    if build is not None:
+        await judge(ctx, build)
+
+
+@router.handles(ApprovalUpdated)
+async def on_approval(event: ApprovalUpdated, ctx: HandlerContext) -> None:
+    t = event.custom_data
+    await store.lock_build(ctx.conn, t.service, t.version)
+    await store.record_approval(
+        ctx.conn, t.service, t.version, t.environment, event.who, event.subject.content.decision
+    )
+    build = await store.build(ctx.conn, t.service, t.version)
+    if build is not None:
+        await judge(ctx, build)
+
+
+async def periodic(ctx: HandlerContext) -> None:
+    """Builds whose soak time has run out are judged again."""
+    assert ctx.tracer is not None
+    for build in await store.soaked(ctx.conn, ctx.now()):
+        await store.lock_build(ctx.conn, build.service, build.version)
+        with ctx.tracer.start_as_current_span(
+            "gates: soak time is up",
+            attributes={"lockstep.artifact": f"{build.service}@{build.version}"},
+        ) as span:
+            ctx.span = span
+            await judge(ctx, build)
+
+
 async def judge(ctx: HandlerContext, build: store.Build) -> None:
     """Judge ``build`` against every environment's gate under the model in force."""
     policy = await store.policy(ctx.conn)
@@ -63,8 +112,28 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
     evidence = await store.evidence(ctx.conn, build.service, build.version)
     facts = [fact for _, fact in evidence]
     outcome: list[str] = []
+    deployed = await store.deployed_at(ctx.conn, build.service, build.version)
+    now = ctx.now()
     for environment in model.environments:
-        result = scoring.evaluate(model.gates.get(environment.name, Gate()), facts)
+        gate = model.gates.get(environment.name, Gate())
+        soaked_for = None
+        if not environment.after:  # nothing before it to soak in
+            gate = gate.model_copy(update={"soak": None})
+        elif all(e in deployed for e in environment.after):
+            since = max(deployed[e] for e in environment.after)
+            soaked_for = max(now - since, timedelta(0))
+            if gate.soak is not None and soaked_for < parse_duration(gate.soak):
+                due = since + parse_duration(gate.soak)
+                await store.soak_until(ctx.conn, build.service, build.version, due)
+        decisions = await store.approvals(ctx.conn, build.service, build.version, environment.name)
+        result = scoring.evaluate(
+            gate,
+            facts,
+            baseline=await _baseline(ctx, build, environment.name),
+            soaked_for=soaked_for,
+            approvals=sum(1 for d in decisions.values() if d == "approved"),
+            rejected_by=sorted(who for who, d in decisions.items() if d == "rejected"),
+        )
         if not result.decided:
             continue
         assert result.score is not None
@@ -99,6 +168,21 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
             )
         )
     ctx.span.set_attribute("lockstep.outcome", ", ".join(outcome) or "no new decision")
+
+
+async def _baseline(
+    ctx: HandlerContext, build: store.Build, environment: str
+) -> dict[str, float] | None:
+    """The benchmark metrics of the version running in ``environment`` now, if any."""
+    running = await store.running_version(ctx.conn, environment, build.service)
+    if running is None or running == build.version:
+        return None
+    metrics: dict[str, float] = {}
+    for _, fact in await store.evidence(ctx.conn, build.service, running):
+        if fact.kind == "benchmark":
+            for name, m in fact.details.get("metrics", {}).items():
+                metrics[name] = float(m["value"])
+    return metrics or None
 
 
 def _model(sha256: str, raw: dict[str, object]) -> ReleaseModel:

@@ -2,9 +2,10 @@
 
 Each criterion of a gate is judged pass, warning or fail (or pending, while its evidence
 has not arrived) with the values it measured. A key criterion that fails fails the gate.
+It does so at once, without waiting for the rest of the evidence or for approvals.
 Otherwise the weighted score (pass 1, warning 0.5, fail 0) out of 100 is held against the
 gate's pass and warning thresholds. Soak time and approvals are conditions: while they are
-not met, the gate is pending.
+not met, the gate is pending; a rejection fails it.
 """
 
 from __future__ import annotations
@@ -57,23 +58,27 @@ def evaluate(
     baseline: dict[str, float] | None = None,
     soaked_for: timedelta | None = None,
     approvals: int = 0,
+    rejected_by: list[str] | None = None,
 ) -> GateResult:
     """``baseline``: benchmark metrics of the version in the environment now (None: nothing
     there yet). ``soaked_for``: how long the build has run in the previous environment."""
     judged = [_judge(c, evidence, baseline) for c in gate.criteria]
-    conditions = _conditions(gate, soaked_for, approvals)
-    if any(j.verdict == "pending" for j in judged + conditions):
-        return GateResult("pending", None, judged, conditions)
-    total = sum(j.weight for j in judged)
+    conditions = _conditions(gate, soaked_for, approvals, rejected_by or [])
+    decided = [j for j in judged if j.verdict != "pending"]
+    total = sum(j.weight for j in decided)
     score = (
         100.0
         if total == 0
-        else round(sum(j.weight * _VALUE[j.verdict] for j in judged) / total * 100, 2)
+        else round(sum(j.weight * _VALUE[j.verdict] for j in decided) / total * 100, 2)
     )
-    if any(j.key and j.verdict == "fail" for j in judged):
-        result: Verdict = "fail"
-    elif score >= gate.pass_score:
-        result = "pass"
+    if any(j.verdict == "fail" for j in conditions):  # a person said no
+        return GateResult("fail", score, judged, conditions)
+    if any(j.key and j.verdict == "fail" for j in judged):  # no need to wait for the rest
+        return GateResult("fail", score, judged, conditions)
+    if any(j.verdict == "pending" for j in judged + conditions):
+        return GateResult("pending", None, judged, conditions)
+    if score >= gate.pass_score:
+        result: Verdict = "pass"
     elif score >= gate.warn_score:
         result = "warning"
     else:
@@ -147,19 +152,27 @@ def _judge_benchmark(
     return Judged(name, "pass", c.key, c.weight, measured)
 
 
-def _conditions(gate: Gate, soaked_for: timedelta | None, approvals: int) -> list[Judged]:
+def _conditions(
+    gate: Gate, soaked_for: timedelta | None, approvals: int, rejected_by: list[str]
+) -> list[Judged]:
     conditions: list[Judged] = []
     if gate.soak is not None:
         needed = parse_duration(gate.soak)
         had = soaked_for or timedelta(0)
         verdict: Verdict = "pass" if had >= needed else "pending"
-        reason = (
-            "" if verdict == "pass" else f"soaking: {had} of {needed} in the previous environment"
-        )
+        if soaked_for is None:
+            reason = f"soak {needed}: not running in the previous environment yet"
+        elif verdict == "pending":
+            reason = f"soaking: {had} of {needed} in the previous environment"
+        else:
+            reason = ""
         conditions.append(
             Judged("soak", verdict, True, 0, {"soaked_s": had.total_seconds()}, reason)
         )
-    if gate.approvals:
+    if rejected_by:
+        reason = f"rejected by {', '.join(rejected_by)}"
+        conditions.append(Judged("approval", "fail", True, 0, {"approvals": approvals}, reason))
+    elif gate.approvals:
         verdict = "pass" if approvals >= gate.approvals else "pending"
         reason = "" if verdict == "pass" else f"{approvals} of {gate.approvals} approvals"
         conditions.append(Judged("approval", verdict, True, 0, {"approvals": approvals}, reason))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -122,3 +123,81 @@ async def record_decision(
                policy_sha256 = EXCLUDED.policy_sha256, decided_at = now()""",
         service, version, environment, result, score, policy_sha256,
     )  # fmt: skip
+
+
+async def record_deployment(
+    conn: asyncpg.Connection, environment: str, service: str, version: str, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO deployments (environment, service, version, deployed_at) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        environment, service, version, at,
+    )  # fmt: skip
+    await conn.execute(
+        "INSERT INTO running (environment, service, version) VALUES ($1, $2, $3) "
+        "ON CONFLICT (environment, service) DO UPDATE SET version = EXCLUDED.version",
+        environment, service, version,
+    )  # fmt: skip
+
+
+async def deployed_at(conn: asyncpg.Connection, service: str, version: str) -> dict[str, datetime]:
+    rows = await conn.fetch(
+        "SELECT environment, deployed_at FROM deployments WHERE service = $1 AND version = $2",
+        service, version,
+    )  # fmt: skip
+    return {r["environment"]: r["deployed_at"] for r in rows}
+
+
+async def running_version(conn: asyncpg.Connection, environment: str, service: str) -> str | None:
+    version: str | None = await conn.fetchval(
+        "SELECT version FROM running WHERE environment = $1 AND service = $2", environment, service
+    )
+    return version
+
+
+async def record_approval(
+    conn: asyncpg.Connection, service: str, version: str, environment: str, responder: str,
+    decision: str,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """INSERT INTO approvals (service, version, environment, responder, decision)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (service, version, environment, responder) DO UPDATE
+           SET decision = EXCLUDED.decision, decided_at = now()""",
+        service, version, environment, responder, decision,
+    )  # fmt: skip
+
+
+async def approvals(
+    conn: asyncpg.Connection, service: str, version: str, environment: str
+) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT responder, decision FROM approvals "
+        "WHERE service = $1 AND version = $2 AND environment = $3",
+        service, version, environment,
+    )  # fmt: skip
+    return {r["responder"]: r["decision"] for r in rows}
+
+
+async def soak_until(
+    conn: asyncpg.Connection, service: str, version: str, due_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO soaking (service, version, due_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (service, version) DO UPDATE "
+        "SET due_at = LEAST(soaking.due_at, EXCLUDED.due_at)",
+        service, version, due_at,
+    )  # fmt: skip
+
+
+async def soaked(conn: asyncpg.Connection, now: datetime) -> list[Build]:
+    """Builds whose soak has ended; they leave the list."""
+    rows = await conn.fetch(
+        "DELETE FROM soaking WHERE due_at <= $1 RETURNING service, version", now
+    )
+    found = []
+    for r in rows:
+        b = await build(conn, r["service"], r["version"])
+        if b is not None:
+            found.append(b)
+    return found

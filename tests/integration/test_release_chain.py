@@ -7,22 +7,25 @@ import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from events import (
+    ApprovalUpdated,
     ArtifactPackaged,
     ArtifactRef,
+    BenchmarkFinished,
+    GateFailed,
     PromotionApproved,
     PromotionBlocked,
     SecurityScanFinished,
     ServiceDeployed,
     TestSuiteRunFinished,
 )
-from events.evidence import Findings
+from events.evidence import Findings, Measurement
 from services.deployer import DeployerAgent
 from services.deployer.reference import LocalStateDeployer
 from services.gates.app import SPEC as GATES
@@ -287,3 +290,113 @@ async def test_a_train_waits_for_its_failing_member_and_leaves_together_once_fix
         if isinstance(e, PromotionApproved) and e.subject.content.environment == "staging"
     }
     assert to_staging == {(a, "1.0.0", "shop"), (b, "1.0.1", "shop"), (c, "1.0.0", "shop")}
+
+
+GUARDED_MODEL = """\
+version: 1
+environments:
+  - name: dev
+  - name: staging
+    after: [dev]
+  - name: prod-eu
+    after: [staging]
+gates:
+  staging:
+    soak: 30m
+  prod-eu:
+    criteria:
+      - evidence: tests
+        key: true
+      - evidence: benchmark
+        key: true
+        metric: p99
+        fail_regression_percent: 10
+    approvals: 1
+"""
+
+
+async def ship_with_benchmark(ns: Namespace, service: str, version: str, p99: float) -> None:
+    ref = ArtifactRef(service, version, digest(service + version))
+    await ns.publish(
+        ArtifactPackaged.build(
+            service=service, version=version, digest=ref.digest or "", commit="c"
+        )
+    )
+    await ns.publish(TestSuiteRunFinished.build(artifact=ref, suite="it", outcome="success"))
+    await ns.publish(
+        BenchmarkFinished.build(
+            artifact=ref, benchmark="load", metrics={"p99": Measurement(value=p99, unit="ms")}
+        )
+    )
+
+
+async def test_soak_approval_and_a_benchmark_baseline_guard_production(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    service = unique_service()
+    clock = ManualClock(datetime.now(UTC))
+    gates = RunningService(GATES, ns.settings, clock=clock)
+    await gates.setup()
+    gates.start()
+    try:
+        async with ns.service(), ns.service(PROMOTION), deployer(ns, tmp_path):
+            await ns.publish(
+                policy_updated(load_text(GUARDED_MODEL.encode()), updated_by="platform")
+            )
+            await ship_with_benchmark(ns, service, "1.0.0", p99=100)
+
+            def in_dev() -> bool:
+                """1.0.0 deployed to dev"""
+                return ("1.0.0", "dev") in deployed(ns, service)
+
+            await ns.log.wait_for(in_dev)
+            await asyncio.sleep(0.5)
+            assert ("1.0.0", "staging") not in approved(ns, service)  # soaking in dev
+
+            clock.advance(timedelta(minutes=31))
+            await gates.periodic.turn()  # type: ignore[union-attr]
+
+            def in_staging() -> bool:
+                """1.0.0 deployed to staging after its soak"""
+                return ("1.0.0", "staging") in deployed(ns, service)
+
+            await ns.log.wait_for(in_staging)
+            await asyncio.sleep(0.5)
+            assert ("1.0.0", "prod-eu") not in approved(ns, service)  # nobody approved yet
+
+            await ns.publish(
+                ApprovalUpdated.build(
+                    service=service, version="1.0.0", environment="prod-eu", by="alice",
+                    decision="approved",
+                )
+            )  # fmt: skip
+
+            def in_production() -> bool:
+                """1.0.0 deployed to prod-eu once approved"""
+                return ("1.0.0", "prod-eu") in deployed(ns, service)
+
+            await ns.log.wait_for(in_production)
+
+            # a slower build: measured against 1.0.0, which runs in prod-eu now
+            await ship_with_benchmark(ns, service, "1.0.1", p99=115)
+
+            def regression_caught() -> list[GateFailed]:
+                """the prod-eu gate of 1.0.1 failed"""
+                wanted = (service, "1.0.1", "prod-eu")
+                return [
+                    e for e in ns.log.events(GateFailed)
+                    if isinstance(e, GateFailed)
+                    and (e.subject.content.service, e.subject.content.version) == wanted[:2]
+                    and e.subject.content.environment == wanted[2]
+                ]  # fmt: skip
+
+            [failed] = await ns.log.wait_for(regression_caught)
+    finally:
+        await gates.stop()
+
+    [bench] = [v for v in failed.subject.content.criteria if v.criterion == "benchmark p99"]
+    assert bench.verdict == "fail"
+    assert bench.measured == {"value": 115.0, "baseline": 100.0, "regression_percent": 15.0}
+    assert bench.reason == "p99 115 vs 100: 15.0 % worse (fail above 10 %)"
+    assert ("1.0.1", "prod-eu") not in approved(ns, service)

@@ -60,6 +60,13 @@ def test_a_failing_key_criterion_fails_the_gate_whatever_the_score() -> None:
     assert result.criteria[0].reason == "failing: e2e"
 
 
+def test_a_failing_key_criterion_does_not_wait_for_the_rest_or_for_approval() -> None:
+    gate = Gate(criteria=[TESTS, SCAN], approvals=1)
+    result = evaluate(gate, [suite_result(False)], approvals=0)
+    assert result.result == "fail"
+    assert [j.verdict for j in result.criteria] == ["fail", "pending"]
+
+
 def test_scan_limits_fail_and_warn_with_the_counts() -> None:
     failed = evaluate(Gate(criteria=[SCAN]), [scan(high=1, medium=9)])
     assert failed.result == "fail"
@@ -115,5 +122,19 @@ def test_soak_and_approvals_hold_the_gate_until_met() -> None:
     assert done.result == "pass"
 
 
+def test_soak_before_the_build_runs_anywhere_says_so() -> None:
+    result = evaluate(Gate(soak="30m"), [], soaked_for=None)
+    assert (
+        result.conditions[0].reason == "soak 0:30:00: not running in the previous environment yet"
+    )
+
+
 def test_a_gate_without_criteria_passes() -> None:
     assert evaluate(Gate(), []).result == "pass"
+
+
+def test_a_rejection_fails_the_gate_and_names_who() -> None:
+    gate = Gate(criteria=[TESTS], approvals=1)
+    result = evaluate(gate, [suite_result(True)], approvals=1, rejected_by=["bob"])
+    assert result.result == "fail"
+    assert [(c.criterion, c.reason) for c in result.conditions] == [("approval", "rejected by bob")]
