@@ -51,7 +51,9 @@ class PromotionApproved(CDEvent):
     subject: ApprovedSubject
 
     def partition_key(self) -> str:
-        return self.subject.content.service
+        """A train's promotions share its key, so they reach deployers in the order given
+        (dependencies first); any other promotion is keyed by its service."""
+        return self.subject.content.train or self.subject.content.service
 
     def artifact_label(self) -> str | None:
         c = self.subject.content

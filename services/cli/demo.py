@@ -15,20 +15,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 
 from events import (
+    ApprovalUpdated,
     ArtifactPackaged,
     ArtifactRef,
     BenchmarkFinished,
+    CDEvent,
     InvalidEvent,
     KafkaRecord,
     SecurityScanFinished,
+    ServiceDeployed,
     TestSuiteRunFinished,
     decode,
     short_type,
@@ -37,7 +40,7 @@ from events import (
 from events.evidence import Findings, Measurement
 from events.policy import PolicyUpdated
 from services.catalog import SERVICES
-from services.cli.views import describe_record, print_artifact, print_trace
+from services.cli.views import describe_record, print_artifact, print_env_status, print_trace
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
@@ -55,7 +58,7 @@ WATCHED = (
     topics.DEPLOYMENTS,
     topics.DLQ,
 )
-RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "release-model.yaml"
+RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "demo-release-model.yaml"
 
 
 def run_demo(out: Console, settings: Settings) -> int:
@@ -90,6 +93,8 @@ def run_demo(out: Console, settings: Settings) -> int:
         code = max(services.wait(timeout=60), agent.wait(timeout=60))
         out.print(f"services stopped (exit {code})")
     out.print()
+    print_env_status(out, settings)
+    out.print()
     print_artifact(out, settings, ArtifactRef.parse_label(label))
     out.print()
     if not print_trace(out, settings, label, wait=5.0):
@@ -103,118 +108,147 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
     version = f"1.4.{stamp}"
     digest = "sha256:" + hashlib.sha256(f"checkout {version}".encode()).hexdigest()
     other = "sha256:" + hashlib.sha256(f"checkout {version} rebuilt".encode()).hexdigest()
-    ref = ArtifactRef("checkout", version, digest)
-    label = ref.label
-    # checkout needs payments>=2.3 in each environment first (infra/release-model.yaml)
+    checkout = ArtifactRef("checkout", version, digest)
+    # checkout needs payments>=2.3 in each environment first; both ride the train "shop"
     payments = ArtifactRef(
         "payments",
         f"2.3.{stamp}",
         "sha256:" + hashlib.sha256(f"payments {stamp}".encode()).hexdigest(),
     )
-
-    watcher = await _watch(settings)
+    labels = {checkout.label, payments.label}
+    mesh = _Mesh(out, settings, await _watch(settings), labels)
     provider = tracer_provider(settings, "ci")
     ci = tracer(provider)
-    # dev has no gate: it passes on registration, is promoted and deployed. staging waits
-    # for 10 min of soak in dev, production for soak and an approval (not in the demo yet).
-    expected = {
-        "policy.updated": 1,
-        "artifact.published": 2,
-        "evidence.recorded": 5,
-        "artifact.rejected": 1,
-        "gate.passed": 2,
-        "promotion.approved": 2,
-        "service.deployed": 2,
-    }
-    seen: dict[str, int] = {}
     try:
-        with ci.start_as_current_span(f"ci build {label}", attributes={"lockstep.artifact": label}):
-            trace = current_trace_headers()
+        policy = _policy_event()
+        mesh.policy_id = policy.id
+        with ci.start_as_current_span(
+            f"ci build {checkout.label}", attributes={"lockstep.artifact": checkout.label}
+        ):
+            trace = current_trace_headers().get("traceparent")
             async with Publisher(settings, client_id="lockstep-demo-ci") as ci_pub:
-                policy = _policy_event()
                 await ci_pub.publish(policy)
                 out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
-                steps = [
-                    ArtifactPackaged.build(
-                        service="payments",
-                        version=payments.version,
-                        digest=payments.digest or "",
-                        commit=hashlib.sha1(payments.version.encode()).hexdigest(),
-                        source="demo/ci",
-                    ),
-                    TestSuiteRunFinished.build(
-                        artifact=payments, suite="integration", outcome="success", source="demo/ci"
-                    ),
-                    SecurityScanFinished.build(
-                        artifact=payments, scanner="trivy", findings=Findings(), source="demo/ci"
-                    ),
-                    TestSuiteRunFinished.build(
-                        artifact=ref,
-                        suite="integration",
-                        outcome="success",
-                        passed=212,
-                        failed=0,
-                        source="demo/ci",
-                    ),
-                    ArtifactPackaged.build(
-                        service="checkout",
-                        version=version,
-                        digest=digest,
-                        commit=hashlib.sha1(version.encode()).hexdigest(),
-                        repo="https://git.example.com/shop/checkout",
-                        source="demo/ci",
-                    ),
-                    SecurityScanFinished.build(
-                        artifact=ref,
-                        scanner="trivy",
-                        findings=Findings(medium=2, low=7),
-                        source="demo/ci",
-                    ),
-                    BenchmarkFinished.build(
-                        artifact=ref,
-                        benchmark="checkout-load",
-                        metrics={
-                            "p99_latency": Measurement(value=41.5, unit="ms"),
-                            "throughput": Measurement(
-                                value=1250, unit="req/s", higher_is_better=True
-                            ),
-                        },
-                        source="demo/ci",
-                    ),
-                    ArtifactPackaged.build(
-                        service="checkout",
-                        version=version,
-                        digest=other,
-                        commit="f" * 40,
-                        source="demo/ci",
-                    ),
-                ]
-                for event in steps:
-                    await ci_pub.publish(event, traceparent=trace.get("traceparent"))
+                for event in _ci_events(checkout, payments, other):
+                    await ci_pub.publish(event, traceparent=trace)
                     out.print(f"[dim]CI  ->[/dim] {escape(event.describe())}", highlight=False)
-        deadline = time.monotonic() + 60
-        while any(seen.get(k, 0) < n for k, n in expected.items()) and time.monotonic() < deadline:
-            for records in (await watcher.getmany(timeout_ms=500)).values():
-                for r in records:
-                    record = record_from_kafka(r)
-                    kind = _kind(r)
-                    if kind in ("artifact.packaged",) or kind.endswith(".finished"):
-                        continue  # what CI sent, printed above
-                    if not _about(
-                        record, {label, payments.label}, policy.id, settings.max_event_bytes
-                    ):
-                        continue  # about another build (earlier runs, other teams)
-                    if kind in expected:
-                        seen[kind] = seen.get(kind, 0) + 1
-                    line = describe_record(record, settings.max_event_bytes)
-                    out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
+        everywhere = [
+            (ref.label, env) for ref in (checkout, payments) for env in ("dev", "staging")
+        ]
+        if not await mesh.until(lambda: mesh.deployed_all(everywhere), 90):
+            return checkout.label, False
+        out.print("[dim]production gates ask for an approval; the release manager gives it[/dim]")
+        async with Publisher(settings, client_id="lockstep-demo-people") as people:
+            for ref in (payments, checkout):
+                for env in ("prod-eu", "prod-us"):
+                    approval = ApprovalUpdated.build(
+                        service=ref.service, version=ref.version, environment=env,
+                        by="release-manager", decision="approved", source="demo/people",
+                    )  # fmt: skip
+                    await people.publish(approval)
+                    out.print(
+                        f"[dim]person ->[/dim] {escape(approval.describe())}", highlight=False
+                    )
+        production = [
+            (ref.label, env) for ref in (checkout, payments) for env in ("prod-eu", "prod-us")
+        ]
+        ok = await mesh.until(lambda: mesh.deployed_all(production), 90)
     finally:
-        await watcher.stop()
+        await mesh.watcher.stop()
         provider.shutdown()
-    ok = all(seen.get(k, 0) >= n for k, n in expected.items())
-    if not ok:
-        out.print(f"[red]the mesh did not answer in time: saw {seen}, expected {expected}[/red]")
-    return label, ok
+    return checkout.label, ok
+
+
+def _ci_events(checkout: ArtifactRef, payments: ArtifactRef, other: str) -> list[CDEvent]:
+    """What CI sends: payments, then checkout with one piece of evidence before its build,
+    then the same checkout version rebuilt with another digest (which must be refused)."""
+
+    def bench(ref: ArtifactRef, p99: float) -> BenchmarkFinished:
+        return BenchmarkFinished.build(
+            artifact=ref,
+            benchmark=f"{ref.service}-load",
+            metrics={
+                "p99_latency": Measurement(value=p99, unit="ms"),
+                "throughput": Measurement(value=1250, unit="req/s", higher_is_better=True),
+            },
+            source="demo/ci",
+        )
+
+    def scan(ref: ArtifactRef) -> SecurityScanFinished:
+        return SecurityScanFinished.build(
+            artifact=ref, scanner="trivy", findings=Findings(medium=2, low=7), source="demo/ci"
+        )
+
+    def packaged(ref: ArtifactRef, digest: str, commit: str) -> ArtifactPackaged:
+        return ArtifactPackaged.build(
+            service=ref.service, version=ref.version, digest=digest, commit=commit,
+            repo=f"https://git.example.com/shop/{ref.service}", source="demo/ci",
+        )  # fmt: skip
+
+    def tests(ref: ArtifactRef) -> TestSuiteRunFinished:
+        return TestSuiteRunFinished.build(
+            artifact=ref, suite="integration", outcome="success", passed=212, failed=0,
+            source="demo/ci",
+        )  # fmt: skip
+
+    sha = hashlib.sha1
+    return [
+        packaged(payments, payments.digest or "", sha(payments.version.encode()).hexdigest()),
+        tests(payments),
+        scan(payments),
+        bench(payments, 18.0),
+        tests(checkout),  # evidence before its build: kept, attached when the build arrives
+        packaged(checkout, checkout.digest or "", sha(checkout.version.encode()).hexdigest()),
+        scan(checkout),
+        bench(checkout, 41.5),
+        packaged(checkout, other, "f" * 40),
+    ]
+
+
+class _Mesh:
+    """Prints what the mesh says about the demo's builds, and remembers where they run."""
+
+    def __init__(
+        self, out: Console, settings: Settings, watcher: AIOKafkaConsumer, labels: set[str]
+    ) -> None:
+        self.out = out
+        self.settings = settings
+        self.watcher = watcher
+        self.labels = labels
+        self.policy_id = ""
+        self.running: set[tuple[str, str]] = set()
+
+    def deployed_all(self, wanted: list[tuple[str, str]]) -> bool:
+        return set(wanted) <= self.running
+
+    async def until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                self.out.print(f"[red]the mesh did not get there in {timeout_s:g}s[/red]")
+                return False
+            for records in (await self.watcher.getmany(timeout_ms=500)).values():
+                for r in records:
+                    self._see(record_from_kafka(r))
+        return True
+
+    def _see(self, record: KafkaRecord) -> None:
+        kind = short_type(record.header("ce_type") or "")
+        if kind == "artifact.packaged" or kind.endswith(".finished") or kind == "approval.updated":
+            return  # what CI and people sent, printed as they sent it
+        if record.topic.endswith("." + topics.DLQ):
+            self.out.print(f"[red]mesh[/red] {escape(describe_record(record, 10**9))}")
+            return
+        try:
+            event = decode(record, max_bytes=self.settings.max_event_bytes).event
+        except InvalidEvent:
+            return
+        if event.artifact_label() not in self.labels and event.id != self.policy_id:
+            return  # another build (earlier runs, other teams)
+        if isinstance(event, ServiceDeployed):
+            self.running.add((event.ref().label, event.subject.content.environment.id))
+        line = describe_record(record, self.settings.max_event_bytes)
+        self.out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
 
 
 async def _watch(settings: Settings) -> AIOKafkaConsumer:
@@ -235,22 +269,6 @@ def _policy_event() -> PolicyUpdated:
     return policy_updated(
         load_release_model(RELEASE_MODEL),
         updated_by="platform-team",
-        source="infra/release-model.yaml",
+        source="infra/demo-release-model.yaml",
         sender="demo/platform-team",
     )
-
-
-def _about(record: KafkaRecord, labels: set[str], policy_id: str, max_bytes: int) -> bool:
-    """Whether a record is about this demo's build or release model (dead letters: always)."""
-    if record.topic.endswith("." + topics.DLQ):
-        return True
-    try:
-        event = decode(record, max_bytes=max_bytes).event
-    except InvalidEvent:
-        return True
-    return event.artifact_label() in labels or event.id == policy_id
-
-
-def _kind(r: Any) -> str:
-    headers = dict(r.headers or ())
-    return short_type(headers.get("ce_type", b"").decode())

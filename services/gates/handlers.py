@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from opentelemetry import trace
+
 from events import (
     ApprovalUpdated,
     ArtifactPublished,
@@ -25,6 +27,7 @@ from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
 from shared.release_model.model import Gate, ReleaseModel, parse_duration
+from shared.telemetry import current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"
 
@@ -47,7 +50,13 @@ async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
 async def on_published(event: ArtifactPublished, ctx: HandlerContext) -> None:
     facts = event.custom_data
     await store.lock_build(ctx.conn, facts.service, facts.version)
-    build = store.Build(facts.service, facts.version, facts.digest, event.subject.id)
+    build = store.Build(
+        facts.service,
+        facts.version,
+        facts.digest,
+        event.subject.id,
+        current_trace_headers().get("traceparent"),
+    )
     await store.add_build(ctx.conn, build)
     await judge(ctx, build)
 
@@ -94,11 +103,11 @@ async def periodic(ctx: HandlerContext) -> None:
     assert ctx.tracer is not None
     for build in await store.soaked(ctx.conn, ctx.now()):
         await store.lock_build(ctx.conn, build.service, build.version)
-        with ctx.tracer.start_as_current_span(
-            "gates: soak time is up",
-            attributes={"lockstep.artifact": f"{build.service}@{build.version}"},
-        ) as span:
-            ctx.span = span
+        label = f"{build.service}@{build.version}"
+        with in_trace_of(
+            ctx.tracer, build.traceparent, "gates: soak time is up", {"lockstep.artifact": label}
+        ):
+            ctx.span = trace.get_current_span()
             await judge(ctx, build)
 
 
@@ -146,27 +155,31 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
         )  # fmt: skip
         outcome.append(f"{environment.name} {result.result}")
         kind = GateFailed if result.result == "fail" else GatePassed
-        ctx.emit(
-            kind(
-                context=kind.new_context(SOURCE),
-                subject=GateSubject(
-                    id=f"{build.service}@{build.version}:{environment.name}",
-                    content=GateDecisionContent(
-                        service=build.service,
-                        version=build.version,
-                        digest=build.digest,
-                        artifact_id=build.purl,
-                        environment=environment.name,
-                        result=result.result,
-                        score=result.score,
-                        criteria=[_verdict(j) for j in result.criteria],
-                        conditions=[_verdict(j) for j in result.conditions],
-                        policy_sha256=policy.sha256,
-                        evidence_ids=[event_id for event_id, _ in evidence],
+        attributes = {"lockstep.artifact": f"{build.service}@{build.version}"}
+        with in_trace_of(
+            ctx.tracer, build.traceparent, f"gates: judge {environment.name}", attributes
+        ):
+            ctx.emit(
+                kind(
+                    context=kind.new_context(SOURCE),
+                    subject=GateSubject(
+                        id=f"{build.service}@{build.version}:{environment.name}",
+                        content=GateDecisionContent(
+                            service=build.service,
+                            version=build.version,
+                            digest=build.digest,
+                            artifact_id=build.purl,
+                            environment=environment.name,
+                            result=result.result,
+                            score=result.score,
+                            criteria=[_verdict(j) for j in result.criteria],
+                            conditions=[_verdict(j) for j in result.conditions],
+                            policy_sha256=policy.sha256,
+                            evidence_ids=[event_id for event_id, _ in evidence],
+                        ),
                     ),
-                ),
+                )
             )
-        )
     ctx.span.set_attribute("lockstep.outcome", ", ".join(outcome) or "no new decision")
 
 

@@ -18,6 +18,7 @@ class Build:
     version: str
     digest: str
     purl: str
+    traceparent: str | None = None  # of its registration: the build's trace
 
 
 @dataclass(frozen=True)
@@ -54,15 +55,16 @@ async def policy(conn: asyncpg.Connection) -> Policy | None:
 
 async def add_build(conn: asyncpg.Connection, build: Build) -> None:
     await conn.execute(
-        "INSERT INTO builds (service, version, digest, purl) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT DO NOTHING",
-        build.service, build.version, build.digest, build.purl,
+        "INSERT INTO builds (service, version, digest, purl, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        build.service, build.version, build.digest, build.purl, build.traceparent,
     )  # fmt: skip
 
 
 async def build(conn: asyncpg.Connection, service: str, version: str) -> Build | None:
     row = await conn.fetchrow(
-        "SELECT service, version, digest, purl FROM builds WHERE service = $1 AND version = $2",
+        "SELECT service, version, digest, purl, traceparent FROM builds "
+        "WHERE service = $1 AND version = $2",
         service, version,
     )  # fmt: skip
     return Build(**dict(row)) if row is not None else None
@@ -70,7 +72,8 @@ async def build(conn: asyncpg.Connection, service: str, version: str) -> Build |
 
 async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
     rows = await conn.fetch(
-        "SELECT service, version, digest, purl FROM builds ORDER BY registered_at DESC LIMIT $1",
+        "SELECT service, version, digest, purl, traceparent FROM builds "
+        "ORDER BY registered_at DESC LIMIT $1",
         limit,
     )
     return [Build(**dict(r)) for r in rows]

@@ -14,13 +14,11 @@ holds it, and older waiting builds are superseded. A hold is told once
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace import SpanKind
 from packaging.version import InvalidVersion, Version
 
 from events import (
@@ -43,8 +41,8 @@ from events.promotions import (
 from services.promotion import holds as rules
 from services.promotion import store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import ReleaseModel
-from shared.telemetry import context_from_headers, current_trace_headers
+from shared.release_model.model import ReleaseModel, Train
+from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/promotion"
 
@@ -139,37 +137,80 @@ async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
     for stale in older:
         await store.set_state(ctx.conn, stale, "superseded")
     now = ctx.now()
-    held = await _own_holds(ctx, model, newest, now)
-    riders: list[store.Candidate] = [newest]
     train = rules.train_of(model, service, environment)
-    if train is not None and not held:
-        ready, missing = {service}, []
-        for member in train.services:
-            if member == service:
-                continue
-            member_waiting = _newest_first(
-                await store.candidates(ctx.conn, member, environment, ("waiting",))
-            )
-            if member_waiting and not await _own_holds(ctx, model, member_waiting[0], now):
-                ready.add(member)
-                riders.append(member_waiting[0])
-            else:
-                missing.append(
-                    await _why_not_ready(ctx, member, environment, member_waiting, model, now)
-                )
-        if (train_hold := rules.train_hold(train, environment, ready)) is not None:
-            held = [rules.Hold("train", f"{train_hold.reason} ({'; '.join(missing)})")]
-            for rider in riders[1:]:  # every member that is ready hears what the train waits for
-                await _tell_held(ctx, rider, held, sha256)
-    if held:
-        await _tell_held(ctx, newest, held, sha256)
+    if train is None:
+        held = await _own_holds(ctx, model, newest, now)
+        if held:
+            await _tell_held(ctx, newest, held, sha256)
+        else:
+            await _approve(ctx, newest, sha256, None, now)
         return
-    for rider in riders:
-        await _approve(ctx, rider, sha256, train.name if train is not None else None, now)
+    await _look_at_train(ctx, model, sha256, train, newest, now)
+
+
+async def _look_at_train(
+    ctx: HandlerContext, model: ReleaseModel, sha256: str, train: Train,
+    newest: store.Candidate, now: datetime,
+) -> None:  # fmt: skip
+    """A train leaves when every member is cleared. Members ride together: a dependency on
+    another member is met by the version riding along (promotions come in dependency order)."""
+    environment = newest.environment
+    members: dict[str, store.Candidate | None] = {}
+    for member in train.services:
+        if member == newest.service:
+            members[member] = newest
+        else:
+            found = await store.candidates(ctx.conn, member, environment, ("waiting",))
+            members[member] = _newest_first(found)[0] if found else None
+    riding = {m: c.version for m, c in members.items() if c is not None}
+    holds = {
+        m: await _own_holds(ctx, model, c, now, riding) for m, c in members.items() if c is not None
+    }
+    if holds[newest.service]:
+        await _tell_held(ctx, newest, holds[newest.service], sha256)
+        return
+    missing = [
+        await _why_not_ready(ctx, m, environment, members[m], holds.get(m, []))
+        for m in train.services
+        if members[m] is None or holds.get(m)
+    ]
+    ready = {m for m in train.services if members[m] is not None and not holds.get(m)}
+    train_hold = rules.train_hold(train, environment, ready)
+    if train_hold is not None:
+        held = [rules.Hold("train", f"{train_hold.reason} ({'; '.join(missing)})")]
+        for m, c in members.items():  # every cleared member hears what the train waits for
+            if c is not None and not holds.get(m):
+                await _tell_held(ctx, c, held, sha256)
+        return
+    for member in _dependency_order(model, train.services):
+        rider = members[member]
+        assert rider is not None
+        await _approve(ctx, rider, sha256, train.name, now)
+
+
+def _dependency_order(model: ReleaseModel, services: list[str]) -> list[str]:
+    """``services`` with each one after the members it depends on (otherwise as listed)."""
+    ordered: list[str] = []
+
+    def place(service: str, seen: frozenset[str]) -> None:
+        if service in ordered or service in seen:
+            return
+        for dep in model.dependencies.get(service, []):
+            if dep.service in services:
+                place(dep.service, seen | {service})
+        ordered.append(service)
+
+    for service in services:
+        place(service, frozenset())
+    return ordered
 
 
 async def _own_holds(
-    ctx: HandlerContext, model: ReleaseModel, c: store.Candidate, now: datetime
+    ctx: HandlerContext,
+    model: ReleaseModel,
+    c: store.Candidate,
+    now: datetime,
+    riding: dict[str, str] | None = None,
 ) -> list[rules.Hold]:
     found: list[rules.Hold] = []
     if (h := rules.stop_the_line_hold(model, c.label)) is not None:
@@ -179,20 +220,20 @@ async def _own_holds(
     runs_in = await store.where_runs(ctx.conn, c.service, c.version)
     if (h := rules.previous_environment_hold(model, c.environment, c.label, runs_in)) is not None:
         found.append(h)
-    running = await store.running(ctx.conn, c.environment)
-    found += rules.dependency_holds(
-        model, c.service, c.environment, {s: r.version for s, r in running.items()}
-    )
+    running = {s: r.version for s, r in (await store.running(ctx.conn, c.environment)).items()}
+    found += rules.dependency_holds(model, c.service, c.environment, running | (riding or {}))
     return found
 
 
 async def _why_not_ready(
-    ctx: HandlerContext, member: str, environment: str, waiting: list[store.Candidate],
-    model: ReleaseModel, now: datetime,
-) -> str:  # fmt: skip
-    if waiting:
-        reasons = [h.reason for h in await _own_holds(ctx, model, waiting[0], now)]
-        return f"{waiting[0].label}: {', '.join(reasons)}"
+    ctx: HandlerContext,
+    member: str,
+    environment: str,
+    waiting: store.Candidate | None,
+    holds: list[rules.Hold],
+) -> str:
+    if waiting is not None:
+        return f"{waiting.label}: {', '.join(h.reason for h in holds)}"
     failed = await store.candidates(ctx.conn, member, environment, ("gate-failed",))
     if failed:
         return f"{_newest_first(failed)[0].label} failed its gate"
@@ -261,24 +302,13 @@ async def _approve(
         )
 
 
-@contextmanager
-def _in_trace_of(ctx: HandlerContext, c: store.Candidate) -> Iterator[None]:
-    """Decisions about a build belong to that build's trace. When something else set them
-    off (a dependency deployed, a new model), the decision is made in a span of the build's
-    trace, linked to the span that set it off."""
-    here = trace.get_current_span().get_span_context()
-    parent = context_from_headers({"traceparent": c.traceparent or ""})
-    theirs = trace.get_current_span(parent).get_span_context()
-    if ctx.tracer is None or not theirs.is_valid or theirs.trace_id == here.trace_id:
-        yield
-        return
-    with ctx.tracer.start_as_current_span(
+def _in_trace_of(ctx: HandlerContext, c: store.Candidate) -> AbstractContextManager[None]:
+    return in_trace_of(
+        ctx.tracer,
+        c.traceparent,
         f"promotion: look again at {c.environment}",
-        context=parent,
-        links=[Link(here)] if here.is_valid else [],
-        attributes={"lockstep.artifact": c.label, "lockstep.environment": c.environment},
-    ):
-        yield
+        {"lockstep.artifact": c.label, "lockstep.environment": c.environment},
+    )
 
 
 def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:

@@ -1,0 +1,679 @@
+"""End-to-end latency of a release through the chain artifacts -> gates -> promotion, against a
+bare-Kafka floor with the same number of hops.
+
+    .venv/bin/python bench/release_chain_latency.py [--rate 50] [--seconds 15] [--warmup 3]
+    .venv/bin/python bench/release_chain_latency.py --find-max [--steps 50,100,200,300,400]
+
+Lockstep path: a release model with one environment, ``dev``, whose gate asks for passing tests
+is put in force (``policy.updated``). For each release (a unique ``service@version``; 12 service
+names, unique versions) a CI-like publisher sends ``testsuiterun.finished`` (success) and waits
+for Kafka's ack, then sends ``artifact.packaged``. The three services run as their own processes
+(``python -m services.cli.main run artifacts|gates|promotion``). The hops:
+
+    artifact.packaged -> artifacts -> artifact.published (+ evidence.recorded)
+                      -> gates -> gate.passed -> promotion -> promotion.approved
+
+A deployer-like consumer reads ``<ns>.promotions``. The latency of one release is the start of
+its ``artifact.packaged`` publish call -> its ``promotion.approved`` consumed (matched on
+service@version). Observers on the intermediate topics split it into stages.
+
+Floor: the same number of records (the encoded ``artifact.packaged``, so the same size) at the
+same rate through a bare aiokafka chain with the same three consume->produce hops between four
+topics (three hop processes, each bench/artifacts_latency.py's ``--hop-worker``).
+
+Everything else (open-loop load, fresh namespace, clean-up on failure, machine figures, the
+JSON file) is bench/artifacts_latency.py's, imported from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import artifacts_latency as base
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.admin import DeleteGroupsRequest
+
+from events import (
+    ArtifactPackaged,
+    ArtifactPublished,
+    ArtifactRef,
+    EvidenceRecorded,
+    GateFailed,
+    GatePassed,
+    PromotionApproved,
+    PromotionBlocked,
+    TestSuiteRunFinished,
+    decode,
+    encode,
+    topics,
+)
+from shared.bus import Publisher
+from shared.bus.admin import ensure_topics, partitions_of
+from shared.bus.consumer import record_from_kafka
+from shared.release_model import load_text, policy_updated
+from shared.settings import Settings
+
+SERVICES = ("artifacts", "gates", "promotion")
+MODEL = """\
+version: 1
+environments:
+  - name: dev
+gates:
+  dev:
+    criteria:
+      - evidence: tests
+        key: true
+"""
+# the intermediate announcements observed for the stage split: (topic, event type, stage name)
+STAGES = (
+    (topics.ARTIFACTS, ArtifactPublished.TYPE, "published"),
+    (topics.EVIDENCE, EvidenceRecorded.TYPE, "evidence_recorded"),
+    (topics.GATES, GatePassed.TYPE, "gate_passed"),
+)
+
+
+# --- releases ----------------------------------------------------------------------------------
+
+
+class ReleaseFactory:
+    """A unique service@version per release over a few service names: tests, then the build."""
+
+    def __init__(self, namespace: str, services: list[str]) -> None:
+        self._namespace = namespace
+        self._services = services
+        self._seq = 0
+
+    def next(self) -> tuple[str, TestSuiteRunFinished, ArtifactPackaged]:
+        self._seq += 1
+        seed = f"{self._namespace}/{self._seq}"
+        service = self._services[self._seq % len(self._services)]
+        version = f"1.{self._seq}.0"
+        digest = "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+        packaged = ArtifactPackaged.build(
+            service=service,
+            version=version,
+            digest=digest,
+            commit=hashlib.sha1(seed.encode()).hexdigest(),
+            source="bench/ci",
+            repo="https://git.example.invalid/bench",
+        )
+        tests = TestSuiteRunFinished.build(
+            artifact=ArtifactRef(service, version, digest),
+            suite="bench",
+            outcome="success",
+            passed=1,
+            source="bench/ci",
+        )
+        return f"{service}@{version}", tests, packaged
+
+
+def match_label(wanted: str, counts_as: dict[str, str] | None = None) -> base.Matcher:
+    """service@version of each record of type ``wanted``; other types named in ``counts_as``
+    are counted under their name."""
+
+    def match(record: Any, counts: Counter[str]) -> str | None:
+        ce_type = base.header(record, "ce_type")
+        if ce_type == wanted:
+            return decode(record_from_kafka(record)).event.artifact_label()
+        if counts_as and ce_type in counts_as:
+            counts[counts_as[ce_type]] += 1
+        return None
+
+    return match
+
+
+# --- the bench ---------------------------------------------------------------------------------
+
+
+class ChainBench(base.Bench):
+    def __init__(self, args: argparse.Namespace, settings: Settings, tmp: Path) -> None:
+        super().__init__(args, settings, tmp)
+        self.floor_topics = [f"{self.ns}.bench_chain_{i}" for i in range(4)]
+        self.hop_groups = [f"{self.ns}.bench-chain-hop{i}" for i in range(3)]
+        self.releases: ReleaseFactory | None = None
+
+    async def run(self) -> dict[str, Any]:
+        settings = self.settings
+        result: dict[str, Any] = {"namespace": self.ns}
+        result["machine"] = await base.machine_info(settings)
+        pg_started = await base.postmaster_start(settings)
+        await ensure_topics(settings)
+        artifacts = await partitions_of(settings, [settings.topic(topics.ARTIFACTS)])
+        await base.wait_for_leaders(settings.kafka_bootstrap, settings.all_topics())
+        self.releases = ReleaseFactory(self.ns, base.service_names(len(artifacts)))
+        result["postgres_commit_probe_ms"] = await base.pg_commit_probe(settings)
+        async with Publisher(settings, client_id="bench-platform") as publisher:
+            loaded = load_text(MODEL.encode())
+            await publisher.publish(policy_updated(loaded, updated_by="bench"))
+        result["model_sha256"] = loaded.sha256
+        if self.args.find_max:
+            result["find_max"] = await self.lockstep(find_max=True)
+        else:
+            result["lockstep"] = await self.lockstep(find_max=False)
+            if not self.args.no_floor:
+                result["floor"] = await self.floor()
+                lp, fp = result["lockstep"]["figures"], result["floor"]["figures"]
+                result["ratio_lockstep_over_floor"] = {
+                    q: round(lp["latency_ms"][q] / fp["latency_ms"][q], 2)
+                    if fp["latency_ms"][q]
+                    else math.nan
+                    for q in ("p50", "p99")
+                }
+        result["postgres_restarted"] = await base.postmaster_start(settings) != pg_started
+        result["client_warning_sample"] = base.WARNINGS.sample
+        return result
+
+    async def _observer(self, logical: str, match: base.Matcher) -> base.Observer:
+        parts = await partitions_of(self.settings, [self.settings.topic(logical)])
+        observer = base.Observer(self.settings.kafka_bootstrap, parts, match)
+        await observer.start()
+        self.closers.append(observer.stop)
+        return observer
+
+    # -- the Lockstep path --
+
+    async def lockstep(self, *, find_max: bool) -> dict[str, Any]:
+        assert self.releases is not None
+        releases, settings, args = self.releases, self.settings, self.args
+        deployer = await self._observer(
+            topics.PROMOTIONS,
+            match_label(PromotionApproved.TYPE, {PromotionBlocked.TYPE: "blocked"}),
+        )
+        stage_observers: dict[str, base.Observer] = {}
+        if not args.no_stages:
+            for logical, ce_type, name in STAGES:
+                counts = {GateFailed.TYPE: "gate_failed"} if logical == topics.GATES else None
+                stage_observers[name] = await self._observer(logical, match_label(ce_type, counts))
+        services = []
+        for name in SERVICES:
+            child = base.Child(
+                f"{name} service",
+                [sys.executable, "-m", "services.cli.main", "run", name],
+                self.child_env(),
+                self.tmp / f"{name}-service.log",
+            )
+            self.children.append(child)
+            child.start()
+            services.append(child)
+
+        def alive() -> None:
+            for child in services:
+                child.alive()
+
+        # packaged publish start per release: (perf_counter, wall ns), and the evidence ack time
+        packaged_start: dict[str, tuple[float, int]] = {}
+        evidence_ms: dict[str, float] = {}
+        phases: list[tuple[base.Phase, dict[str, Any]]] = []
+        out: dict[str, Any] = {}
+        async with Publisher(settings, client_id="bench-ci") as publisher:
+
+            def make_item() -> base.Item:
+                key, tests, packaged = releases.next()
+
+                async def send() -> None:
+                    t0 = time.perf_counter()
+                    await publisher.publish(tests)  # the evidence is in Kafka before the build
+                    t1 = time.perf_counter()
+                    evidence_ms[key] = (t1 - t0) * 1000
+                    packaged_start[key] = (t1, base.now_wall_ns())
+                    await publisher.publish(packaged)
+
+                return key, send
+
+            out["ready_s"] = await self.probe(make_item, deployer, alive)
+
+            async def phase_at(rate: float, warmup: float, seconds: float) -> dict[str, Any]:
+                before = {c.name: base.cpu_sample(c.pid) for c in services}
+                phase = await base.run_phase(
+                    "lockstep",
+                    rate=rate,
+                    warmup_s=warmup,
+                    seconds=seconds,
+                    make_item=make_item,
+                    observer=deployer,
+                    drain_timeout_s=args.drain_timeout,
+                    alive=alive,
+                )
+                after = {c.name: base.cpu_sample(c.pid) for c in services}
+                # measure from the packaged publish, not from the evidence publish before it
+                for key, s in phase.sent.items():
+                    if key in packaged_start:
+                        s.start, s.start_wall_ns = packaged_start[key]
+                kept = {k: phase.figures[k] for k in ("client_warnings", "cpu")}
+                f = base.figures(phase, deployer) | kept
+                cpu = {
+                    c.name: base.cpu_figures(before[c.name], after[c.name], len(phase.ids))
+                    for c in services
+                }
+                f["cpu_services"] = {
+                    name: {k: c[k] for k in ("worker_percent", "worker_ms_per_event")}
+                    for name, c in cpu.items()
+                }
+                f["cpu_services_total_percent"] = round(
+                    sum(c["worker_percent"] for c in cpu.values()), 1
+                )
+                f["evidence_publish_ms"] = base.summary_ms(
+                    [evidence_ms[k] for k in phase.measured if k in evidence_ms]
+                )
+                f["stages_ms"] = chain_stages(phase, deployer, stage_observers)
+                phases.append((phase, f))
+                return f
+
+            if find_max:
+                steps: list[dict[str, Any]] = []
+                for rate in args.steps:
+                    base.say(f"lockstep: {rate:g}/s for {args.step_seconds:g}s")
+                    f = await phase_at(rate, args.step_warmup, args.step_seconds)
+                    f["throughput_kept"] = (
+                        f["lost"] == 0
+                        and f["send_errors"] == 0
+                        and f["throughput_per_s"] >= base.KEEP_UP_SHARE * rate
+                    )
+                    f["keeps_up"] = (
+                        f["throughput_kept"] and f["latency_ms"]["p99"] < base.KEEP_UP_P99_MS
+                    )
+                    steps.append(f)
+                    base.say(base.step_line(f))
+                    if not f["throughput_kept"]:
+                        break  # saturated: the backlog only grows from here
+                sustained = 0.0
+                for f in steps:
+                    if not f["keeps_up"]:
+                        break
+                    sustained = f["offered_rate"]
+                out["steps"] = steps
+                out["sustained_releases_per_s"] = sustained
+                out["max_registered_per_s"] = max(f["throughput_per_s"] for f in steps)
+                out["criterion"] = (
+                    f"approved/s >= {base.KEEP_UP_SHARE:.0%} of offered, "
+                    f"p99 < {base.KEEP_UP_P99_MS:g} ms, nothing lost"
+                )
+            else:
+                base.say(f"lockstep: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s)")
+                out["figures"] = await phase_at(args.rate, args.warmup, args.seconds)
+        out["blocked"] = deployer.counts["blocked"]
+        out["gate_failed"] = (
+            stage_observers["gate_passed"].counts["gate_failed"] if stage_observers else None
+        )
+        out["duplicates"] = deployer.duplicates
+        out["redelivered"] = deployer.redelivered
+        out["service_exit_codes"] = {c.name: await c.stop() for c in services}
+        out["service_exit_code"] = max(
+            (abs(code) for code in out["service_exit_codes"].values() if code is not None),
+            default=None,
+        )
+        for c in services:
+            if c.exit_code != 0:
+                out[f"{c.name} log tail"] = c.tail()
+        for observer in [deployer, *stage_observers.values()]:
+            await observer.stop()
+            self.closers.remove(observer.stop)
+        return out
+
+    # -- the floor: three bare consume->produce hops --
+
+    async def floor(self) -> dict[str, Any]:
+        assert self.releases is not None
+        releases, settings, args = self.releases, self.settings, self.args
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap, client_id="bench-admin"
+        )
+        await admin.start()
+        try:
+            brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
+            await admin.create_topics(
+                [
+                    NewTopic(t, settings.topic_partitions, max(1, min(3, brokers)))
+                    for t in self.floor_topics
+                ]
+            )
+        finally:
+            await admin.close()
+        await base.wait_for_leaders(settings.kafka_bootstrap, self.floor_topics)
+        last: list[TopicPartition] = await partitions_of(settings, [self.floor_topics[-1]])
+        observer = base.Observer(settings.kafka_bootstrap, last, base.match_ce_id)
+        await observer.start()
+        self.closers.append(observer.stop)
+        hops = []
+        for i, group in enumerate(self.hop_groups):
+            hop = base.Child(
+                f"floor hop {i}",
+                [
+                    sys.executable,
+                    str(Path(base.__file__).resolve()),
+                    "--hop-worker",
+                    f"--hop-src={self.floor_topics[i]}",
+                    f"--hop-dst={self.floor_topics[i + 1]}",
+                    f"--hop-group={group}",
+                    f"--hop-bootstrap={settings.kafka_bootstrap}",
+                    f"--hop-linger-ms={settings.producer_linger_ms}",
+                ],
+                self.child_env(),
+                self.tmp / f"floor-hop{i}.log",
+            )
+            self.children.append(hop)
+            hop.start()
+            hops.append(hop)
+
+        def alive() -> None:
+            for hop in hops:
+                hop.alive()
+
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="bench-floor-producer",
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=settings.producer_linger_ms,
+        )
+        await producer.start()
+        self.closers.append(producer.stop)
+        src = self.floor_topics[0]
+        sizes: list[int] = []
+
+        def make_item() -> base.Item:
+            _, _, packaged = releases.next()
+            record = encode(packaged, topic=src)
+            sizes.append(len(record.value or b""))
+
+            async def send() -> None:
+                future = await producer.send(
+                    src, value=record.value, key=record.key, headers=list(record.headers)
+                )
+                await future
+
+            return base.header(record, "ce_id") or "", send
+
+        out: dict[str, Any] = {"ready_s": await self.probe(make_item, observer, alive)}
+        base.say(f"floor: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s warm-up)")
+        before = [base.cpu_sample(h.pid) for h in hops]
+        phase = await base.run_phase(
+            "floor",
+            rate=args.rate,
+            warmup_s=args.warmup,
+            seconds=args.seconds,
+            make_item=make_item,
+            observer=observer,
+            drain_timeout_s=args.drain_timeout,
+            alive=alive,
+        )
+        after = [base.cpu_sample(h.pid) for h in hops]
+        out["figures"] = phase.figures
+        out["figures"]["cpu_hops_total_percent"] = round(
+            sum(
+                base.cpu_figures(b, a, len(phase.ids))["worker_percent"]
+                for b, a in zip(before, after, strict=True)
+            ),
+            1,
+        )
+        out["value_bytes"] = round(sum(sizes) / len(sizes)) if sizes else None
+        out["duplicates"] = observer.duplicates
+        out["redelivered"] = observer.redelivered
+        await producer.stop()
+        self.closers.remove(producer.stop)
+        await observer.stop()
+        self.closers.remove(observer.stop)
+        out["hop_exit_codes"] = {h.name: await h.stop() for h in hops}
+        out["hop_exit_code"] = max(
+            (abs(code) for code in out["hop_exit_codes"].values() if code is not None),
+            default=None,
+        )
+        return out
+
+    async def _delete_groups(self) -> None:
+        groups = [self.settings.group_id(s) for s in SERVICES] + self.hop_groups
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap, client_id="bench-admin"
+        )
+        await admin.start()
+        try:
+            existing = {g[0] for g in await admin.list_consumer_groups()}
+            for group in (g for g in groups if g in existing):
+                coordinator = await admin.find_coordinator(group)
+                await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+        finally:
+            await admin.close()
+
+
+# --- where the time goes -----------------------------------------------------------------------
+
+
+def chain_stages(
+    phase: base.Phase, deployer: base.Observer, stages: dict[str, base.Observer]
+) -> dict[str, Any]:
+    """packaged publish -> artifact.published seen -> gate.passed seen -> approved seen (each
+    "seen" by the bench's own observers), plus evidence.recorded relative to published."""
+    if not stages:
+        return {}
+    parts: dict[str, list[float]] = {
+        "to_published": [],  # hop 1: artifacts service (inbox, registry, outbox relay)
+        "published_to_gate_passed": [],  # hop 2: gates (after the later of published/evidence)
+        "gate_passed_to_approved": [],  # hop 3: promotion, and the deployer's fetch
+        "evidence_recorded_after_published": [],
+    }
+    pub, ev, gate = stages["published"], stages["evidence_recorded"], stages["gate_passed"]
+    for key in phase.measured:
+        s, a = phase.sent[key], deployer.seen.get(key)
+        p, e, g = pub.seen.get(key), ev.seen.get(key), gate.seen.get(key)
+        if s.start is None or a is None or p is None or g is None:
+            continue
+        parts["to_published"].append((p.perf - s.start) * 1000)
+        parts["published_to_gate_passed"].append((g.perf - p.perf) * 1000)
+        parts["gate_passed_to_approved"].append((a.perf - g.perf) * 1000)
+        if e is not None:
+            parts["evidence_recorded_after_published"].append((e.perf - p.perf) * 1000)
+    return {
+        k: {"p50": round(base.pct(v, 50), 2), "p99": round(base.pct(v, 99), 2)}
+        for k, v in parts.items()
+    }
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"Lockstep release chain latency bench  {m['date']}  git {m['git']}  "
+        f"ns {result['namespace']}",
+        f"machine: {m['cpu_model']} x{m['cpu_count']}, {m['memory_mib']} MiB, {m['platform']}",
+        f"Python {m['python']}, Kafka {m['kafka_version']}, {str(m['postgres_version'])[:16]} "
+        f"(synchronous_commit={m['postgres_settings']['synchronous_commit']})",
+        "packaged -> artifacts -> published -> gates -> gate.passed -> promotion -> approved",
+        "",
+    ]
+    head = ("path", "releases", "offered/s", "sent/s", "approved/s", "p50 ms", "p90 ms")
+    head += ("p99 ms", "max ms", "lost", "CPU %")
+
+    def row(label: str, f: dict[str, Any], cpu: float) -> tuple[Any, ...]:
+        lat = f["latency_ms"]
+        return (
+            label,
+            f["events"],
+            f["offered_rate"],
+            f["achieved_publish_rate"],
+            f["throughput_per_s"],
+            lat["p50"],
+            lat["p90"],
+            lat["p99"],
+            lat["max"],
+            f["lost"],
+            cpu,
+        )
+
+    if "find_max" in result:
+        fm = result["find_max"]
+        rows = [
+            (
+                *row("lockstep", f, f["cpu_services_total_percent"]),
+                "yes" if f["keeps_up"] else "no",
+            )
+            for f in fm["steps"]
+        ]
+        lines += base.grid((*head, "keeps up"), rows)
+        lines += [
+            "",
+            f"sustained releases/s before p99 exceeds 100 ms: {fm['sustained_releases_per_s']:g}"
+            f"  ({fm['criterion']})",
+            f"highest approved/s in any step: {fm['max_registered_per_s']:g}",
+        ]
+        figs = fm["steps"]
+        block = fm
+    else:
+        rows = [
+            row(
+                "lockstep",
+                result["lockstep"]["figures"],
+                result["lockstep"]["figures"]["cpu_services_total_percent"],
+            )
+        ]
+        if "floor" in result:
+            ff = result["floor"]["figures"]
+            rows.append(row("floor", ff, ff["cpu_hops_total_percent"]))
+        lines += base.grid(head, rows)
+        if "ratio_lockstep_over_floor" in result:
+            r = result["ratio_lockstep_over_floor"]
+            lines += ["", f"lockstep / floor:  p50 x{r['p50']}   p99 x{r['p99']}"]
+        figs = [result["lockstep"]["figures"]]
+        block = result["lockstep"]
+    lines += ["", "where the time goes (ms, p50 / p99), CPU % of one core per service:"]
+    for f in figs:
+        stages = "  ".join(f"{k} {v['p50']:.1f}/{v['p99']:.1f}" for k, v in f["stages_ms"].items())
+        cpu = "  ".join(
+            f"{k.split()[0]} {v['worker_percent']:.0f}%" for k, v in f["cpu_services"].items()
+        )
+        lines.append(f"  {f['offered_rate']:g}/s: {stages or '(stages off)'}  | {cpu}")
+    lines.append(
+        f"service exit codes {block['service_exit_codes']}; duplicates {block['duplicates']}; "
+        f"blocked {block['blocked']}; gate.failed {block['gate_failed']}"
+    )
+    if "floor" in result:
+        lines.append(
+            f"floor hop exit codes {result['floor']['hop_exit_codes']}; "
+            f"record {result['floor']['value_bytes']} bytes"
+        )
+    return "\n".join(lines)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rate", type=float, default=50.0, help="releases per second (50)")
+    p.add_argument("--seconds", type=float, default=15.0, help="measured seconds (15)")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (3)")
+    p.add_argument("--out", type=Path, help="JSON result (default bench/results/<stamp>.json)")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare-Kafka floor")
+    p.add_argument("--no-stages", action="store_true", help="no intermediate-topic observers")
+    p.add_argument("--find-max", action="store_true", help="step the rate up; report the max")
+    p.add_argument(
+        "--steps",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[50.0, 100.0, 200.0, 300.0, 400.0],
+        help="--find-max rates (default 50,100,200,300,400)",
+    )
+    p.add_argument("--step-seconds", type=float, default=10.0, help="--find-max: per step (10)")
+    p.add_argument("--step-warmup", type=float, default=2.0, help="--find-max: warm-up (2)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="straggler wait (30)")
+    p.add_argument("--timeout", type=float, default=600.0, help="overall limit, seconds (600)")
+    p.add_argument("--keep-temp", action="store_true", help="keep service logs and spans")
+    args = p.parse_args(argv)
+    if args.rate <= 0 or args.seconds <= 0 or args.warmup < 0 or any(r <= 0 for r in args.steps):
+        p.error("rates and durations must be positive")
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    tmp = Path(tempfile.mkdtemp(prefix="lockstep-chain-bench-"))
+    log_file = tmp / "bench.log"
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.FileHandler(log_file), base.WARNINGS],
+    )
+    settings = Settings(namespace="bench_" + uuid.uuid4().hex[:8], trace_dir=tmp / "traces")
+    base.check_loopback(settings)
+    bench = ChainBench(args, settings, tmp)
+    base.say(f"namespace {settings.namespace}; temp dir {tmp}")
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        async with asyncio.timeout(args.timeout):
+            result = await bench.run()
+    except TimeoutError:
+        error = f"overall timeout of {args.timeout:g}s reached"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        base.say("cleaning up (processes, topics, consumer groups, schemas)…")
+        await bench.cleanup()
+        for child in bench.children:
+            if child.exit_code not in (0, None) or child.killed:
+                base.say(f"{child.name}: exit code {child.exit_code}; log tail:\n{child.tail()}")
+        if error is not None:
+            with contextlib.suppress(OSError):
+                lines = log_file.read_text(errors="replace").splitlines()
+                base.say("\n".join(lines[-15:]))
+        if args.keep_temp:
+            base.say(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if error is not None or result is None:
+        base.say(f"bench failed: {error}")
+        for message in bench.cleanup_errors:
+            base.say(f"clean-up: {message}")
+        return 1
+    result["machine"]["loadavg_at_end"] = base.loadavg()
+    result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    result["cleanup_errors"] = bench.cleanup_errors
+    problems = base.failures(result) + [f"clean-up: {m}" for m in bench.cleanup_errors]
+    result["problems"] = problems
+    out = args.out
+    if out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        mode = "find-max" if args.find_max else f"rate{args.rate:g}"
+        out = base.RESULTS / f"release_chain_latency-{stamp}-{mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(base.jsonable(result), indent=2, default=str) + "\n")
+    print(table(result))
+    print(f"\nresult written to {out}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return asyncio.run(main_async(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        base.say("interrupted (cleaned up)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
