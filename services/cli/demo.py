@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
@@ -153,6 +154,7 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
             (ref.label, env) for ref in (checkout, payments) for env in ("prod-eu", "prod-us")
         ]
         ok = await mesh.until(lambda: mesh.deployed_all(production), 90)
+        ok = ok and await _ledger_shows(settings, production, timeout_s=15)
     finally:
         await mesh.watcher.stop()
         provider.shutdown()
@@ -203,6 +205,26 @@ def _ci_events(checkout: ArtifactRef, payments: ArtifactRef, other: str) -> list
         bench(checkout, 41.5),
         packaged(checkout, other, "f" * 40),
     ]
+
+
+async def _ledger_shows(
+    settings: Settings, wanted: list[tuple[str, str]], timeout_s: float
+) -> bool:
+    """Until the promotion service's ledger has taken in the deployers' reports."""
+    conn = await asyncpg.connect(
+        settings.pg_dsn, server_settings={"search_path": settings.db_schema("promotion")}
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rows = await conn.fetch("SELECT service, version, environment FROM ledger")
+            have = {(f"{r['service']}@{r['version']}", r["environment"]) for r in rows}
+            if set(wanted) <= have:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        await conn.close()
 
 
 class _Mesh:

@@ -455,7 +455,11 @@ def deployer(
     asyncio.run(go())
 
 
-@app.command("env")
+env_app = typer.Typer(help="Environments and what runs in them.", no_args_is_help=True)
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("status")
 def env_status() -> None:
     """What runs where: services x environments, with versions and digests."""
     from services.cli import views

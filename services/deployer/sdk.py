@@ -135,6 +135,7 @@ class DeployerAgent:
         self._agent = agent
         self._environments = set(environments)
         self.handled = 0
+        self._acted_on: dict[str, None] = {}  # recent promotion ids, oldest first
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -173,6 +174,11 @@ class DeployerAgent:
         assert isinstance(promotion, PromotionApproved)
         if promotion.subject.content.environment not in self._environments:
             return
+        if promotion.id in self._acted_on:
+            return  # the same promotion sent again (a relay that re-sent it): acted on already
+        self._acted_on[promotion.id] = None
+        if len(self._acted_on) > 10_000:
+            self._acted_on.pop(next(iter(self._acted_on)))
         c = promotion.subject.content
         with self._tracer.start_as_current_span(
             f"deploy to {c.environment}",
