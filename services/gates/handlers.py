@@ -10,9 +10,12 @@ when it is decided and differs from the last one for that build, environment and
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from events import (
     ApprovalUpdated,
@@ -27,7 +30,7 @@ from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
 from shared.release_model.model import Gate, ReleaseModel, parse_duration
-from shared.telemetry import current_trace_headers, in_trace_of
+from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"
 
@@ -66,7 +69,8 @@ async def on_evidence(event: EvidenceRecorded, ctx: HandlerContext) -> None:
     c = event.subject.content
     await store.lock_build(ctx.conn, c.service, c.version)
     fact = scoring.EvidenceFact(kind=c.kind, passed=c.passed, details=c.details)
-    await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact)
+    producer = ctx.record.header("traceparent") if ctx.record is not None else None
+    await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact, producer)
     build = await store.build(ctx.conn, c.service, c.version)
     if build is not None:
         await judge(ctx, build)
@@ -120,6 +124,7 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
     model = _model(policy.sha256, policy.model)
     evidence = await store.evidence(ctx.conn, build.service, build.version)
     facts = [fact for _, fact in evidence]
+    links = _links(await store.evidence_traces(ctx.conn, build.service, build.version))
     outcome: list[str] = []
     deployed = await store.deployed_at(ctx.conn, build.service, build.version)
     now = ctx.now()
@@ -156,8 +161,11 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
         outcome.append(f"{environment.name} {result.result}")
         kind = GateFailed if result.result == "fail" else GatePassed
         attributes = {"lockstep.artifact": f"{build.service}@{build.version}"}
-        with in_trace_of(
-            ctx.tracer, build.traceparent, f"gates: judge {environment.name}", attributes
+        with (
+            in_trace_of(
+                ctx.tracer, build.traceparent, f"gates: judge {environment.name}", attributes
+            ),
+            _decision_span(ctx, f"gate {environment.name}: {result.result}", links, attributes),
         ):
             ctx.emit(
                 kind(
@@ -196,6 +204,30 @@ async def _baseline(
             for name, m in fact.details.get("metrics", {}).items():
                 metrics[name] = float(m["value"])
     return metrics or None
+
+
+def _links(traceparents: list[str]) -> list[Link]:
+    """Links to the spans that produced the evidence a decision used."""
+    found = []
+    for tp in traceparents:
+        span_context = trace.get_current_span(
+            context_from_headers({"traceparent": tp})
+        ).get_span_context()
+        if span_context.is_valid:
+            found.append(Link(span_context))
+    return found
+
+
+@contextmanager
+def _decision_span(
+    ctx: HandlerContext, name: str, links: list[Link], attributes: dict[str, str]
+) -> Iterator[None]:
+    """The decision itself: a span linking each piece of evidence it weighed (fan-in)."""
+    if ctx.tracer is None:
+        yield
+        return
+    with ctx.tracer.start_as_current_span(name, links=links, attributes=attributes):
+        yield
 
 
 def _model(sha256: str, raw: dict[str, object]) -> ReleaseModel:

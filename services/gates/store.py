@@ -80,13 +80,24 @@ async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Bui
 
 
 async def add_evidence(
-    conn: asyncpg.Connection, event_id: str, service: str, version: str, fact: EvidenceFact
-) -> None:
+    conn: asyncpg.Connection, event_id: str, service: str, version: str, fact: EvidenceFact,
+    traceparent: str | None = None,
+) -> None:  # fmt: skip
     await conn.execute(
-        "INSERT INTO evidence (event_id, service, version, kind, passed, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING",
-        event_id, service, version, fact.kind, fact.passed, json.dumps(fact.details),
+        "INSERT INTO evidence (event_id, service, version, kind, passed, details, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING",
+        event_id, service, version, fact.kind, fact.passed, json.dumps(fact.details), traceparent,
     )  # fmt: skip
+
+
+async def evidence_traces(conn: asyncpg.Connection, service: str, version: str) -> list[str]:
+    """The traceparents of the evidence recorded for a build (what its decisions link to)."""
+    rows = await conn.fetch(
+        "SELECT traceparent FROM evidence WHERE service = $1 AND version = $2 "
+        "AND traceparent IS NOT NULL ORDER BY recorded_at, event_id",
+        service, version,
+    )  # fmt: skip
+    return [r["traceparent"] for r in rows]
 
 
 async def evidence(

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from events import (
     ArtifactPackaged,
     ArtifactRef,
+    EvidenceRecorded,
     GateFailed,
     GatePassed,
     PolicyUpdated,
@@ -20,7 +21,7 @@ from events.evidence import Findings
 from events.gates import GateDecisionContent
 from services.gates.app import SPEC as GATES
 from shared.release_model import LoadedModel, load_text, policy_updated
-from shared.telemetry import current_trace_headers
+from shared.telemetry import current_trace_headers, read_spans
 from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 
 pytestmark = pytest.mark.integration
@@ -133,3 +134,21 @@ async def test_gates_decide_from_the_evidence_and_cite_the_model(
         and first.sha256.encode() in (r.value or b"")
     ]  # fmt: skip
     assert (record.header("traceparent") or "").split("-")[1] == trace_id
+
+    # the decision links the spans of the evidence it weighed
+    spans = list(read_spans(ns.settings.trace_dir))
+    label = f"{good}@1.0.0"
+    decisions_made = [
+        sp for sp in spans
+        if sp["name"] == "gate staging: pass" and sp["attributes"].get("lockstep.artifact") == label
+        and sp["trace_id"] == trace_id
+    ]  # fmt: skip
+    assert len(decisions_made) == 2  # under the first model, and again under the second
+    evidence_spans = {  # the spans that announced each piece of evidence
+        (r.header("traceparent") or "").split("-")[2]
+        for r in ns.log.records
+        if r.header("ce_type") == EvidenceRecorded.TYPE and r.key == good.encode()
+    }
+    assert len(evidence_spans) == 2
+    for decision in decisions_made:
+        assert {link["span_id"] for link in decision["links"]} == evidence_spans
