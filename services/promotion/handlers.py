@@ -67,7 +67,7 @@ async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
         ctx.conn, service=c.service, version=c.version, environment=c.environment,
         digest=c.digest, purl=c.artifact_id,
         state="waiting" if isinstance(event, GatePassed) else "gate-failed",
-        traceparent=current_trace_headers().get("traceparent"),
+        traceparent=current_trace_headers().get("traceparent"), at=ctx.now(),
     )  # fmt: skip
     await look_at(ctx, c.service, c.environment)
     model = await _model_in_force(ctx)
@@ -181,6 +181,12 @@ async def _look_at_train(
         for m, c in members.items():  # every cleared member hears what the train waits for
             if c is not None and not holds.get(m):
                 await _tell_held(ctx, c, held, sha256)
+        return
+    cleared = [c for c in members.values() if c is not None]
+    ready_since = max(c.created_at for c in cleared)
+    if (departure := rules.train_departure_hold(train, environment, ready_since, now)) is not None:
+        for member_candidate in cleared:
+            await _tell_held(ctx, member_candidate, [departure], sha256)
         return
     for member in _dependency_order(model, train.services):
         rider = members[member]

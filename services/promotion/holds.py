@@ -136,6 +136,23 @@ def train_of(model: ReleaseModel, service: str, environment: str) -> Train | Non
     )
 
 
+def train_departure_hold(
+    train: Train, environment: str, ready_since: datetime, now: datetime
+) -> Hold | None:
+    """A train with a cut-off leaves at its first cut-off after every member was ready."""
+    if train.cutoff is None:
+        return None
+    zone = ZoneInfo(train.timezone)
+    rule = rrulestr(train.cutoff, dtstart=datetime(2000, 1, 1, tzinfo=zone))
+    departure: datetime | None = rule.after(ready_since.astimezone(zone), inc=True)
+    if departure is None:
+        return Hold("train", f"train {train.name} to {environment} has no cut-off left")
+    if now >= departure:
+        return None
+    when = f"{departure:%Y-%m-%d %H:%M} {train.timezone}"
+    return Hold("train", f"train {train.name} to {environment} leaves {when} (cut-off)", departure)
+
+
 def train_hold(train: Train, environment: str, ready: set[str]) -> Hold | None:
     """``ready``: members with a build cleared for the environment."""
     waiting = [s for s in train.services if s not in ready]

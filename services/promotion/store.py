@@ -59,16 +59,17 @@ async def policy(conn: asyncpg.Connection) -> tuple[str, dict[str, Any]] | None:
 
 async def upsert_candidate(
     conn: asyncpg.Connection, *, service: str, version: str, environment: str, digest: str,
-    purl: str, state: str, traceparent: str | None,
+    purl: str, state: str, traceparent: str | None, at: datetime,
 ) -> None:  # fmt: skip
     """A gate decision arrived; an approved candidate stays approved."""
     await conn.execute(
-        """INSERT INTO candidates (service, version, environment, digest, purl, state, traceparent)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """INSERT INTO candidates (service, version, environment, digest, purl, state, traceparent,
+                                   created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (service, version, environment) DO UPDATE
            SET state = EXCLUDED.state, traceparent = EXCLUDED.traceparent
            WHERE candidates.state NOT IN ('approved', 'superseded')""",
-        service, version, environment, digest, purl, state, traceparent,
+        service, version, environment, digest, purl, state, traceparent, at,
     )  # fmt: skip
 
 

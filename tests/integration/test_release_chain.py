@@ -400,3 +400,55 @@ async def test_soak_approval_and_a_benchmark_baseline_guard_production(
     assert bench.measured == {"value": 115.0, "baseline": 100.0, "regression_percent": 15.0}
     assert bench.reason == "p99 115 vs 100: 15.0 % worse (fail above 10 %)"
     assert ("1.0.1", "prod-eu") not in approved(ns, service)
+
+
+CUTOFF_MODEL = """\
+version: 1
+environments:
+  - name: dev
+trains:
+  - name: weekly
+    services: [{x}, {y}]
+    environments: [dev]
+    cutoff: FREQ=WEEKLY;BYDAY=TH;BYHOUR=12;BYMINUTE=0
+    timezone: Europe/Berlin
+"""
+
+
+async def test_a_train_with_a_cut_off_leaves_at_its_cut_off(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    x, y = unique_service(), unique_service()
+    clock = ManualClock(datetime(2026, 12, 2, 9, 0, tzinfo=BERLIN))  # a Wednesday
+    promotion = RunningService(PROMOTION, ns.settings, clock=clock)
+    await promotion.setup()
+    promotion.start()
+    try:
+        async with ns.service(), ns.service(GATES), deployer(ns, tmp_path):
+            rules = load_text(CUTOFF_MODEL.format(x=x, y=y).encode())
+            await ns.publish(policy_updated(rules, updated_by="platform"))
+            for service in (x, y):
+                await ship(ns, service, "1.0.0")
+
+            def both_waiting_for_the_train() -> bool:
+                """both told when the train leaves"""
+                told = [blocked(ns, s, "dev") for s in (x, y)]
+                return all(t and "(cut-off)" in t[-1][0] for t in told)
+
+            await ns.log.wait_for(both_waiting_for_the_train)
+            assert blocked(ns, x, "dev")[-1] == [
+                "train weekly to dev leaves 2026-12-03 12:00 Europe/Berlin (cut-off)"
+            ]
+            assert approved(ns, x) == approved(ns, y) == []
+
+            clock.set(datetime(2026, 12, 3, 12, 1, tzinfo=BERLIN))
+            await promotion.periodic.turn()  # type: ignore[union-attr]
+
+            def both_left() -> bool:
+                """both deployed to dev"""
+                return ("1.0.0", "dev") in deployed(ns, x) and ("1.0.0", "dev") in deployed(ns, y)
+
+            await ns.log.wait_for(both_left)
+    finally:
+        await promotion.stop()

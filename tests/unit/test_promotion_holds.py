@@ -10,6 +10,7 @@ from services.promotion.holds import (
     dependency_holds,
     previous_environment_hold,
     stop_the_line_hold,
+    train_departure_hold,
     train_hold,
     train_of,
     window_hold,
@@ -120,3 +121,29 @@ def test_a_train_waits_for_every_member() -> None:
     hold = train_hold(train, "prod-eu", ready={"checkout", "cart"})
     assert hold is not None and hold.reason == "train shop to prod-eu waiting for payments"
     assert train_hold(train, "prod-eu", ready={"checkout", "cart", "payments"}) is None
+
+
+def test_a_train_with_a_cut_off_leaves_at_the_first_cut_off_after_all_are_ready() -> None:
+    train = load_text(
+        textwrap.dedent("""\
+            version: 1
+            environments: [{name: prod-eu}]
+            trains:
+              - name: shop
+                services: [checkout, payments]
+                environments: [prod-eu]
+                cutoff: FREQ=WEEKLY;BYDAY=TH;BYHOUR=12;BYMINUTE=0
+                timezone: Europe/Berlin
+            """).encode()
+    ).model.trains[0]
+    ready = at("2026-11-30T15:00")  # a Monday
+    hold = train_departure_hold(train, "prod-eu", ready, now=at("2026-12-02T09:00"))
+    assert hold is not None
+    assert hold.reason == "train shop to prod-eu leaves 2026-12-03 12:00 Europe/Berlin (cut-off)"
+    assert hold.until == at("2026-12-03T12:00")
+    assert train_departure_hold(train, "prod-eu", ready, now=at("2026-12-03T12:00")) is None
+    # ready after Thursday's cut-off: the next week's train
+    late = train_departure_hold(
+        train, "prod-eu", at("2026-12-03T12:05"), now=at("2026-12-04T10:00")
+    )
+    assert late is not None and late.until == at("2026-12-10T12:00")
