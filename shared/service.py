@@ -21,7 +21,7 @@ from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
 from shared.bus.periodic import Periodic, PeriodicRunner
 from shared.bus.producer import ReliableProducer
-from shared.clock import Clock, system_clock
+from shared.clock import Clock, FileClock, system_clock
 from shared.db import BUS_MIGRATIONS, MigrationSet, create_pool, migrate
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
@@ -86,7 +86,7 @@ class RunningService:
                 tracer=tracer(self.provider),
                 schema=self.schema,
                 clock=self.clock,
-                every_s=self.spec.period_s,
+                every_s=self.settings.periodic_s or self.spec.period_s,
             )
         self._producer = ReliableProducer(
             self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"
@@ -158,7 +158,8 @@ class RunningService:
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:
     """Run one service until SIGTERM/SIGINT, then drain and return."""
-    service = RunningService(spec, settings)
+    clock: Clock = FileClock(settings.clock_file) if settings.clock_file else system_clock
+    service = RunningService(spec, settings, clock=clock)
     await service.setup()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         default=Path(".lockstep/traces"),
         description="Where spans are kept locally for `lockstep trace` (empty: keep none)",
     )
+    clock_file: Path | None = Field(
+        default=None,
+        description="Tests and demos only: read the time from this file (ISO 8601), not the system",
+    )
+    periodic_s: float | None = Field(
+        default=None, gt=0, description="How often periodic turns run (default: the service's own)"
+    )
     otlp_endpoint: str | None = Field(
         default=None,
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -16,6 +16,7 @@ from events import (
     ArtifactPackaged,
     ArtifactRef,
     PromotionApproved,
+    PromotionBlocked,
     ServiceDeployed,
     TestSuiteRunFinished,
 )
@@ -113,3 +114,93 @@ async def test_a_promotion_service_killed_mid_flow_loses_and_doubles_nothing(
     deployed = [e for e in ns.log.events(ServiceDeployed) if isinstance(e, ServiceDeployed)]
     assert len({e.custom_data.promotion_id for e in deployed}) == len(deployed) == 2 * len(names)
     assert codes == [0] * len(codes)  # every process stopped cleanly at the end
+
+
+FREEZE_MODEL = """\
+version: 1
+environments:
+  - name: dev
+  - name: prod-eu
+    after: [dev]
+windows:
+  - name: holiday freeze
+    kind: deny
+    environments: [prod-eu]
+    start: 2026-12-21T00:00:00
+    end: 2027-01-04T09:00:00
+    timezone: Europe/Berlin
+"""
+
+
+async def test_a_freeze_holds_production_until_the_clock_passes_it(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    """The services as processes, their clock a file the test writes: nothing sleeps for a
+    window, and the promotion service lets the build go once the freeze is over."""
+    ns = await new_namespace()
+    clock = tmp_path / "now"
+    clock.write_text("2026-12-22T10:00:00+01:00")  # inside the freeze
+    env = {
+        **os.environ,
+        "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
+        "LOCKSTEP_LOG_LEVEL": "WARNING",
+        "LOCKSTEP_CLOCK_FILE": str(clock),
+        "LOCKSTEP_PERIODIC_S": "0.5",
+    }
+    processes = [start(env, "run", name) for name in ("artifacts", "gates", "promotion")]
+    processes.append(
+        start(
+            env,
+            "deployer",
+            "--agent",
+            "e2e",
+            "--env",
+            "dev",
+            "--env",
+            "prod-eu",
+            "--state-dir",
+            str(tmp_path / "deployed"),
+        )
+    )
+    service = f"frozen-{ns.settings.namespace[-6:]}"
+    try:
+        async with Publisher(ns.settings) as ci:
+            await ci.publish(
+                policy_updated(load_text(FREEZE_MODEL.encode()), updated_by="platform")
+            )
+            ref = ArtifactRef(service, "1.0.0", digest(service))
+            await ci.publish(
+                ArtifactPackaged.build(
+                    service=service, version="1.0.0", digest=ref.digest or "", commit="c"
+                )
+            )
+
+        def held() -> list[PromotionBlocked]:
+            """the build in dev, held for prod-eu by the freeze alone"""
+            return [
+                e for e in ns.log.events(PromotionBlocked)
+                if isinstance(e, PromotionBlocked) and e.subject.content.service == service
+                and [h.kind for h in e.subject.content.holds] == ["window"]
+            ]  # fmt: skip
+
+        [blocked] = await ns.log.wait_for(held, 60)
+        assert [h.reason for h in blocked.subject.content.holds] == [
+            "prod-eu frozen until 2027-01-04 09:00 Europe/Berlin (holiday freeze)"
+        ]
+        clock.write_text("2027-01-04T09:30:00+01:00")  # the freeze is over
+
+        def in_production() -> bool:
+            """the build deployed to prod-eu"""
+            return any(
+                isinstance(e, ServiceDeployed) and e.ref().service == service
+                and e.subject.content.environment.id == "prod-eu"
+                for e in ns.log.events(ServiceDeployed)
+            )  # fmt: skip
+
+        await ns.log.wait_for(in_production, 60)
+    finally:
+        for process in processes:
+            process.terminate()
+        codes = [p.wait(30) for p in processes]
+    assert codes == [0] * len(codes)
