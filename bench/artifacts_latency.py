@@ -990,18 +990,20 @@ class Bench:
             await conn.close()
 
     async def _delete_groups(self) -> None:
-        groups = [self.settings.group_id("artifacts"), self.hop_group]
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, client_id="bench-admin"
-        )
-        await admin.start()
-        try:
-            existing = {g[0] for g in await admin.list_consumer_groups()}
-            for group in (g for g in groups if g in existing):
-                coordinator = await admin.find_coordinator(group)
-                await admin._send_request(DeleteGroupsRequest([group]), coordinator)
-        finally:
-            await admin.close()
+        await delete_groups(self.settings, [self.settings.group_id("artifacts"), self.hop_group])
+
+
+async def delete_groups(settings: Settings, groups: list[str]) -> None:
+    """Remove a run's consumer groups (aiokafka has no public call: DeleteGroupsRequest)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench-admin")
+    await admin.start()
+    try:
+        existing = {g[0] for g in await admin.list_consumer_groups()}
+        for group in (g for g in groups if g in existing):
+            coordinator = await admin.find_coordinator(group)
+            await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+    finally:
+        await admin.close()
 
 
 # --- where the time goes -----------------------------------------------------------------------

@@ -51,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import artifacts_latency as base
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from events import (
     ArtifactPackaged,
@@ -442,17 +441,7 @@ class ChainBench(base.Bench):
 
     async def _delete_groups(self) -> None:
         groups = [self.settings.group_id(s) for s in SERVICES] + self.hop_groups
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap, client_id="bench-admin"
-        )
-        await admin.start()
-        try:
-            existing = {g[0] for g in await admin.list_consumer_groups()}
-            for group in (g for g in groups if g in existing):
-                coordinator = await admin.find_coordinator(group)
-                await admin._send_request(DeleteGroupsRequest([group]), coordinator)
-        finally:
-            await admin.close()
+        await base.delete_groups(self.settings, groups)
 
 
 # --- where the time goes -----------------------------------------------------------------------

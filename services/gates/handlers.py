@@ -29,19 +29,20 @@ from events import (
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import Gate, ReleaseModel, parse_duration
+from shared.release_model.model import Gate, model_in_force, parse_duration
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"
 
 router = Router()
-_parsed: dict[str, ReleaseModel] = {}  # by sha256: a model is parsed once per process
 
 
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    _model(content.sha256, content.model)  # refuse (and dead-letter) a model that does not parse
+    model_in_force(
+        content.sha256, content.model
+    )  # refuse (and dead-letter) a model that does not parse
     await store.set_policy(ctx.conn, content.sha256, content.model, content.updated_by)
     ctx.span.set_attribute("lockstep.policy_sha256", content.sha256)
     for build in await store.recent_builds(ctx.conn):
@@ -121,7 +122,7 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
     if policy is None:
         ctx.span.set_attribute("lockstep.outcome", "no release model yet")
         return
-    model = _model(policy.sha256, policy.model)
+    model = model_in_force(policy.sha256, policy.model)
     evidence = await store.evidence(ctx.conn, build.service, build.version)
     facts = [fact for _, fact in evidence]
     links = _links(await store.evidence_traces(ctx.conn, build.service, build.version))
@@ -228,12 +229,6 @@ def _decision_span(
         return
     with ctx.tracer.start_as_current_span(name, links=links, attributes=attributes):
         yield
-
-
-def _model(sha256: str, raw: dict[str, object]) -> ReleaseModel:
-    if sha256 not in _parsed:
-        _parsed[sha256] = ReleaseModel.model_validate(raw)
-    return _parsed[sha256]
 
 
 def _verdict(j: scoring.Judged) -> CriterionVerdict:

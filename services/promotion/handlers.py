@@ -41,19 +41,18 @@ from events.promotions import (
 from services.promotion import holds as rules
 from services.promotion import store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import ReleaseModel, Train
+from shared.release_model.model import ReleaseModel, Train, model_in_force
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/promotion"
 
 router = Router()
-_parsed: dict[str, ReleaseModel] = {}
 
 
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    _model(content.sha256, content.model)
+    model_in_force(content.sha256, content.model)
     await store.set_policy(ctx.conn, content.sha256, content.model)
     for service, environment in await store.waiting_pairs(ctx.conn):
         await look_at(ctx, service, environment)
@@ -126,7 +125,7 @@ async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
     if found is None:
         return
     sha256, raw = found
-    model = _model(sha256, raw)
+    model = model_in_force(sha256, raw)
     if environment not in {e.name for e in model.environments}:
         return
     await store.lock_environment(ctx.conn, environment)
@@ -329,10 +328,4 @@ def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:
 
 async def _model_in_force(ctx: HandlerContext) -> ReleaseModel | None:
     found = await store.policy(ctx.conn)
-    return _model(*found) if found is not None else None
-
-
-def _model(sha256: str, raw: dict[str, Any]) -> ReleaseModel:
-    if sha256 not in _parsed:
-        _parsed[sha256] = ReleaseModel.model_validate(raw)
-    return _parsed[sha256]
+    return model_in_force(*found) if found is not None else None
