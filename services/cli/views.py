@@ -184,8 +184,17 @@ def print_trace(out: Console, settings: Settings, label: str, wait: float) -> bo
         if traces or time.monotonic() >= deadline:
             break
         time.sleep(0.25)
-    for trace_id, spans in traces.items():
+    # The release's own trace first; a lone span elsewhere (a person's approval, which
+    # carries no trace of its own) is only mentioned.
+    ordered = sorted(traces.items(), key=lambda item: -len(item[1]))
+    lone = [spans[0] for _, spans in ordered if len(spans) == 1 and len(ordered) > 1]
+    for trace_id, spans in ordered:
+        if len(spans) == 1 and len(ordered) > 1:
+            continue
         out.print(f"[bold]trace {trace_id}[/bold]  ({len(spans)} spans)")
         for line in render(build_tree(spans)):
             out.print(line, highlight=False, markup=False)
+    if lone:
+        names = ", ".join(sorted({f"{s.get('service')}: {s['name']}" for s in lone}))
+        out.print(f"and {len(lone)} span(s) in traces of their own: {names}", highlight=False)
     return bool(traces)
