@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
@@ -41,7 +40,13 @@ from events import (
 from events.evidence import Findings, Measurement
 from events.policy import PolicyUpdated
 from services.catalog import SERVICES
-from services.cli.views import describe_record, print_artifact, print_env_status, print_trace
+from services.cli.views import (
+    describe_record,
+    print_artifact,
+    print_env_status,
+    print_trace,
+    read_only_view,
+)
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
@@ -211,9 +216,7 @@ async def _ledger_shows(
     settings: Settings, wanted: list[tuple[str, str]], timeout_s: float
 ) -> bool:
     """Until the promotion service's ledger has taken in the deployers' reports."""
-    conn = await asyncpg.connect(
-        settings.pg_dsn, server_settings={"search_path": settings.db_schema("promotion")}
-    )
+    conn = await read_only_view(settings, "promotion")
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -21,15 +21,17 @@ from shared.settings import Settings
 from shared.telemetry import read_spans
 
 
-async def _connect(settings: Settings) -> asyncpg.Connection:
+async def read_only_view(settings: Settings, service: str) -> asyncpg.Connection:
+    """A connection to one service's schema, for the read-only commands (the console to come
+    will be the services' own read API; until then the command line reads their tables)."""
     return await asyncpg.connect(
-        settings.pg_dsn, server_settings={"search_path": settings.db_schema("artifacts")}
+        settings.pg_dsn, server_settings={"search_path": settings.db_schema(service)}
     )
 
 
 def print_artifact_list(out: Console, settings: Settings, service: str | None, limit: int) -> None:
     async def go() -> list[queries.ArtifactSummary]:
-        conn = await _connect(settings)
+        conn = await read_only_view(settings, "artifacts")
         try:
             return await queries.list_artifacts(conn, service, limit)
         finally:
@@ -51,7 +53,7 @@ def print_artifact_list(out: Console, settings: Settings, service: str | None, l
 
 def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
     async def go() -> queries.ArtifactView | None:
-        conn = await _connect(settings)
+        conn = await read_only_view(settings, "artifacts")
         try:
             return await queries.show_artifact(conn, ref.service, ref.version)
         finally:
@@ -90,9 +92,7 @@ def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
 
 def print_env_status(out: Console, settings: Settings) -> None:
     async def go() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(
-            settings.pg_dsn, server_settings={"search_path": settings.db_schema("promotion")}
-        )
+        conn = await read_only_view(settings, "promotion")
         try:
             rows: list[asyncpg.Record] = await conn.fetch(
                 "SELECT environment, service, version, digest FROM ledger ORDER BY service"

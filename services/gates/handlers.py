@@ -29,7 +29,8 @@ from events import (
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import Gate, model_in_force, parse_duration
+from shared.release_model.in_force import in_force, keep
+from shared.release_model.model import Gate, parse_duration
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"
@@ -40,10 +41,7 @@ router = Router()
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    model_in_force(
-        content.sha256, content.model
-    )  # refuse (and dead-letter) a model that does not parse
-    await store.set_policy(ctx.conn, content.sha256, content.model, content.updated_by)
+    await keep(ctx.conn, content.sha256, content.model, content.updated_by)
     ctx.span.set_attribute("lockstep.policy_sha256", content.sha256)
     for build in await store.recent_builds(ctx.conn):
         await store.lock_build(ctx.conn, build.service, build.version)
@@ -118,11 +116,11 @@ async def periodic(ctx: HandlerContext) -> None:
 
 async def judge(ctx: HandlerContext, build: store.Build) -> None:
     """Judge ``build`` against every environment's gate under the model in force."""
-    policy = await store.policy(ctx.conn)
-    if policy is None:
+    found = await in_force(ctx.conn)
+    if found is None:
         ctx.span.set_attribute("lockstep.outcome", "no release model yet")
         return
-    model = model_in_force(policy.sha256, policy.model)
+    policy_sha256, model = found
     evidence = await store.evidence(ctx.conn, build.service, build.version)
     facts = [fact for _, fact in evidence]
     links = _links(await store.evidence_traces(ctx.conn, build.service, build.version))
@@ -144,7 +142,11 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
         result = scoring.evaluate(
             gate,
             facts,
-            baseline=await _baseline(ctx, build, environment.name),
+            baseline=(
+                await _baseline(ctx, build, environment.name)
+                if any(c.evidence == "benchmark" for c in gate.criteria)
+                else None
+            ),
             soaked_for=soaked_for,
             approvals=sum(1 for d in decisions.values() if d == "approved"),
             rejected_by=sorted(who for who, d in decisions.items() if d == "rejected"),
@@ -153,11 +155,11 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
             continue
         assert result.score is not None
         last = await store.decision(ctx.conn, build.service, build.version, environment.name)
-        if last == (result.result, policy.sha256):
+        if last == (result.result, policy_sha256):
             continue
         await store.record_decision(
             ctx.conn, build.service, build.version, environment.name,
-            result.result, result.score, policy.sha256,
+            result.result, result.score, policy_sha256,
         )  # fmt: skip
         outcome.append(f"{environment.name} {result.result}")
         kind = GateFailed if result.result == "fail" else GatePassed
@@ -183,7 +185,7 @@ async def judge(ctx: HandlerContext, build: store.Build) -> None:
                             score=result.score,
                             criteria=[_verdict(j) for j in result.criteria],
                             conditions=[_verdict(j) for j in result.conditions],
-                            policy_sha256=policy.sha256,
+                            policy_sha256=policy_sha256,
                             evidence_ids=[event_id for event_id, _ in evidence],
                         ),
                     ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -21,12 +20,6 @@ class Build:
     traceparent: str | None = None  # of its registration: the build's trace
 
 
-@dataclass(frozen=True)
-class Policy:
-    sha256: str
-    model: dict[str, Any]
-
-
 async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> None:
     """Serialise, until commit, the judging of one build: its registration and its evidence
     arrive on two topics and may be handled at once."""
@@ -34,23 +27,6 @@ async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> No
         "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':build:' || $1, 0))",
         f"{service}@{version}",
     )
-
-
-async def set_policy(conn: asyncpg.Connection, sha256: str, model: dict[str, Any], by: str) -> None:
-    await conn.execute(
-        """INSERT INTO policy (only_one, sha256, model, updated_by) VALUES (true, $1, $2::jsonb, $3)
-           ON CONFLICT (only_one) DO UPDATE
-           SET sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
-               updated_by = EXCLUDED.updated_by, updated_at = now()""",
-        sha256, json.dumps(model), by,
-    )  # fmt: skip
-
-
-async def policy(conn: asyncpg.Connection) -> Policy | None:
-    row = await conn.fetchrow("SELECT sha256, model FROM policy")
-    if row is None:
-        return None
-    return Policy(row["sha256"], json.loads(row["model"]))
 
 
 async def add_build(conn: asyncpg.Connection, build: Build) -> None:

@@ -41,7 +41,8 @@ from events.promotions import (
 from services.promotion import holds as rules
 from services.promotion import store
 from shared.bus import HandlerContext, Router
-from shared.release_model.model import ReleaseModel, Train, model_in_force
+from shared.release_model.in_force import in_force, keep
+from shared.release_model.model import ReleaseModel, Train
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/promotion"
@@ -52,8 +53,7 @@ router = Router()
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    model_in_force(content.sha256, content.model)
-    await store.set_policy(ctx.conn, content.sha256, content.model)
+    await keep(ctx.conn, content.sha256, content.model, content.updated_by)
     for service, environment in await store.waiting_pairs(ctx.conn):
         await look_at(ctx, service, environment)
 
@@ -121,11 +121,10 @@ async def periodic(ctx: HandlerContext) -> None:
 
 async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
     """Promote the newest waiting build of ``service`` to ``environment`` unless held."""
-    found = await store.policy(ctx.conn)
+    found = await in_force(ctx.conn)
     if found is None:
         return
-    sha256, raw = found
-    model = model_in_force(sha256, raw)
+    sha256, model = found
     if environment not in {e.name for e in model.environments}:
         return
     await store.lock_environment(ctx.conn, environment)
@@ -327,5 +326,5 @@ def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:
 
 
 async def _model_in_force(ctx: HandlerContext) -> ReleaseModel | None:
-    found = await store.policy(ctx.conn)
-    return model_in_force(*found) if found is not None else None
+    found = await in_force(ctx.conn)
+    return found[1] if found is not None else None

@@ -43,20 +43,6 @@ async def lock_environment(conn: asyncpg.Connection, environment: str) -> None:
     )
 
 
-async def set_policy(conn: asyncpg.Connection, sha256: str, model: dict[str, Any]) -> None:
-    await conn.execute(
-        """INSERT INTO policy (only_one, sha256, model) VALUES (true, $1, $2::jsonb)
-           ON CONFLICT (only_one) DO UPDATE
-           SET sha256 = EXCLUDED.sha256, model = EXCLUDED.model, updated_at = now()""",
-        sha256, json.dumps(model),
-    )  # fmt: skip
-
-
-async def policy(conn: asyncpg.Connection) -> tuple[str, dict[str, Any]] | None:
-    row = await conn.fetchrow("SELECT sha256, model FROM policy")
-    return (row["sha256"], json.loads(row["model"])) if row is not None else None
-
-
 async def upsert_candidate(
     conn: asyncpg.Connection, *, service: str, version: str, environment: str, digest: str,
     purl: str, state: str, traceparent: str | None, at: datetime,

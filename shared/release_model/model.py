@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrulestr
@@ -206,16 +206,6 @@ class ReleaseModel(Strict):
     stop_the_line: StopTheLine = StopTheLine()
     dependencies: dict[Name, list[Dependency]] = Field(default_factory=dict)
     owners: dict[Name, Owner] = Field(default_factory=dict)
-
-
-_PARSED: dict[str, ReleaseModel] = {}
-
-
-def model_in_force(sha256: str, raw: dict[str, Any]) -> ReleaseModel:
-    """The model a ``policy.updated`` carried, validated once per process (by its hash)."""
-    if sha256 not in _PARSED:
-        _PARSED[sha256] = ReleaseModel.model_validate(raw)
-    return _PARSED[sha256]
 
 
 Path = tuple[str | int, ...]
