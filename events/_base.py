@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -53,6 +53,10 @@ class Model(BaseModel):
 
 
 MAX_ID_LENGTH = 1024  # ids and sources are keys in Postgres: bounded, and never a NUL
+
+
+# customData is JSON, and says so (CDEvents customDataContentType)
+CustomDataIsJson = Annotated[Literal["application/json"], Field(alias="customDataContentType")]
 
 
 class Context(Model):

@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from events import topics
-from events._base import CDEvent, Model
+from events._base import CDEvent, CustomDataIsJson, Model
 
 Decision = Literal["escalated", "delegate", "deferred", "requestChanges", "approved", "rejected"]
 
@@ -45,9 +45,7 @@ class ApprovalUpdated(CDEvent):
 
     subject: ApprovalSubject
     custom_data: ApprovalTarget = Field(alias="customData")
-    custom_data_content_type: Literal["application/json"] = Field(
-        default="application/json", alias="customDataContentType"
-    )
+    custom_data_content_type: CustomDataIsJson = "application/json"
 
     @classmethod
     def build(

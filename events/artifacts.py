@@ -16,7 +16,7 @@ from events._artifact_ref import (
     check_version,
     service_of,
 )
-from events._base import CDEvent, Model, Reference
+from events._base import CDEvent, CustomDataIsJson, Model, Reference
 
 
 class SbomRef(Model):
@@ -117,9 +117,7 @@ class ArtifactPublished(CDEvent):
 
     subject: PublishedSubject
     custom_data: ArtifactFacts = Field(alias="customData")
-    custom_data_content_type: Literal["application/json"] = Field(
-        default="application/json", alias="customDataContentType"
-    )
+    custom_data_content_type: CustomDataIsJson = "application/json"
 
     def partition_key(self) -> str:
         return self.custom_data.service

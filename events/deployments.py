@@ -4,13 +4,13 @@ promotion they act on in ``customData.promotionId``."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import Field
 
 from events import topics
 from events._artifact_ref import ArtifactRef, ArtifactRefError, service_of
-from events._base import CDEvent, Model, Reference
+from events._base import CDEvent, CustomDataIsJson, Model, Reference
 
 
 class DeployedContent(Model):
@@ -39,9 +39,7 @@ class ServiceDeployed(CDEvent):
 
     subject: DeployedSubject
     custom_data: DeploymentFacts = Field(alias="customData")
-    custom_data_content_type: Literal["application/json"] = Field(
-        default="application/json", alias="customDataContentType"
-    )
+    custom_data_content_type: CustomDataIsJson = "application/json"
 
     def ref(self) -> ArtifactRef:
         return ArtifactRef.from_purl(self.subject.content.artifact_id, require_digest=True)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from events import topics
 from events._artifact_ref import ArtifactRef, ArtifactRefError, service_of
-from events._base import CDEvent, Model, Reference
+from events._base import CDEvent, CustomDataIsJson, Model, Reference
 
 EvidenceKind = Literal["tests", "security-scan", "benchmark"]
 
@@ -100,9 +100,7 @@ class TestSuiteRunFinished(_AboutArtifact):
 
     subject: TestSuiteRunSubject
     custom_data: TestCounts = Field(alias="customData")
-    custom_data_content_type: Literal["application/json"] = Field(
-        default="application/json", alias="customDataContentType"
-    )
+    custom_data_content_type: CustomDataIsJson = "application/json"
 
     @classmethod
     def build(
