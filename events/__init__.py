@@ -27,7 +27,9 @@ from events.evidence import (
     SecurityScanFinished,
     TestSuiteRunFinished,
 )
+from events.flags import FlagChanged, FlagChangeRejected, FlagChangeRequested
 from events.gates import GateFailed, GatePassed
+from events.incidents import IncidentDetected
 from events.policy import PolicyUpdated
 from events.promotions import PromotionApproved, PromotionBlocked
 
@@ -49,8 +51,12 @@ __all__ = [
     "Evidence",
     "EvidenceRecorded",
     "EvidenceRejected",
+    "FlagChangeRejected",
+    "FlagChangeRequested",
+    "FlagChanged",
     "GateFailed",
     "GatePassed",
+    "IncidentDetected",
     "InvalidEvent",
     "KafkaRecord",
     "PolicyUpdated",

@@ -13,7 +13,9 @@ from events.evidence import (
     SecurityScanFinished,
     TestSuiteRunFinished,
 )
+from events.flags import FlagChanged, FlagChangeRejected, FlagChangeRequested
 from events.gates import GateFailed, GatePassed
+from events.incidents import IncidentDetected
 from events.policy import PolicyUpdated
 from events.promotions import PromotionApproved, PromotionBlocked
 
@@ -34,6 +36,10 @@ EVENT_TYPES: tuple[type[CDEvent], ...] = (
     ServiceDeployed,
     DeploymentFailed,
     ApprovalUpdated,
+    FlagChangeRequested,
+    FlagChanged,
+    FlagChangeRejected,
+    IncidentDetected,
 )
 
 

@@ -70,7 +70,17 @@ from events.evidence import (
     RecordedContent,
     RecordedSubject,
 )
+from events.flags import (
+    ChangedContent,
+    ChangedSubject,
+    ChangeRejectedContent,
+    ChangeRejectedSubject,
+    FlagChanged,
+    FlagChangeRejected,
+    FlagChangeRequested,
+)
 from events.gates import CriterionVerdict, GateDecisionContent, GateFailed, GatePassed, GateSubject
+from events.incidents import IncidentContent, IncidentDetected, IncidentSubject
 from events.policy import PolicyUpdated
 from events.promotions import (
     ApprovedContent,
@@ -347,7 +357,89 @@ def _blocked() -> CDEvent:
     )
 
 
+KILL_SWITCH = {
+    "state": "ENABLED",
+    "variants": {"on": True, "off": False},
+    "defaultVariant": "off",
+    "metadata": {"type": "kill-switch", "owner": "payments"},
+}
+
+
+def _flag_changed() -> CDEvent:
+    return FlagChanged(
+        context=FlagChanged.new_context("lockstep/flags"),
+        subject=ChangedSubject(
+            id="prod-eu/checkout-v2",
+            content=ChangedContent(
+                environment="prod-eu",
+                flag_key="checkout-v2",
+                version=3,
+                action="disable",
+                changed_by="incidents",
+                reason="kill switch: error_rate > 2 %",
+                source="kafka",
+                definition={**KILL_SWITCH, "state": "DISABLED"},
+                previous=KILL_SWITCH,
+                request_id="5d1d7f3e-0000-4000-8000-000000000001",
+            ),
+        ),
+    )
+
+
+def _flag_change_rejected() -> CDEvent:
+    return FlagChangeRejected(
+        context=FlagChangeRejected.new_context("lockstep/flags"),
+        subject=ChangeRejectedSubject(
+            id="prod-eu/nope",
+            content=ChangeRejectedContent(
+                environment="prod-eu",
+                flag_key="nope",
+                action="disable",
+                requested_by="incidents",
+                request_id="5d1d7f3e-0000-4000-8000-000000000002",
+                reason="prod-eu has no flag 'nope'",
+            ),
+        ),
+    )
+
+
+def _incident() -> CDEvent:
+    return IncidentDetected(
+        context=IncidentDetected.new_context("lockstep/incidents"),
+        subject=IncidentSubject(
+            id="inc-0001",
+            content=IncidentContent(
+                description="error_rate 4.1 % > 2 % for 5 min",
+                environment=Reference(id="prod-eu"),
+                service=Reference(id="checkout"),
+                artifact_id=REF.purl(),
+            ),
+        ),
+    )
+
+
 SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
+    FlagChangeRequested.TYPE: [
+        lambda: FlagChangeRequested.build(
+            environment="prod-eu",
+            flag_key="checkout-v2",
+            action="disable",
+            requested_by="incidents",
+            reason="kill switch",
+            incident_id="inc-0001",
+        ),
+        lambda: FlagChangeRequested.build(
+            environment="prod-eu",
+            flag_key="checkout-v2",
+            action="set",
+            requested_by="alice",
+            reason="new variant",
+            definition=KILL_SWITCH,
+        ),
+    ],
+    FlagChanged.TYPE: [_flag_changed],
+    FlagChangeRejected.TYPE: [_flag_change_rejected],
+    IncidentDetected.TYPE: [_incident],
     ApprovalUpdated.TYPE: [
         lambda: ApprovalUpdated.build(
             service="checkout",
@@ -729,6 +821,10 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     PromotionApproved.TYPE: ("subject", "content", "digest"),
     PromotionBlocked.TYPE: ("subject", "content", "holds"),
     ApprovalUpdated.TYPE: ("subject", "content", "decision"),
+    FlagChangeRequested.TYPE: ("subject", "content", "action"),
+    FlagChanged.TYPE: ("subject", "content", "version"),
+    FlagChangeRejected.TYPE: ("subject", "content", "reason"),
+    IncidentDetected.TYPE: ("subject", "content", "environment"),
 }
 
 
