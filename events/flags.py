@@ -72,12 +72,12 @@ class FlagChangeRequested(CDEvent):
                 id=flag_subject_id(environment, flag_key),
                 content=ChangeRequestedContent(
                     environment=environment,
-                    flagKey=flag_key,
+                    flag_key=flag_key,
                     action=action,
                     definition=definition,
-                    requestedBy=requested_by,
+                    requested_by=requested_by,
                     reason=reason,
-                    incidentId=incident_id,
+                    incident_id=incident_id,
                 ),
             ),
         )

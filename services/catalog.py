@@ -10,6 +10,7 @@ SERVICES: dict[str, str] = {
     "artifacts": "services.artifacts.app",
     "gates": "services.gates.app",
     "promotion": "services.promotion.app",
+    "flags": "services.flags.app",
 }
 
 

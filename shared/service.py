@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import asyncpg
 from opentelemetry.sdk.trace import TracerProvider
@@ -29,6 +31,14 @@ from shared.telemetry import tracer, tracer_provider
 log = logging.getLogger(__name__)
 
 
+class Companion(Protocol):
+    """Something a service runs beside its consumer and relay (an HTTP edge), until ``stop``."""
+
+    name: str
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
@@ -36,6 +46,8 @@ class ServiceSpec:
     migrations: MigrationSet | None = None  # the service's own tables, if it has any
     periodic: Periodic | None = None  # work that time makes due, run every period_s
     period_s: float = 5.0
+    # Built once the service is set up (its pool and settings ready), run while it runs.
+    companions: Callable[[RunningService], list[Companion]] | None = None
 
 
 class RunningService:
@@ -57,6 +69,9 @@ class RunningService:
         self._producer: ReliableProducer | None = None
         self._consuming: asyncio.Task[None] | None = None
         self._relaying: asyncio.Task[None] | None = None
+        self.companions: list[Companion] = []
+        self._companion_tasks: list[asyncio.Task[None]] = []
+        self._stop_companions = asyncio.Event()
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet."""
@@ -91,6 +106,8 @@ class RunningService:
         self._producer = ReliableProducer(
             self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"
         )
+        if self.spec.companions is not None:
+            self.companions = self.spec.companions(self)
         self.relay = OutboxRelay(
             self.pool,
             self._producer,
@@ -112,10 +129,14 @@ class RunningService:
             self._periodic_task = asyncio.create_task(
                 self.periodic.run(self._stop_periodic), name="periodic turn"
             )
+        self._companion_tasks = [
+            asyncio.create_task(c.run(self._stop_companions), name=c.name) for c in self.companions
+        ]
 
     @property
     def _tasks(self) -> list[asyncio.Task[None]]:
-        return [t for t in (self._consuming, self._periodic_task, self._relaying) if t is not None]
+        own = (self._consuming, self._periodic_task, self._relaying)
+        return [t for t in own if t is not None] + self._companion_tasks
 
     async def stop(self) -> None:
         """Drain and close: in-flight batch committed, outbox published, spans flushed.
@@ -125,6 +146,12 @@ class RunningService:
         # The consumer first: its last batch commits, and only then does the relay make its
         # final drain, so what that batch emitted leaves now rather than at the next start.
         crashed: list[tuple[str, BaseException]] = []
+        self._stop_companions.set()  # the edges first: no new work arrives while draining
+        for edge in self._companion_tasks:
+            result = (await asyncio.gather(edge, return_exceptions=True))[0]
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                crashed.append((edge.get_name(), result))
+        self._companion_tasks = []
         for event, task in (
             (self._stop_periodic, self._periodic_task),
             (self._stop_consuming, self._consuming),

@@ -51,6 +51,15 @@ class Settings(BaseSettings):
         default=Path(".lockstep/traces"),
         description="Where spans are kept locally for `lockstep trace` (empty: keep none)",
     )
+    flagd_schema_dir: Path = Field(
+        default=Path(".lockstep/flagd-schemas"),
+        description="The official flagd schemas (flags.json, targeting.json); "
+        "`infra/lockstep-infra up` fetches them",
+    )
+    flags_http_host: str = "127.0.0.1"
+    flags_http_port: int = Field(
+        default=8470, ge=0, le=65535, description="The flags service's OFREP and admin API"
+    )
     clock_file: Path | None = Field(
         default=None,
         description="Tests and demos only: read the time from this file (ISO 8601), not the system",

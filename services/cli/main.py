@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from events import ArtifactRef, ArtifactRefError, InvalidEvent
+from services.cli.flags import flags_app
 from shared.settings import Settings
 
 app = typer.Typer(help="Lockstep: coordinate releases across many teams.", no_args_is_help=True)
@@ -37,6 +38,7 @@ app.add_typer(infra_app, name="infra")
 app.add_typer(schema_app, name="schema")
 app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
+app.add_typer(flags_app, name="flags")
 
 # Piped output (CI logs) is not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -68,6 +68,15 @@ async def notify(conn: asyncpg.Connection, channel: str) -> None:
     await conn.execute(f'NOTIFY "{channel}"')
 
 
+async def write_and_wake(
+    conn: asyncpg.Connection, records: Sequence[KafkaRecord], schema: str
+) -> None:
+    """Add records to the outbox of ``schema`` and wake its relay at commit (if any records)."""
+    if records:
+        await write(conn, records)
+        await notify(conn, channel_for(schema))
+
+
 class OutboxRelay:
     """Publishes the outbox of one service schema with an idempotent producer (acks=all)."""
 

@@ -13,7 +13,7 @@ import asyncpg
 from opentelemetry.trace import INVALID_SPAN, Tracer
 
 from shared.bus.handlers import HandlerContext
-from shared.bus.outbox import channel_for, notify, write
+from shared.bus.outbox import write_and_wake
 from shared.clock import Clock
 from shared.db import is_transient
 from shared.settings import Settings
@@ -41,7 +41,7 @@ class PeriodicRunner:
         self._pool = pool
         self._settings = settings
         self._tracer = tracer
-        self._channel = channel_for(schema)
+        self._schema = schema
         self._clock = clock
         self._every_s = every_s
         self._lock = asyncio.Lock()
@@ -59,9 +59,7 @@ class PeriodicRunner:
                 tracer=self._tracer,
             )
             await self._fn(ctx)
-            if ctx.emitted:
-                await write(conn, ctx.emitted)
-                await notify(conn, self._channel)
+            await write_and_wake(conn, ctx.emitted, self._schema)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
