@@ -93,14 +93,27 @@ def _problems(document: Any, schema_dir: Path) -> Iterator[Problem]:
         yield Problem("", "a flag set is a JSON object with `flags` (and optional `$evaluators`)")
         return
     validator = _validator(schema_dir)
+    flags = document.get("flags")
+    evaluators = document.get("$evaluators") or {}
     broken: set[str] = set()  # flags the schema refused: the deeper checks would only repeat it
     for error in sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path)):
         path = list(error.absolute_path)
         if len(path) >= 2 and path[0] == "flags":
-            broken.add(str(path[1]))
+            key = str(path[1])
+            if key in broken:
+                continue
+            broken.add(key)
+            # The schema says "not valid under any of the given schemas" of a whole targeting
+            # rule; Lockstep's own check of that rule says which node and why, when it can.
+            explained = _explain(error, document)
+            if explained.path.startswith(pointer("flags", key, "targeting")):
+                ours = _own_targeting_problems(key, flags, evaluators)
+                if ours:
+                    yield from ours
+                    continue
+            yield explained
+            continue
         yield _explain(error, document)
-    flags = document.get("flags")
-    evaluators = document.get("$evaluators") or {}
     if not isinstance(flags, dict) or not isinstance(evaluators, dict):
         return
     for key, flag in flags.items():
@@ -109,6 +122,18 @@ def _problems(document: Any, schema_dir: Path) -> Iterator[Problem]:
         yield from _flag_problems(key, flag, evaluators)
     if not broken:
         yield from _flagd_loads(document)
+
+
+def _own_targeting_problems(key: str, flags: Any, evaluators: Any) -> list[Problem]:
+    flag = flags.get(key) if isinstance(flags, dict) else None
+    if not isinstance(flag, dict) or not isinstance(evaluators, dict):
+        return []
+    variants = flag.get("variants") if isinstance(flag.get("variants"), dict) else {}
+    return list(
+        _targeting_problems(
+            flag.get("targeting"), ("flags", key, "targeting"), variants, evaluators, set()
+        )
+    )
 
 
 def _explain(error: ValidationError, document: dict[str, Any]) -> Problem:

@@ -83,7 +83,7 @@ class ContextError(ValueError):
     """The evaluation context itself is malformed (INVALID_CONTEXT for every flag)."""
 
 
-def check_context(context: Any) -> dict[str, Any]:
+def check_context(context: Any) -> Mapping[str, Any]:
     """The context as OFREP sends it: a JSON object whose ``targetingKey``, if any, is a string."""
     if context is None:
         return {}
@@ -129,21 +129,24 @@ class FlagSet:
     def keys(self) -> list[str]:
         return list(self._flags)
 
-    def evaluate(
-        self, key: str, context: Mapping[str, Any] | None = None, *, now: float | None = None
-    ) -> Evaluation:
-        """``context`` is the OFREP context: attributes plus an optional ``targetingKey``."""
+    def evaluate(self, key: str, context: Any = None, *, now: float | None = None) -> Evaluation:
+        """``context`` is the OFREP context: attributes plus an optional ``targetingKey``
+        (anything else is INVALID_CONTEXT)."""
         flag = self._flags.get(key)
         if flag is None:
             return _error(key, FLAG_NOT_FOUND, f"flag {key!r} is not defined here")
         metadata = {**self._set_metadata, **(flag.metadata or {})}
+        try:
+            context = check_context(context)
+        except ContextError as exc:
+            return _error(key, INVALID_CONTEXT, str(exc))
         if flag.state == "DISABLED":
             return Evaluation(key=key, reason=DISABLED, metadata=metadata)
         if not flag.targeting:
             return self._default(flag, STATIC, metadata)
-        data: dict[str, Any] = dict(context or {})
+        data: dict[str, Any] = dict(context)
         data["$flagd"] = {"flagKey": key, "timestamp": int(time.time() if now is None else now)}
-        data["targetingKey"] = (context or {}).get("targetingKey")
+        data["targetingKey"] = context.get("targetingKey")
         splits: list[tuple[Any, bool]] = []
         token = _splits.set(splits)
         try:
