@@ -13,6 +13,7 @@ Lockstep reports two things more precisely than flagd's reasons can:
 from __future__ import annotations
 
 import contextvars
+import logging
 import copy
 import time
 from collections.abc import Callable, Mapping
@@ -113,6 +114,11 @@ def _recording_fractional(data: dict[str, Any], *args: Any) -> Any:
 
 
 _OPERATORS: Final = {**OPERATORS, "fractional": _recording_fractional}
+
+# The engine logs an ERROR with a traceback whenever an operand does not fit an operator
+# (a context without the attribute a sem_ver rule reads): normal traffic, and costly on the
+# hot path. What matters reaches the caller in the evaluation's reason and error code.
+logging.getLogger("openfeature.contrib").setLevel(logging.CRITICAL)
 
 
 class FlagSet:
