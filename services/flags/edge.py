@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,7 +134,7 @@ def create_app(
             raise Denied(403, f"this key is for {key.environment}, not {environment}")
         return environment
 
-    async def context_of(request: Request) -> dict[str, Any]:
+    async def context_of(request: Request) -> Mapping[str, Any]:
         raw = await request.body()
         if not raw.strip():
             return {}

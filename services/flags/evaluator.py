@@ -13,8 +13,8 @@ Lockstep reports two things more precisely than flagd's reasons can:
 from __future__ import annotations
 
 import contextvars
-import logging
 import copy
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
