@@ -128,7 +128,8 @@ def _own_targeting_problems(key: str, flags: Any, evaluators: Any) -> list[Probl
     flag = flags.get(key) if isinstance(flags, dict) else None
     if not isinstance(flag, dict) or not isinstance(evaluators, dict):
         return []
-    variants = flag.get("variants") if isinstance(flag.get("variants"), dict) else {}
+    found = flag.get("variants")
+    variants: dict[str, Any] = found if isinstance(found, dict) else {}
     return list(
         _targeting_problems(
             flag.get("targeting"), ("flags", key, "targeting"), variants, evaluators, set()
