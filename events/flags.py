@@ -98,8 +98,12 @@ class ChangedContent(Model):
     changed_by: str = Field(alias="changedBy")
     reason: str
     source: ChangeSource
-    definition: dict[str, Any] | None = Field(description="After the change (None: deleted)")
-    previous: dict[str, Any] | None = Field(description="Before the change (None: new flag)")
+    definition: dict[str, Any] | None = Field(
+        default=None, description="After the change (absent: deleted)"
+    )
+    previous: dict[str, Any] | None = Field(
+        default=None, description="Before the change (absent: a new flag)"
+    )
     request_id: str | None = Field(
         default=None, alias="requestId", description="The flag.change.requested applied"
     )

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
@@ -38,6 +40,7 @@ from events import (
     topics,
 )
 from events.evidence import Findings, Measurement
+from events.flags import FlagChanged, FlagChangeRequested
 from events.policy import PolicyUpdated
 from services.catalog import SERVICES
 from services.cli.views import (
@@ -47,9 +50,13 @@ from services.cli.views import (
     print_trace,
     read_only_view,
 )
+from services.flags.changes import Change, apply_now, import_flag_set
+from services.flags.keys import create as create_key
+from services.flags.rollouts import parse_schedule
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
+from shared.db import create_pool
 from shared.release_model import load as load_release_model
 from shared.release_model import policy_updated
 from shared.settings import Settings
@@ -62,6 +69,7 @@ WATCHED = (
     topics.POLICIES,
     topics.PROMOTIONS,
     topics.DEPLOYMENTS,
+    topics.FLAGS,
     topics.DLQ,
 )
 RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "demo-release-model.yaml"
@@ -160,6 +168,7 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
         ]
         ok = await mesh.until(lambda: mesh.deployed_all(production), 90)
         ok = ok and await _ledger_shows(settings, production, timeout_s=15)
+        ok = ok and await _flags(out, settings, mesh, checkout)
     finally:
         await mesh.watcher.stop()
         provider.shutdown()
@@ -242,6 +251,8 @@ class _Mesh:
         self.labels = labels
         self.policy_id = ""
         self.running: set[tuple[str, str]] = set()
+        self.flags: set[str] = set()  # <environment>/<key> of the demo's flags
+        self.flags_seen: list[str] = []  # their flag events, as they pass
 
     def deployed_all(self, wanted: list[tuple[str, str]]) -> bool:
         return set(wanted) <= self.running
@@ -268,10 +279,15 @@ class _Mesh:
             event = decode(record, max_bytes=self.settings.max_event_bytes).event
         except InvalidEvent:
             return
-        if event.artifact_label() not in self.labels and event.id != self.policy_id:
+        flag = (
+            isinstance(event, FlagChanged | FlagChangeRequested) and event.subject.id in self.flags
+        )
+        if event.artifact_label() not in self.labels and event.id != self.policy_id and not flag:
             return  # another build (earlier runs, other teams)
         if isinstance(event, ServiceDeployed):
             self.running.add((event.ref().label, event.subject.content.environment.id))
+        if flag:
+            self.flags_seen.append(event.id)
         line = describe_record(record, self.settings.max_event_bytes)
         self.out.print(f"[bold]mesh[/bold] {escape(line)}", highlight=False)
 
@@ -288,6 +304,75 @@ async def _watch(settings: Settings) -> AIOKafkaConsumer:
     for tp in partitions:
         await consumer.position(tp)
     return consumer
+
+
+async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: ArtifactRef) -> bool:
+    """The payments team ships checkout's new flow dark behind a release flag, rolls it out to
+    a quarter of users, and an incident pulls the kill switch through Kafka."""
+    out.print("[dim]the payments team ships the new checkout flow dark, behind flags[/dim]")
+    flag_set = {
+        "flags": {
+            "new-checkout-flow": {
+                "state": "ENABLED", "variants": {"on": True, "off": False},
+                "defaultVariant": "off",
+                "metadata": {"type": "release", "owner": "payments", "release": checkout.label},
+            },
+            "checkout-enabled": {
+                "state": "ENABLED", "variants": {"on": True, "off": False},
+                "defaultVariant": "on", "metadata": {"type": "kill-switch", "owner": "payments"},
+            },
+        }
+    }  # fmt: skip
+    mesh.flags = {f"prod-eu/{key}" for key in flag_set["flags"]}
+    pool = await create_pool(settings.pg_dsn, settings.db_schema("flags"), max_size=2)
+    provider = tracer_provider(settings, "payments-team")
+    try:
+        await import_flag_set(
+            pool, settings, "prod-eu", flag_set, by="payments-team", reason="ship dark",
+            source="cli", tracer=tracer(provider),
+        )  # fmt: skip
+        rollout = Change(
+            "prod-eu", "new-checkout-flow", "rollout", "payments-team", "a quarter of users",
+            "cli", variant="on", steps=parse_schedule("25%,50%@1h,100%@4h"),
+        )  # fmt: skip
+        await apply_now(pool, settings, rollout, tracer=tracer(provider))
+        async with pool.acquire() as conn:
+            key = await create_key(conn, "prod-eu", "evaluate", "demo", datetime.now(UTC))
+    finally:
+        provider.shutdown()
+        await pool.close()
+    url = f"http://127.0.0.1:{settings.flags_http_port}/environments/prod-eu/ofrep/v1/"
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}) as http:
+
+        async def evaluate(flag: str, user: str) -> dict[str, object]:
+            r = await http.post(f"evaluate/flags/{flag}", json={"context": {"targetingKey": user}})
+            body: dict[str, object] = r.json()
+            return body
+
+        if not await mesh.until(lambda: len(mesh.flags_seen) >= 3, 30):
+            return False
+        for user in ("ann", "bob", "cem", "dia"):
+            got = await evaluate("new-checkout-flow", user)
+            out.print(f"[dim]app (OFREP) ->[/dim] new-checkout-flow for {user}: "
+                      f"{got.get('value')} ({got.get('reason')})", highlight=False)  # fmt: skip
+        kill = FlagChangeRequested.build(
+            environment="prod-eu", flag_key="checkout-enabled", action="disable",
+            requested_by="on-call", reason="payment errors", source="demo/on-call",
+        )  # fmt: skip
+        async with Publisher(settings, client_id="lockstep-demo-on-call") as on_call:
+            await on_call.publish(kill)
+        out.print(f"[dim]on-call ->[/dim] {escape(kill.describe())}", highlight=False)
+        if not await mesh.until(lambda: len(mesh.flags_seen) >= 5, 30):
+            return False
+        for _ in range(50):
+            got = await evaluate("checkout-enabled", "ann")
+            if got.get("reason") == "DISABLED":
+                out.print("[dim]app (OFREP) ->[/dim] checkout-enabled: DISABLED (the app's own "
+                          "default applies)", highlight=False)  # fmt: skip
+                return True
+            await asyncio.sleep(0.1)
+    out.print("[red]the kill switch did not reach the app[/red]")
+    return False
 
 
 def _policy_event() -> PolicyUpdated:

@@ -259,6 +259,12 @@ async def test_a_cli_change_reaches_clients_and_kafka(flags: Flags) -> None:
             and e.subject.content.version == 2
         ]
     )  # fmt: skip
+    created = [
+        e for e in flags.ns.log.events(FlagChanged)
+        if isinstance(e, FlagChanged) and e.subject.id == "prod-eu/max-items"
+        and e.subject.content.version == 1
+    ]  # fmt: skip
+    assert created and created[0].subject.content.previous is None  # the import made it
     c = changed[0].subject.content
     assert (c.action, c.changed_by, c.source, c.reason) == (
         "set", "carol", "cli", "more items for everyone",

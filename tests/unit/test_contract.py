@@ -386,6 +386,25 @@ def _flag_changed() -> CDEvent:
     )
 
 
+def _flag_created() -> CDEvent:
+    return FlagChanged(
+        context=FlagChanged.new_context("lockstep/flags"),
+        subject=ChangedSubject(
+            id="prod-eu/checkout-v2",
+            content=ChangedContent(
+                environment="prod-eu",
+                flag_key="checkout-v2",
+                version=1,
+                action="set",
+                changed_by="alice",
+                reason="ship dark",
+                source="cli",
+                definition=KILL_SWITCH,
+            ),
+        ),
+    )
+
+
 def _flag_change_rejected() -> CDEvent:
     return FlagChangeRejected(
         context=FlagChangeRejected.new_context("lockstep/flags"),
@@ -437,7 +456,7 @@ SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
             definition=KILL_SWITCH,
         ),
     ],
-    FlagChanged.TYPE: [_flag_changed],
+    FlagChanged.TYPE: [_flag_changed, _flag_created],
     FlagChangeRejected.TYPE: [_flag_change_rejected],
     IncidentDetected.TYPE: [_incident],
     ApprovalUpdated.TYPE: [
