@@ -18,10 +18,12 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
+from opentelemetry.trace import Tracer
 from rich.console import Console
 from rich.table import Table
 
 from events.flags import ChangeAction
+from services.flags.definitions import DefinitionError
 from shared.settings import Settings
 
 flags_app = typer.Typer(help="Feature flags (flagd-compatible, served over OFREP).",
@@ -76,26 +78,18 @@ def _change(
     **extra: Any,
 ) -> None:
     from services.flags.changes import Change, ChangeRefused, UnknownFlag, apply_now
-    from services.flags.definitions import DefinitionError, SchemaMissing
-    from shared.telemetry import tracer, tracer_provider
+    from services.flags.definitions import SchemaMissing
 
     by = by or _whoami()
 
-    async def work(pool: asyncpg.Pool, settings: Settings) -> Any:
-        provider = tracer_provider(settings, "flags-cli")
-        try:
-            change = Change(env, key, action, by, reason, "cli", **extra)
-            return await apply_now(pool, settings, change, tracer=tracer(provider))
-        finally:
-            provider.shutdown()
+    async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> Any:
+        change = Change(env, key, action, by, reason, "cli", **extra)
+        return await apply_now(pool, settings, change, tracer=tracer)
 
     try:
-        event = _with_pool(work)
+        event = _with_pool(_traced(work))
     except DefinitionError as exc:
-        err.print(f"[red]refused:[/red] {env}/{key} is not a valid flag:")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise _refused(f"{env}/{key} is not a valid flag", exc) from None
     except (UnknownFlag, ChangeRefused, SchemaMissing) as exc:
         raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
     if event is None:
@@ -104,6 +98,29 @@ def _change(
     c = event.subject.content
     out.print(f"{env}/{key} is now version {c.version} ({c.action} by {c.changed_by})",
               highlight=False)  # fmt: skip
+
+
+def _traced(
+    work: Callable[[asyncpg.Pool, Settings, Tracer], Awaitable[T]],
+) -> Callable[[asyncpg.Pool, Settings], Awaitable[T]]:
+    """``work`` with a tracer of the command line's own (its spans flushed at the end)."""
+    from shared.telemetry import tracer, tracer_provider
+
+    async def traced(pool: asyncpg.Pool, settings: Settings) -> T:
+        provider = tracer_provider(settings, "flags-cli")
+        try:
+            return await work(pool, settings, tracer(provider))
+        finally:
+            provider.shutdown()
+
+    return traced
+
+
+def _refused(what: str, exc: DefinitionError) -> typer.Exit:
+    err.print(f"[red]refused:[/red] {what}:")
+    for problem in exc.problems:
+        err.print(f"  {problem}", markup=False, highlight=False)
+    return typer.Exit(2)
 
 
 def _whoami() -> str:
@@ -188,29 +205,21 @@ def flags_import(
 ) -> None:
     """Load a flagd flag set into an environment: its $evaluators, metadata and flags."""
     from services.flags.changes import ChangeRefused, import_flag_set
-    from services.flags.definitions import DefinitionError, SchemaMissing
-    from shared.telemetry import tracer, tracer_provider
+    from services.flags.definitions import SchemaMissing
 
     doc = _read_json(file, None)
 
-    async def work(pool: asyncpg.Pool, settings: Settings) -> int:
-        provider = tracer_provider(settings, "flags-cli")
-        try:
-            made = await import_flag_set(
-                pool, settings, env, doc, by=by or _whoami(), reason=reason, source="cli",
-                tracer=tracer(provider),
-            )  # fmt: skip
-            return len(made)
-        finally:
-            provider.shutdown()
+    async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> int:
+        made = await import_flag_set(
+            pool, settings, env, doc, by=by or _whoami(), reason=reason, source="cli",
+            tracer=tracer,
+        )  # fmt: skip
+        return len(made)
 
     try:
-        changed = _with_pool(work)
+        changed = _with_pool(_traced(work))
     except DefinitionError as exc:
-        err.print(f"[red]refused:[/red] {file} is not a valid flag set:")
-        for problem in exc.problems:
-            err.print(f"  {problem}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise _refused(f"{file} is not a valid flag set", exc) from None
     except (ChangeRefused, SchemaMissing) as exc:
         raise _fail(str(exc)) from None
     out.print(f"{env}: {changed} flag(s) changed from {file}", highlight=False)
