@@ -18,7 +18,7 @@ from events._envelope import (
 from events._registry import EVENT_TYPES, known_types, model_for
 from events.approvals import ApprovalUpdated
 from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
-from events.deployments import DeploymentFailed, ServiceDeployed
+from events.deployments import DeploymentFailed, ServiceDeployed, ServiceRolledBack
 from events.evidence import (
     BenchmarkFinished,
     Evidence,
@@ -29,9 +29,17 @@ from events.evidence import (
 )
 from events.flags import FlagChanged, FlagChangeRejected, FlagChangeRequested
 from events.gates import GateFailed, GatePassed
-from events.incidents import IncidentDetected
+from events.incidents import (
+    IncidentAcknowledged,
+    IncidentDetected,
+    IncidentNotified,
+    IncidentResolved,
+    RollbackRequested,
+    RunbookStepFinished,
+)
 from events.policy import PolicyUpdated
-from events.promotions import PromotionApproved, PromotionBlocked
+from events.promotions import HoldReleased, PromotionApproved, PromotionBlocked
+from events.signals import SignalObserved
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -56,15 +64,23 @@ __all__ = [
     "FlagChanged",
     "GateFailed",
     "GatePassed",
+    "HoldReleased",
+    "IncidentAcknowledged",
     "IncidentDetected",
+    "IncidentNotified",
+    "IncidentResolved",
     "InvalidEvent",
     "KafkaRecord",
     "PolicyUpdated",
     "PromotionApproved",
     "PromotionBlocked",
     "Reference",
+    "RollbackRequested",
+    "RunbookStepFinished",
     "SecurityScanFinished",
     "ServiceDeployed",
+    "ServiceRolledBack",
+    "SignalObserved",
     "TestSuiteRunFinished",
     "check_digest",
     "decode",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from events._base import CDEvent, split_type
 from events.approvals import ApprovalUpdated
 from events.artifacts import ArtifactPackaged, ArtifactPublished, ArtifactRejected
-from events.deployments import DeploymentFailed, ServiceDeployed
+from events.deployments import DeploymentFailed, ServiceDeployed, ServiceRolledBack
 from events.evidence import (
     BenchmarkFinished,
     EvidenceRecorded,
@@ -15,9 +15,17 @@ from events.evidence import (
 )
 from events.flags import FlagChanged, FlagChangeRejected, FlagChangeRequested
 from events.gates import GateFailed, GatePassed
-from events.incidents import IncidentDetected
+from events.incidents import (
+    IncidentAcknowledged,
+    IncidentDetected,
+    IncidentNotified,
+    IncidentResolved,
+    RollbackRequested,
+    RunbookStepFinished,
+)
 from events.policy import PolicyUpdated
-from events.promotions import PromotionApproved, PromotionBlocked
+from events.promotions import HoldReleased, PromotionApproved, PromotionBlocked
+from events.signals import SignalObserved
 
 EVENT_TYPES: tuple[type[CDEvent], ...] = (
     ArtifactPackaged,
@@ -40,6 +48,14 @@ EVENT_TYPES: tuple[type[CDEvent], ...] = (
     FlagChanged,
     FlagChangeRejected,
     IncidentDetected,
+    IncidentResolved,
+    IncidentAcknowledged,
+    IncidentNotified,
+    RollbackRequested,
+    RunbookStepFinished,
+    ServiceRolledBack,
+    HoldReleased,
+    SignalObserved,
 )
 
 

@@ -29,13 +29,8 @@ class DeploymentFacts(Model):
     agent: str = Field(min_length=1, description="The deployer agent that acted")
 
 
-class ServiceDeployed(CDEvent):
-    """An artifact now runs in an environment."""
-
-    TYPE: ClassVar[str] = "dev.cdevents.service.deployed.0.3.0"
-    TOPIC: ClassVar[str] = topics.DEPLOYMENTS
-    SUMMARY: ClassVar[str] = "service deployed"
-    INBOUND: ClassVar[bool] = True
+class _RunsIn(CDEvent):
+    """An artifact runs in an environment, as a deployer agent reports it."""
 
     subject: DeployedSubject
     custom_data: DeploymentFacts = Field(alias="customData")
@@ -53,8 +48,29 @@ class ServiceDeployed(CDEvent):
         except ArtifactRefError:
             return None
 
+
+class ServiceDeployed(_RunsIn):
+    """An artifact now runs in an environment."""
+
+    TYPE: ClassVar[str] = "dev.cdevents.service.deployed.0.3.0"
+    TOPIC: ClassVar[str] = topics.DEPLOYMENTS
+    SUMMARY: ClassVar[str] = "service deployed"
+    INBOUND: ClassVar[bool] = True
+
     def describe(self) -> str:
         return f"{self.artifact_label()} runs in {self.subject.content.environment.id}"
+
+
+class ServiceRolledBack(_RunsIn):
+    """An environment runs an earlier artifact again, after a rollback promotion."""
+
+    TYPE: ClassVar[str] = "dev.cdevents.service.rolledback.0.3.0"
+    TOPIC: ClassVar[str] = topics.DEPLOYMENTS
+    SUMMARY: ClassVar[str] = "service rolled back"
+    INBOUND: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        return f"ROLLED BACK: {self.artifact_label()} runs in {self.subject.content.environment.id}"
 
 
 class FailedContent(Model):

@@ -107,3 +107,37 @@ class PromotionBlocked(CDEvent):
         return f"HELD {c.service}@{c.version} for {c.environment}: " + "; ".join(
             h.reason for h in c.holds
         )
+
+
+class HoldReleasedContent(Model):
+    service: str = Field(min_length=1)
+    environment: str | None = Field(default=None, description="The incident hold's environment")
+    version: str | None = Field(default=None, description="A version marked bad, let through")
+    by: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
+class HoldReleasedSubject(Model):
+    id: str = Field(min_length=1)
+    source: str | None = None
+    content: HoldReleasedContent
+
+
+class HoldReleased(CDEvent):
+    """A person lets promotion go on: a service's incident hold in an environment, or a
+    version marked bad by a rollback (an explicit override)."""
+
+    TYPE: ClassVar[str] = "dev.cdeventsx.lockstep-hold.released.0.1.0"
+    TOPIC: ClassVar[str] = topics.PROMOTIONS
+    SUMMARY: ClassVar[str] = "hold released"
+    INBOUND: ClassVar[bool] = True
+
+    subject: HoldReleasedSubject
+
+    def partition_key(self) -> str:
+        return self.subject.content.service
+
+    def describe(self) -> str:
+        c = self.subject.content
+        what = f"{c.service}@{c.version}" if c.version else f"{c.service} in {c.environment}"
+        return f"{c.by} releases the hold on {what}: {c.reason}"

@@ -61,6 +61,7 @@ from events.deployments import (
     FailedContent,
     FailedSubject,
     ServiceDeployed,
+    ServiceRolledBack,
 )
 from events.evidence import (
     EvidenceRejectedContent,
@@ -80,19 +81,41 @@ from events.flags import (
     FlagChangeRequested,
 )
 from events.gates import CriterionVerdict, GateDecisionContent, GateFailed, GatePassed, GateSubject
-from events.incidents import IncidentContent, IncidentDetected, IncidentSubject
+from events.incidents import (
+    AcknowledgedContent,
+    AcknowledgedSubject,
+    IncidentAcknowledged,
+    IncidentContent,
+    IncidentDetected,
+    IncidentFacts,
+    IncidentNotified,
+    IncidentResolved,
+    IncidentSubject,
+    NotifiedContent,
+    NotifiedSubject,
+    RollbackContent,
+    RollbackRequested,
+    RollbackSubject,
+    RunbookStepFinished,
+    StepContent,
+    StepSubject,
+)
 from events.policy import PolicyUpdated
 from events.promotions import (
     ApprovedContent,
     ApprovedSubject,
     BlockedContent,
     BlockedSubject,
+    HoldReleased,
+    HoldReleasedContent,
+    HoldReleasedSubject,
     HoldView,
     PromotionApproved,
     PromotionBlocked,
     promotion_id,
 )
 from events.schema import export, schema_id
+from events.signals import SignalObserved
 from shared.bus.dlq import HEADER_PREFIX, dead_letter, reason_of
 from shared.release_model import load as load_release_model
 from shared.release_model import policy_updated
@@ -437,7 +460,138 @@ def _incident() -> CDEvent:
     )
 
 
+def _incident_resolved() -> CDEvent:
+    return IncidentResolved(
+        context=IncidentResolved.new_context("lockstep/incidents"),
+        subject=IncidentSubject(
+            id="inc-0001",
+            content=IncidentContent(
+                description="rolled back to 1.4.1",
+                environment=Reference(id="prod-eu"),
+                service=Reference(id="checkout"),
+                artifact_id=REF.purl(),
+            ),
+        ),
+        custom_data=IncidentFacts(dedup_key="checkout/prod-eu", rollback=True, by="alice"),
+    )
+
+
+def _incident_with_facts() -> CDEvent:
+    event = _incident()
+    assert isinstance(event, IncidentDetected)
+    return event.model_copy(
+        update={
+            "custom_data": IncidentFacts(
+                dedup_key="checkout/prod-eu", version="1.4.2", digest=DIGEST,
+                promotion_id="prm-0123456789abcdef01234567", trace_id="a" * 32,
+                criterion="error-rate", rollback=True,
+            )
+        }
+    )  # fmt: skip
+
+
+def _rollback() -> CDEvent:
+    return RollbackRequested(
+        context=RollbackRequested.new_context("lockstep/incidents"),
+        subject=RollbackSubject(
+            id="inc-0001",
+            content=RollbackContent(
+                incident_id="inc-0001", service="checkout", environment="prod-eu",
+                bad_version="1.4.2", bad_digest=DIGEST, reason="error_rate 4 % > 2 % for 5m",
+            ),
+        ),
+    )  # fmt: skip
+
+
+def _rolled_back() -> CDEvent:
+    return ServiceRolledBack(
+        context=ServiceRolledBack.new_context("lockstep/deployer/eu-1"),
+        subject=DeployedSubject(
+            id="checkout",
+            content=DeployedContent(environment=Reference(id="prod-eu"), artifact_id=REF.purl()),
+        ),
+        custom_data=DeploymentFacts(promotion_id="prm-0123456789abcdef01234567", agent="eu-1"),
+    )
+
+
+def _notified() -> CDEvent:
+    return IncidentNotified(
+        context=IncidentNotified.new_context("lockstep/incidents"),
+        subject=NotifiedSubject(
+            id="inc-0001",
+            content=NotifiedContent(
+                incident_id="inc-0001", level=1, recipient="payments-oncall",
+                message="checkout error_rate in prod-eu",
+            ),
+        ),
+    )  # fmt: skip
+
+
+def _acknowledged() -> CDEvent:
+    return IncidentAcknowledged(
+        context=IncidentAcknowledged.new_context("lockstep/incidents"),
+        subject=AcknowledgedSubject(
+            id="inc-0001", content=AcknowledgedContent(incident_id="inc-0001", by="alice")
+        ),
+    )
+
+
+def _step() -> CDEvent:
+    return RunbookStepFinished(
+        context=RunbookStepFinished.new_context("lockstep/incidents"),
+        subject=StepSubject(
+            id="inc-0001",
+            content=StepContent(
+                incident_id="inc-0001", runbook="high-error-rate", step="check dashboards",
+                index=1, outcome="paused", detail="waiting for a person",
+            ),
+        ),
+    )  # fmt: skip
+
+
+def _hold_released() -> CDEvent:
+    return HoldReleased(
+        context=HoldReleased.new_context("lockstep/cli"),
+        subject=HoldReleasedSubject(
+            id="checkout",
+            content=HoldReleasedContent(
+                service="checkout", version="1.4.2", by="alice", reason="fixed by config"
+            ),
+        ),
+    )
+
+
 SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
+    IncidentResolved.TYPE: [_incident_resolved],
+    RollbackRequested.TYPE: [_rollback],
+    ServiceRolledBack.TYPE: [_rolled_back],
+    IncidentNotified.TYPE: [_notified],
+    IncidentAcknowledged.TYPE: [_acknowledged],
+    RunbookStepFinished.TYPE: [_step],
+    HoldReleased.TYPE: [_hold_released],
+    SignalObserved.TYPE: [
+        lambda: SignalObserved.build(
+            service="checkout",
+            environment="prod-eu",
+            metric="error_rate",
+            value=0.041,
+            window_seconds=60,
+            source="prometheus",
+        ),
+        lambda: SignalObserved.build(
+            service="checkout",
+            environment="prod-eu",
+            metric="HighErrorRate",
+            value=None,
+            source="alertmanager",
+            kind="alert",
+            status="firing",
+            dedup_key="ab12",
+            severity="critical",
+            summary="5xx above 2 %",
+            labels={"team": "payments"},
+        ),
+    ],
     FlagChangeRequested.TYPE: [
         lambda: FlagChangeRequested.build(
             environment="prod-eu",
@@ -458,7 +612,7 @@ SAMPLES: dict[str, list[Callable[[], CDEvent]]] = {
     ],
     FlagChanged.TYPE: [_flag_changed, _flag_created],
     FlagChangeRejected.TYPE: [_flag_change_rejected],
-    IncidentDetected.TYPE: [_incident],
+    IncidentDetected.TYPE: [_incident, _incident_with_facts],
     ApprovalUpdated.TYPE: [
         lambda: ApprovalUpdated.build(
             service="checkout",
@@ -844,6 +998,14 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
     FlagChanged.TYPE: ("subject", "content", "version"),
     FlagChangeRejected.TYPE: ("subject", "content", "reason"),
     IncidentDetected.TYPE: ("subject", "content", "environment"),
+    IncidentResolved.TYPE: ("subject", "content", "environment"),
+    RollbackRequested.TYPE: ("subject", "content", "badVersion"),
+    ServiceRolledBack.TYPE: ("subject", "content", "artifactId"),
+    IncidentNotified.TYPE: ("subject", "content", "recipient"),
+    IncidentAcknowledged.TYPE: ("subject", "content", "by"),
+    RunbookStepFinished.TYPE: ("subject", "content", "outcome"),
+    HoldReleased.TYPE: ("subject", "content", "by"),
+    SignalObserved.TYPE: ("subject", "content", "observedAt"),
 }
 
 
