@@ -1,6 +1,6 @@
 """The deployer SDK: one method to write (``Deployer.deploy``); the agent does the rest —
 reads ``promotion.approved`` for its environments, checks the digest, deploys, and reports
-CDEvents ``service.deployed`` or ``deployment.failed``.
+CDEvents ``service.deployed`` (``service.rolledback`` for a rollback) or ``deployment.failed``.
 
 Delivery is at least once: after a crash a promotion may be handed over again, so
 ``deploy`` must be idempotent (deploying the same digest twice changes nothing).
@@ -27,6 +27,7 @@ from events import (
     PromotionApproved,
     Reference,
     ServiceDeployed,
+    ServiceRolledBack,
     decode,
     topics,
 )
@@ -71,8 +72,9 @@ class Deployer(ABC):
 
 async def act_on(
     promotion: PromotionApproved, deployer: Deployer, *, agent: str
-) -> ServiceDeployed | DeploymentFailed:
-    """Carry out one promotion and say how it went (the agent's whole job, without Kafka)."""
+) -> ServiceDeployed | ServiceRolledBack | DeploymentFailed:
+    """Carry out one promotion and say how it went (the agent's whole job, without Kafka):
+    ``service.rolledback`` for a rollback promotion, else ``service.deployed``."""
     c = promotion.subject.content
     deployment = Deployment(
         promotion_id=c.promotion_id, service=c.service, version=c.version, digest=c.digest,
@@ -92,8 +94,9 @@ async def act_on(
     except Exception as exc:  # a deployer's bug is still a failed deployment, reported
         log.exception("deployer %s failed on %s", agent, c.promotion_id)
         return _failed(deployment, agent, f"{type(exc).__name__}: {exc}")
-    return ServiceDeployed(
-        context=ServiceDeployed.new_context(f"lockstep/deployer/{agent}"),
+    report = ServiceRolledBack if c.rollback else ServiceDeployed
+    return report(
+        context=report.new_context(f"lockstep/deployer/{agent}"),
         subject=DeployedSubject(
             id=c.service,
             content=DeployedContent(
@@ -181,7 +184,7 @@ class DeployerAgent:
             self._acted_on.pop(next(iter(self._acted_on)))
         c = promotion.subject.content
         with self._tracer.start_as_current_span(
-            f"deploy to {c.environment}",
+            f"{'roll back' if c.rollback else 'deploy'} to {c.environment}",
             context=context_from_headers(decoded.trace_headers),
             kind=SpanKind.CONSUMER,
             attributes={
@@ -191,7 +194,8 @@ class DeployerAgent:
         ) as span:
             report = await act_on(promotion, self._deployer, agent=self._agent)
             failed = isinstance(report, DeploymentFailed)
-            span.set_attribute("lockstep.outcome", "failed" if failed else "deployed")
+            outcome = "failed" if failed else "rolled back" if c.rollback else "deployed"
+            span.set_attribute("lockstep.outcome", outcome)
             await publisher.publish(report, traceparent=current_trace_headers().get("traceparent"))
         self.handled += 1
         log.info("deployer %s: %s", self._agent, report.describe())

@@ -22,13 +22,18 @@ from opentelemetry.trace import SpanKind
 from packaging.version import InvalidVersion, Version
 
 from events import (
+    ArtifactRef,
     DeploymentFailed,
     GateFailed,
     GatePassed,
+    HoldReleased,
+    IncidentResolved,
     PolicyUpdated,
     PromotionApproved,
     PromotionBlocked,
+    RollbackRequested,
     ServiceDeployed,
+    ServiceRolledBack,
 )
 from events.promotions import (
     ApprovedContent,
@@ -76,8 +81,8 @@ async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
             await look_at(ctx, member, c.environment)
 
 
-@router.handles(ServiceDeployed)
-async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
+@router.handles(ServiceDeployed, ServiceRolledBack)
+async def on_deployed(event: ServiceDeployed | ServiceRolledBack, ctx: HandlerContext) -> None:
     ref = event.ref()
     environment = event.subject.content.environment.id
     assert ref.digest is not None
@@ -86,6 +91,13 @@ async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
         ctx.conn, environment=environment, service=ref.service, version=ref.version,
         digest=ref.digest, promotion_id=event.custom_data.promotion_id, at=event.context.timestamp,
     )  # fmt: skip
+    await store.record_history(
+        ctx.conn, environment=environment, service=ref.service, version=ref.version,
+        digest=ref.digest, promotion_id=event.custom_data.promotion_id,
+        rollback=isinstance(event, ServiceRolledBack), at=event.context.timestamp,
+    )  # fmt: skip
+    if isinstance(event, ServiceRolledBack):
+        return  # a rollback moves nothing onward
     model = await _model_in_force(ctx)
     if model is None:
         return
@@ -101,6 +113,96 @@ async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
 async def on_failed(event: DeploymentFailed, ctx: HandlerContext) -> None:
     c = event.subject.content
     await store.record_failure(ctx.conn, c.promotion_id, c.reason, event.context.timestamp)
+
+
+@router.handles(RollbackRequested)
+async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
+    """Approve the last good version of the service for the environment, marked as a
+    rollback. Unless it is a drill, the bad version is marked (not promoted again without an
+    explicit release) and promotion of the service to the environment holds until the
+    incident is resolved or a person releases it."""
+    c = event.subject.content
+    await store.lock_environment(ctx.conn, c.environment)
+    now = ctx.now()
+    if not c.drill:
+        await store.mark_bad(
+            ctx.conn, service=c.service, version=c.bad_version, environment=c.environment,
+            incident_id=c.incident_id, reason=c.reason, at=now,
+        )  # fmt: skip
+        await store.hold_for_incident(
+            ctx.conn, service=c.service, environment=c.environment, incident_id=c.incident_id,
+            reason=c.reason, at=now,
+        )  # fmt: skip
+    found = await in_force(ctx.conn)
+    sha256 = found[0] if found is not None else "none"
+    good = await store.last_good(ctx.conn, c.environment, c.service, c.bad_version)
+    if good is None:
+        ctx.span.set_attribute("lockstep.outcome", "nothing to roll back to")
+        ctx.emit(
+            PromotionBlocked(
+                context=PromotionBlocked.new_context(SOURCE),
+                subject=BlockedSubject(
+                    id=f"{c.service}@{c.bad_version}:{c.environment}",
+                    content=BlockedContent(
+                        service=c.service, version=c.bad_version, environment=c.environment,
+                        holds=[HoldView(kind="rollback", reason=(
+                            f"no earlier good version of {c.service} has run in "
+                            f"{c.environment}: nothing to roll back to ({c.incident_id})"
+                        ))],
+                        policy_sha256=sha256,
+                    ),
+                ),
+            )
+        )  # fmt: skip
+        return
+    pid = promotion_id(c.service, good.version, good.digest, c.environment, f"rollback:{event.id}")
+    made = await store.add_rollback_promotion(
+        ctx.conn, promotion_id=pid, service=c.service, version=good.version,
+        environment=c.environment, digest=good.digest, incident_id=c.incident_id, at=now,
+    )  # fmt: skip
+    if not made:
+        return
+    purl = await store.purl_of(ctx.conn, c.service, good.version)
+    ctx.span.set_attribute("lockstep.outcome", f"rollback to {c.service}@{good.version}")
+    ctx.emit(
+        PromotionApproved(
+            context=PromotionApproved.new_context(SOURCE),
+            subject=ApprovedSubject(
+                id=pid,
+                content=ApprovedContent(
+                    promotion_id=pid, service=c.service, version=good.version,
+                    digest=good.digest,
+                    artifact_id=purl or ArtifactRef(c.service, good.version, good.digest).purl(),
+                    environment=c.environment, policy_sha256=sha256,
+                    previous_version=c.bad_version, previous_digest=c.bad_digest, rollback=True,
+                ),
+            ),
+        )
+    )  # fmt: skip
+
+
+@router.handles(IncidentResolved)
+async def on_incident_resolved(event: IncidentResolved, ctx: HandlerContext) -> None:
+    for service, environment in await store.release_incident_holds(
+        ctx.conn, incident_id=event.subject.id
+    ):
+        await look_at(ctx, service, environment)
+
+
+@router.handles(HoldReleased)
+async def on_hold_released(event: HoldReleased, ctx: HandlerContext) -> None:
+    c = event.subject.content
+    look: set[tuple[str, str]] = set()
+    if c.version is not None and await store.unmark_bad(ctx.conn, c.service, c.version):
+        look |= {(s, e) for s, e in await store.waiting_pairs(ctx.conn) if s == c.service}
+    if c.environment is not None:
+        look |= set(
+            await store.release_incident_holds(
+                ctx.conn, service=c.service, environment=c.environment
+            )
+        )
+    for service, environment in sorted(look):
+        await look_at(ctx, service, environment)
 
 
 async def periodic(ctx: HandlerContext) -> None:
@@ -224,6 +326,12 @@ async def _own_holds(
     runs_in = await store.where_runs(ctx.conn, c.service, c.version)
     if (h := rules.previous_environment_hold(model, c.environment, c.label, runs_in)) is not None:
         found.append(h)
+    for reason in await store.incident_holds(ctx.conn, c.service, c.environment):
+        found.append(rules.Hold("incident", f"{reason} (until it is resolved or released)"))
+    if (why := await store.bad_version(ctx.conn, c.service, c.version)) is not None:
+        found.append(
+            rules.Hold("bad-version", f"{c.label} was {why}; release it to promote it again")
+        )
     running = {s: r.version for s, r in (await store.running(ctx.conn, c.environment)).items()}
     found += rules.dependency_holds(model, c.service, c.environment, running | (riding or {}))
     return found

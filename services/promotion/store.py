@@ -173,3 +173,120 @@ async def matrix(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         "ORDER BY service, environment"
     )
     return rows
+
+
+async def record_history(
+    conn: asyncpg.Connection, *, environment: str, service: str, version: str, digest: str,
+    promotion_id: str, rollback: bool, at: datetime,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """INSERT INTO deployment_history (environment, service, version, digest, promotion_id,
+                                           rollback, deployed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        environment, service, version, digest, promotion_id, rollback, at,
+    )  # fmt: skip
+
+
+async def last_good(
+    conn: asyncpg.Connection, environment: str, service: str, bad_version: str
+) -> Running | None:
+    """The newest deployment of ``service`` here that is neither ``bad_version`` nor marked bad."""
+    row = await conn.fetchrow(
+        """SELECT version, digest, deployed_at FROM deployment_history h
+           WHERE environment = $1 AND service = $2 AND version <> $3
+             AND NOT EXISTS (SELECT 1 FROM bad_versions b
+                             WHERE b.service = h.service AND b.version = h.version)
+           ORDER BY deployed_at DESC, id DESC LIMIT 1""",
+        environment, service, bad_version,
+    )  # fmt: skip
+    if row is None:
+        return None
+    return Running(version=row["version"], digest=row["digest"], deployed_at=row["deployed_at"])
+
+
+async def purl_of(conn: asyncpg.Connection, service: str, version: str) -> str | None:
+    found: str | None = await conn.fetchval(
+        "SELECT purl FROM candidates WHERE service = $1 AND version = $2 LIMIT 1", service, version
+    )
+    return found
+
+
+async def mark_bad(
+    conn: asyncpg.Connection, *, service: str, version: str, environment: str, incident_id: str,
+    reason: str, at: datetime,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """INSERT INTO bad_versions (service, version, environment, incident_id, reason, marked_at)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        service, version, environment, incident_id, reason, at,
+    )  # fmt: skip
+
+
+async def bad_version(conn: asyncpg.Connection, service: str, version: str) -> str | None:
+    """Why ``service@version`` is marked bad, if it is."""
+    row = await conn.fetchrow(
+        "SELECT environment, incident_id, reason FROM bad_versions "
+        "WHERE service = $1 AND version = $2",
+        service, version,
+    )  # fmt: skip
+    if row is None:
+        return None
+    return f"rolled back in {row['environment']} ({row['incident_id']}: {row['reason']})"
+
+
+async def unmark_bad(conn: asyncpg.Connection, service: str, version: str) -> bool:
+    status: str = await conn.execute(
+        "DELETE FROM bad_versions WHERE service = $1 AND version = $2", service, version
+    )
+    return status != "DELETE 0"
+
+
+async def hold_for_incident(
+    conn: asyncpg.Connection, *, service: str, environment: str, incident_id: str, reason: str,
+    at: datetime,
+) -> None:  # fmt: skip
+    await conn.execute(
+        """INSERT INTO incident_holds (service, environment, incident_id, reason, since)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        service, environment, incident_id, reason, at,
+    )  # fmt: skip
+
+
+async def incident_holds(conn: asyncpg.Connection, service: str, environment: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT incident_id, reason FROM incident_holds WHERE service = $1 AND environment = $2 "
+        "ORDER BY since",
+        service, environment,
+    )  # fmt: skip
+    return [f"incident {r['incident_id']}: {r['reason']}" for r in rows]
+
+
+async def release_incident_holds(
+    conn: asyncpg.Connection, *, incident_id: str | None = None,
+    service: str | None = None, environment: str | None = None,
+) -> list[tuple[str, str]]:  # fmt: skip
+    """Remove holds by incident, or by service and environment; the (service, environment)s
+    that were held."""
+    rows = await conn.fetch(
+        """DELETE FROM incident_holds
+           WHERE ($1::text IS NULL OR incident_id = $1)
+             AND ($2::text IS NULL OR service = $2)
+             AND ($3::text IS NULL OR environment = $3)
+           RETURNING service, environment""",
+        incident_id, service, environment,
+    )  # fmt: skip
+    return sorted({(r["service"], r["environment"]) for r in rows})
+
+
+async def add_rollback_promotion(
+    conn: asyncpg.Connection, *, promotion_id: str, service: str, version: str, environment: str,
+    digest: str, incident_id: str, at: datetime,
+) -> bool:  # fmt: skip
+    made = await conn.fetchval(
+        """INSERT INTO promotions (promotion_id, service, version, environment, digest,
+                                  state, approved_at, rollback_of)
+           VALUES ($1, $2, $3, $4, $5, 'approved', $6, $7)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        promotion_id, service, version, environment, digest, at, incident_id,
+    )  # fmt: skip
+    return made is not None

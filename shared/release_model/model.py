@@ -197,6 +197,99 @@ class Owner(Strict):
     escalation: list[str] = Field(default_factory=list)
 
 
+Comparison = Literal[">", ">=", "<", "<="]
+
+
+class RollbackCriterion(Strict):
+    """When a deployment hurts a health signal: "error_rate > 0.02 held for 5m within 30m of a
+    deploy", or "p99_latency > 1.5 times the previous version's"."""
+
+    name: Name
+    metric: str = Field(min_length=1)
+    comparison: Comparison = ">"
+    threshold: float | None = Field(default=None, description="An absolute limit")
+    relative_to_previous: float | None = Field(
+        default=None, gt=0, description="A limit of this many times the previous version's value"
+    )
+    hold: Duration = Field(default="0s", description="How long the breach must last")
+    tolerate: int = Field(
+        default=0, ge=0, description="Checks within a breach that may pass without ending it"
+    )
+    within: Duration | None = Field(
+        default="30m", description="How long after a deployment a breach rolls back (none: any)"
+    )
+    environments: list[Name] = Field(default_factory=list, description="Empty: every one")
+    services: list[Name] = Field(default_factory=list, description="Empty: every service")
+    rollback: bool = Field(default=True, description="False: an incident and its runbook only")
+    kill_switches: list[str] = Field(
+        default_factory=list, description="Flags to turn off in that environment"
+    )
+    runbook: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> RollbackCriterion:
+        if (self.threshold is None) == (self.relative_to_previous is None):
+            raise ValueError(
+                "a rollback criterion has either threshold (absolute) or relative_to_previous "
+                "(e.g. 1.5 for 1.5 times the previous version's value)"
+            )
+        return self
+
+    def applies_to(self, service: str, environment: str) -> bool:
+        return (not self.services or service in self.services) and (
+            not self.environments or environment in self.environments
+        )
+
+
+class RunbookStep(Strict):
+    """``notify`` (params.message), ``wait`` (params.duration), ``pause`` for a person
+    (params.prompt), ``disable-flag`` / ``enable-flag`` (params.flag). Params may name
+    {service}, {environment}, {version}, {incident} and {metric}."""
+
+    name: str = Field(min_length=1)
+    action: Literal["notify", "wait", "pause", "disable-flag", "enable-flag"]
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params(self) -> RunbookStep:
+        if self.action == "wait":
+            _duration(self.params.get("duration", ""))
+        if self.action in ("disable-flag", "enable-flag") and not self.params.get("flag"):
+            raise ValueError(f"a {self.action} step needs params.flag")
+        return self
+
+
+class Runbook(Strict):
+    steps: list[RunbookStep] = Field(min_length=1)
+
+
+class EscalationLevel(Strict):
+    after: Duration = Field(description="After detection, if nobody has acknowledged")
+    notify: list[str] = Field(
+        min_length=1,
+        description="`owner` (the service's team), `escalation` (its escalation list), or names",
+    )
+
+
+class Webhook(Strict):
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["json", "pagerduty"] = "json"
+    routing_key: str | None = None
+
+    @model_validator(mode="after")
+    def _routing(self) -> Webhook:
+        if self.format == "pagerduty" and not self.routing_key:
+            raise ValueError("a pagerduty webhook needs routing_key (the integration key)")
+        return self
+
+
+class Escalation(Strict):
+    levels: list[EscalationLevel] = Field(
+        default_factory=lambda: [EscalationLevel(after="0s", notify=["owner"])]
+    )
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+
 class ReleaseModel(Strict):
     version: Literal[1] = Field(description="The file format's version")
     environments: list[Environment] = Field(min_length=1)
@@ -206,6 +299,9 @@ class ReleaseModel(Strict):
     stop_the_line: StopTheLine = StopTheLine()
     dependencies: dict[Name, list[Dependency]] = Field(default_factory=dict)
     owners: dict[Name, Owner] = Field(default_factory=dict)
+    rollback: list[RollbackCriterion] = Field(default_factory=list)
+    runbooks: dict[Name, Runbook] = Field(default_factory=dict)
+    escalation: Escalation = Escalation()
 
 
 Path = tuple[str | int, ...]
@@ -255,6 +351,24 @@ def cross_checks(model: ReleaseModel) -> list[tuple[Path, str]]:
                 problems.append(
                     (("dependencies", service, j, "service"), f"{service} cannot depend on itself")
                 )
+    for i, criterion in enumerate(model.rollback):
+        for j, env in enumerate(criterion.environments):
+            if env not in known:
+                problems.append((("rollback", i, "environments", j), _unknown(env, names)))
+        if criterion.runbook is not None and criterion.runbook not in model.runbooks:
+            problems.append(
+                (
+                    ("rollback", i, "runbook"),
+                    f"no runbook {criterion.runbook!r}; declared: "
+                    + (", ".join(model.runbooks) or "none"),
+                )
+            )
+    afters = [parse_duration(level.after) for level in model.escalation.levels]
+    for i in range(1, len(afters)):
+        if afters[i] <= afters[i - 1]:
+            problems.append(
+                (("escalation", "levels", i, "after"), "each level comes after the one before")
+            )
     for j, label in enumerate(model.stop_the_line.hotfixes):
         if "@" not in label:
             problems.append((("stop_the_line", "hotfixes", j), f"{label!r} is not service@version"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from events import ArtifactRef, DeploymentFailed, ServiceDeployed
+from events import ArtifactRef, DeploymentFailed, ServiceDeployed, ServiceRolledBack
 from services.deployer import Deployer, Deployment
 from services.deployer.reference import LocalStateDeployer
 from services.deployer.testing import DeployerHarness
@@ -56,3 +56,14 @@ async def test_a_deployer_that_crashes_is_a_failed_deployment_not_a_dead_agent()
     )
     assert isinstance(report, DeploymentFailed)
     assert report.subject.content.reason == "ConnectionResetError: cluster API went away"
+
+
+async def test_a_rollback_promotion_is_reported_as_rolled_back(tmp_path: Path) -> None:
+    target = LocalStateDeployer(tmp_path)
+    report = await DeployerHarness(target).promote(
+        service="checkout", version="1.4.1", digest=DIGEST, environment="prod-eu",
+        previous_version="1.4.2", rollback=True,
+    )  # fmt: skip
+    assert isinstance(report, ServiceRolledBack)
+    assert report.ref().version == "1.4.1"
+    assert target.running("prod-eu", "checkout") is not None
