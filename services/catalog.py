@@ -11,6 +11,7 @@ SERVICES: dict[str, str] = {
     "gates": "services.gates.app",
     "promotion": "services.promotion.app",
     "flags": "services.flags.app",
+    "incidents": "services.incidents.app",
 }
 
 

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     flags_http_port: int = Field(
         default=8470, ge=0, le=65535, description="The flags service's OFREP and admin API"
     )
+    incidents_http_host: str = "127.0.0.1"
+    incidents_http_port: int = Field(
+        default=8471, ge=0, le=65535, description="The incidents service's webhook edge"
+    )
+    incidents_webhook_token: str | None = Field(
+        default=None,
+        description="If set, webhooks must send it (Authorization: Bearer, or ?token=)",
+    )
     clock_file: Path | None = Field(
         default=None,
         description="Tests and demos only: read the time from this file (ISO 8601), not the system",

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import Tracer
@@ -33,6 +32,7 @@ from services.flags.flag_sets import document
 from services.flags.keys import ALL_ENVIRONMENTS, ApiKey, KeyRing
 from services.flags.live import LiveFlagSets
 from shared.clock import Clock
+from shared.http_edge import HttpServer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -350,14 +350,6 @@ def create_app(
     return app
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the service's SIGTERM drain stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class FlagEdge:
     """The HTTP edge as a service companion: serves until the service stops."""
 
@@ -382,28 +374,16 @@ class FlagEdge:
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        config = uvicorn.Config(
+        server = HttpServer(
             self.app,
             host=self.settings.flags_http_host,
             port=self.settings.flags_http_port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
+            name="flags: OFREP and admin API",
         )
-        server = _QuietServer(config)
-        serving = asyncio.create_task(server.serve())
+        await server.start()
         keeping = asyncio.create_task(self.live.run(stop))
-        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
-            await asyncio.sleep(0.01)
-        if serving.done():
-            await serving  # raises why it could not start (the port is taken)
-            raise RuntimeError(
-                f"flags: the HTTP edge could not listen on {self.settings.flags_http_host}:"
-                f"{self.settings.flags_http_port}"
-            )
-        self.port = server.servers[0].sockets[0].getsockname()[1]
+        self.port = server.port
         self.started.set()
-        log.info("flags: OFREP and admin API on http://%s:%s", config.host, self.port)
         last_flush = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -411,11 +391,8 @@ class FlagEdge:
             if time.monotonic() - last_flush >= 5.0 or stop.is_set():
                 await self._flush()
                 last_flush = time.monotonic()
-            if serving.done():
-                await serving
-                raise RuntimeError("flags: the HTTP edge stopped serving")
-        server.should_exit = True
-        await serving
+            await server.check()
+        await server.stop()
         await keeping
         await self._flush()
 

@@ -1,0 +1,82 @@
+"""Rollback criteria, evaluated signal by signal on the signals' own times (when each was
+true, not when it arrived): a breach must last ``hold``, up to ``tolerate`` passing checks may
+fall inside it, and it rolls back only ``within`` a deployment."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from shared.release_model.model import RollbackCriterion, parse_duration
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+@dataclass(frozen=True)
+class Streak:
+    started_at: datetime
+    last_at: datetime
+    misses: int = 0
+
+
+def limit(criterion: RollbackCriterion, baseline: float | None) -> float | None:
+    """The value to compare with; None if it is relative and there is nothing to relate to."""
+    if criterion.threshold is not None:
+        return criterion.threshold
+    if baseline is None or criterion.relative_to_previous is None:
+        return None
+    return criterion.relative_to_previous * baseline
+
+
+def breaches(criterion: RollbackCriterion, value: float, baseline: float | None) -> bool | None:
+    bound = limit(criterion, baseline)
+    if bound is None:
+        return None
+    return _COMPARE[criterion.comparison](value, bound)
+
+
+def step(
+    criterion: RollbackCriterion, streak: Streak | None, breaching: bool, at: datetime
+) -> tuple[Streak | None, bool]:
+    """The streak after one check at ``at``, and whether the breach is now confirmed."""
+    if breaching:
+        current = (
+            Streak(at, at) if streak is None else replace(streak, last_at=max(at, streak.last_at))
+        )
+        held = current.last_at - current.started_at >= parse_duration(criterion.hold)
+        return current, held
+    if streak is None:
+        return None, False
+    if streak.misses + 1 > criterion.tolerate:
+        return None, False
+    return replace(streak, misses=streak.misses + 1), False
+
+
+def within_deploy(criterion: RollbackCriterion, deployed_at: datetime | None, at: datetime) -> bool:
+    """Whether a breach at ``at`` falls in the criterion's window after the deployment."""
+    if deployed_at is None:
+        return False
+    if criterion.within is None:
+        return True
+    return timedelta(0) <= at - deployed_at <= parse_duration(criterion.within)
+
+
+def describe(criterion: RollbackCriterion, value: float, baseline: float | None) -> str:
+    bound = limit(criterion, baseline)
+    relative = (
+        f" ({criterion.relative_to_previous:g} times the previous version's {baseline:g})"
+        if criterion.relative_to_previous is not None and baseline is not None
+        else ""
+    )
+    held = f" for {criterion.hold}" if parse_duration(criterion.hold) else ""
+    return (
+        f"{criterion.metric} {value:g} {criterion.comparison} {bound:g}{relative}{held} "
+        f"({criterion.name})"
+    )

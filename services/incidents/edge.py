@@ -1,0 +1,98 @@
+"""The incidents service's HTTP edge: the webhooks tools already send, turned into
+``signal.observed`` on Kafka (written to the outbox, so a 2xx means the signals will be
+published). Prometheus Alertmanager posts to ``/webhooks/alertmanager``; a PagerDuty Events
+API v2 sender posts to ``/webhooks/pagerduty`` (or ``/v2/enqueue``). A malformed payload gets
+400 with every reason, and nothing of it is published."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from events import encode
+from events.signals import SignalObserved
+from services.incidents.webhooks import PayloadRefused, from_alertmanager, from_pagerduty
+from shared.bus.outbox import write_and_wake
+from shared.settings import Settings
+from shared.telemetry import current_trace_headers
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Lockstep incidents", description="Webhooks in: health signals", version="1"
+    )
+    schema = settings.db_schema("incidents")
+
+    def authorised(request: Request) -> bool:
+        token = settings.incidents_webhook_token
+        if not token:
+            return True
+        given = request.query_params.get("token") or ""
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    async def body_of(request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise PayloadRefused([f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES}"])
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadRefused([f"the body is not JSON: {exc}"]) from exc
+
+    async def publish(signals: list[SignalObserved]) -> None:
+        records = [
+            encode(s, topic=settings.topic(s.TOPIC), trace_headers=current_trace_headers())
+            for s in signals
+        ]
+        async with pool.acquire() as conn, conn.transaction():
+            await write_and_wake(conn, records, schema)
+
+    @app.post("/webhooks/alertmanager", tags=["webhooks"])
+    async def alertmanager(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "a valid token is needed"}, 401)
+        try:
+            signals = from_alertmanager(await body_of(request), datetime.now(UTC))
+        except PayloadRefused as exc:
+            return JSONResponse({"error": "refused", "problems": exc.problems}, 400)
+        await publish(signals)
+        return JSONResponse({"accepted": len(signals)}, 200)
+
+    @app.post("/webhooks/pagerduty", tags=["webhooks"])
+    @app.post("/v2/enqueue", tags=["webhooks"])
+    async def pagerduty(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"status": "unauthorized", "message": "a valid token is needed"},
+                                401)  # fmt: skip
+        try:
+            signal = from_pagerduty(await body_of(request), datetime.now(UTC))
+        except PayloadRefused as exc:
+            return JSONResponse(
+                {"status": "invalid event", "message": "Event object is invalid",
+                 "errors": exc.problems}, 400,
+            )  # fmt: skip
+        await publish([signal])
+        return JSONResponse(
+            {"status": "success", "message": "Event processed",
+             "dedup_key": signal.subject.content.dedup_key}, 202,
+        )  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("incidents: unexpected error: %r", exc)
+        return JSONResponse({"error": "internal error; see the service log"}, 500)
+
+    return app
