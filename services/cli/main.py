@@ -17,6 +17,7 @@ from rich.console import Console
 
 from events import ArtifactRef, ArtifactRefError, InvalidEvent
 from services.cli.flags import flags_app
+from services.cli.incidents import drill_app, hold_app, incidents_app
 from shared.settings import Settings
 
 app = typer.Typer(help="Lockstep: coordinate releases across many teams.", no_args_is_help=True)
@@ -39,6 +40,9 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(topics_app, name="topics")
 app.add_typer(model_app, name="model")
 app.add_typer(flags_app, name="flags")
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(drill_app, name="drill")
+app.add_typer(hold_app, name="hold")
 
 # Piped output (CI logs) is not cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -16,8 +16,8 @@ from events.flags import ChangeAction, ChangedContent, ChangedSubject, ChangeSou
 from events.flags import flag_subject_id as subject_id
 from services.flags import rollouts, store, taxonomy
 from services.flags.definitions import check_flag, check_flag_set
+from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
-from shared.bus.outbox import write_and_wake
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
 
@@ -242,16 +242,14 @@ async def apply_now(
 ) -> FlagChanged | None:
     """``apply`` in a transaction of its own, for the command line and the admin API: the
     change, its history row and its ``flag.changed`` (in the outbox) commit together."""
+
+    async def work(ctx: HandlerContext) -> FlagChanged | None:
+        ctx.span.set_attribute("lockstep.flag.changed_by", change.by)
+        return await apply(ctx, change)
+
     name = f"flags: {change.action} {subject_id(change.environment, change.flag_key)}"
-    with tracer.start_as_current_span(name) as span:
-        span.set_attribute("lockstep.flag.changed_by", change.by)
-        async with pool.acquire() as conn, conn.transaction():
-            ctx = HandlerContext(
-                conn=conn, settings=settings, record=None, span=span, clock=clock, tracer=tracer
-            )
-            event = await apply(ctx, change)
-            await write_and_wake(conn, ctx.emitted, settings.db_schema("flags"))
-        return event
+    return await in_transaction(pool, settings, "flags", work, tracer=tracer, span=name,
+                                clock=clock)  # fmt: skip
 
 
 async def import_flag_set(
@@ -273,18 +271,17 @@ async def import_flag_set(
     metadata = {
         k: v for k, v in (doc.get("metadata") or {}).items() if k not in ("flagSetId", "version")
     }
-    with tracer.start_as_current_span(f"flags: import into {environment}") as span:
-        async with pool.acquire() as conn, conn.transaction():
-            ctx = HandlerContext(
-                conn=conn, settings=settings, record=None, span=span, clock=clock, tracer=tracer
-            )
-            await store.lock_environment(conn, environment)
-            await store.set_parts(conn, environment, evaluators, metadata)
-            made: list[FlagChanged] = []
-            for key, definition in doc["flags"].items():
-                change = Change(environment, key, "set", by, reason, source, definition=definition)
-                event = await apply(ctx, change)
-                if event is not None:
-                    made.append(event)
-            await write_and_wake(conn, ctx.emitted, settings.db_schema("flags"))
+
+    async def work(ctx: HandlerContext) -> list[FlagChanged]:
+        await store.lock_environment(ctx.conn, environment)
+        await store.set_parts(ctx.conn, environment, evaluators, metadata)
+        made: list[FlagChanged] = []
+        for key, definition in doc["flags"].items():
+            change = Change(environment, key, "set", by, reason, source, definition=definition)
+            event = await apply(ctx, change)
+            if event is not None:
+                made.append(event)
         return made
+
+    return await in_transaction(pool, settings, "flags", work, tracer=tracer,
+                                span=f"flags: import into {environment}", clock=clock)  # fmt: skip

@@ -103,6 +103,10 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
         breaching = criteria.breaches(criterion, c.value, baseline)
         if breaching is None:
             continue  # relative to a previous version that left no measurement
+        key = c.dedup_key or f"{c.service}/{c.environment}"
+        if breaching and (ongoing := await store.open_incident_for(ctx.conn, key)) is not None:
+            await store.update(ctx.conn, ongoing.id, signals=ongoing.signals + 1)
+            continue  # one more signal of the incident already open
         row = await store.get_streak(ctx.conn, criterion.name, c.service, c.environment)
         streak = Streak(row.started_at, row.last_at, row.misses) if row else None
         after, confirmed = criteria.step(criterion, streak, breaching, c.observed_at)
@@ -121,7 +125,7 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
             and criteria.within_deploy(criterion, deployment.deployed_at, after.started_at)
         )
         incident, new = await actions.open_incident(
-            ctx, model, dedup_key=c.dedup_key or f"{c.service}/{c.environment}",
+            ctx, model, dedup_key=key,
             service=c.service, environment=c.environment, title=title,
             criterion=criterion.name, deployment=deployment, first_signal_at=after.started_at,
         )  # fmt: skip

@@ -90,7 +90,8 @@ async def advance(
             detail = render(params.get("message", incident.title), incident)
             if model is not None:
                 for recipient in actions.recipients(model, incident.service, ["owner"]):
-                    await actions.notify(ctx, model, incident, -1, recipient, detail)
+                    level = max(incident.escalation_level, 0)
+                    await actions.notify(ctx, model, incident, level, recipient, detail)
         else:  # disable-flag / enable-flag
             flag = render(params["flag"], incident)
             verb = "disable" if action == "disable-flag" else "enable"

@@ -1,0 +1,40 @@
+"""Work done outside a handler (a command line, an HTTP request) the way a handler does it:
+one transaction, a ``HandlerContext`` whose events go to the outbox of the same transaction,
+in a span of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+from opentelemetry.trace import Tracer
+
+from shared.bus.handlers import HandlerContext
+from shared.bus.outbox import write_and_wake
+from shared.clock import Clock, system_clock
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+async def in_transaction(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    service: str,
+    work: Callable[[HandlerContext], Awaitable[T]],
+    *,
+    tracer: Tracer,
+    span: str,
+    clock: Clock = system_clock,
+) -> T:
+    """Run ``work`` in one transaction on ``service``'s schema; what it emits is written to
+    that service's outbox in the same transaction (its relay publishes it)."""
+    with tracer.start_as_current_span(span) as current:
+        async with pool.acquire() as conn, conn.transaction():
+            ctx = HandlerContext(
+                conn=conn, settings=settings, record=None, span=current, clock=clock, tracer=tracer
+            )
+            result = await work(ctx)
+            await write_and_wake(conn, ctx.emitted, settings.db_schema(service))
+        return result
