@@ -1,0 +1,241 @@
+"""The incidents service on the real Kafka and Postgres (in-process, its clock in the test's
+hands): alerts from Alertmanager and PagerDuty through its webhook edge, de-duplication,
+breaches outside the deployment window, relative criteria, and escalation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from events import (
+    ArtifactRef,
+    IncidentDetected,
+    IncidentResolved,
+    Reference,
+    RollbackRequested,
+    ServiceDeployed,
+    SignalObserved,
+)
+from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
+from events.incidents import IncidentAcknowledged, IncidentNotified
+from services.incidents.app import SPEC
+from shared.clock import ManualClock
+from shared.http_edge import HttpServer
+from shared.release_model import load_text, policy_updated
+from shared.service import RunningService
+from tests.integration.conftest import Namespace, NamespaceFactory, digest
+
+pytestmark = pytest.mark.integration
+MIN = timedelta(minutes=1)
+
+MODEL = """\
+version: 1
+environments:
+  - name: staging
+owners:
+  api: {team: api-team, escalation: [api-lead, cto]}
+rollback:
+  - name: errors
+    metric: error_rate
+    threshold: 0.05
+    within: 30m
+  - name: slow
+    metric: p99_latency
+    relative_to_previous: 1.5
+    hold: 2m
+escalation:
+  levels:
+    - {after: 0s, notify: [owner]}
+    - {after: 10m, notify: [escalation]}
+  webhooks:
+    - {url: "http://127.0.0.1:9/unreachable", format: pagerduty, routing_key: R0UT1NG}
+"""
+
+
+@dataclass
+class Incidents:
+    ns: Namespace
+    running: RunningService
+    clock: ManualClock
+    url: str
+
+    def events(self, kind: type[Any]) -> list[Any]:
+        return [e for e in self.ns.log.events(kind) if isinstance(e, kind)]
+
+    async def wait(self, kind: type[Any], matches: Callable[[Any], bool]) -> list[Any]:
+        """The events of ``kind`` that match, once there is one."""
+        found: list[Any] = await self.ns.log.wait_for(
+            lambda: [e for e in self.events(kind) if matches(e)]
+        )
+        return found
+
+    async def deploy(self, service: str, version: str, at: datetime) -> None:
+        ref = ArtifactRef(service, version, digest(f"{service} {version}"))
+        event = ServiceDeployed(
+            context=ServiceDeployed.new_context("lockstep/deployer/test"),
+            subject=DeployedSubject(
+                id=service,
+                content=DeployedContent(
+                    environment=Reference(id="staging"), artifact_id=ref.purl()
+                ),
+            ),
+            custom_data=DeploymentFacts(promotion_id=f"prm-{service}-{version}", agent="test"),
+        )
+        event = event.model_copy(
+            update={"context": event.context.model_copy(update={"timestamp": at})}
+        )
+        await self.ns.publish(event)
+        await self.ns.log.wait_for(lambda: [
+            e for e in self.events(ServiceDeployed) if e.id == event.id])  # fmt: skip
+        await asyncio.sleep(0.5)  # the service has taken it in (same partition as the signals)
+
+
+@pytest.fixture(scope="module")
+async def incidents(new_namespace: NamespaceFactory) -> AsyncIterator[Incidents]:
+    ns = await new_namespace(incidents_http_port=0, periodic_s=3600.0)
+    clock = ManualClock(datetime.now(UTC))
+    running = RunningService(SPEC, ns.settings, clock=clock)
+    await running.setup()
+    running.start()
+    try:
+        assert running.consumer is not None
+        await asyncio.wait_for(running.consumer.assigned.wait(), 30)
+        edge = running.companions[0]
+        assert isinstance(edge, HttpServer)
+        await asyncio.wait_for(edge.started.wait(), 10)
+        await ns.publish(policy_updated(load_text(MODEL.encode()), updated_by="platform"))
+        yield Incidents(ns, running, clock, f"http://127.0.0.1:{edge.port}")
+    finally:
+        await running.stop()
+
+
+def alert(status: str, fingerprint: str, service: str = "api") -> dict[str, Any]:
+    return {
+        "version": "4", "status": status, "commonLabels": {"environment": "staging"},
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "DiskFull", "service": service, "severity": "warning"},
+            "annotations": {"summary": "disk 97 %"},
+            "startsAt": "2026-11-27T11:00:00Z", "endsAt": "2026-11-27T11:30:00Z",
+            "fingerprint": fingerprint,
+        }],
+    }  # fmt: skip
+
+
+async def test_alertmanager_alerts_open_one_incident_and_resolve_it(incidents: Incidents) -> None:
+    async with httpx.AsyncClient(base_url=incidents.url) as http:
+        for _ in range(5):  # Alertmanager repeats a firing alert
+            r = await http.post("/webhooks/alertmanager", json=alert("firing", "f-disk"))
+            assert (r.status_code, r.json()) == (200, {"accepted": 1})
+        opened = await incidents.ns.log.wait_for(lambda: [
+            e for e in incidents.events(IncidentDetected)
+            if e.custom_data and e.custom_data.dedup_key == "f-disk"])  # fmt: skip
+        await asyncio.sleep(1.0)
+        rows = await incidents.ns.sql(
+            "incidents", "SELECT signals FROM incidents WHERE dedup_key = 'f-disk'"
+        )
+        assert len(opened) == 1 and [r["signals"] for r in rows] == [5]
+        r = await http.post("/webhooks/alertmanager", json=alert("resolved", "f-disk"))
+        assert r.status_code == 200
+    resolved = await incidents.wait(
+        IncidentResolved, lambda e: e.subject.id == opened[0].subject.id
+    )
+    assert resolved[0].custom_data is not None and resolved[0].custom_data.by == "alertmanager"
+    assert not incidents.events(RollbackRequested)  # an alert opens an incident, no rollback
+
+
+async def test_pagerduty_trigger_acknowledge_resolve(incidents: Incidents) -> None:
+    event = {
+        "routing_key": "x", "event_action": "trigger", "dedup_key": "pd-1",
+        "payload": {"summary": "api 5xx", "source": "grafana", "severity": "critical",
+                    "component": "api", "group": "staging"},
+    }  # fmt: skip
+    async with httpx.AsyncClient(base_url=incidents.url) as http:
+        r = await http.post("/v2/enqueue", json=event)
+        assert (r.status_code, r.json()["dedup_key"]) == (202, "pd-1")
+        await incidents.ns.log.wait_for(lambda: [
+            e for e in incidents.events(IncidentDetected)
+            if e.custom_data and e.custom_data.dedup_key == "pd-1"])  # fmt: skip
+        for action in ("acknowledge", "resolve"):
+            r = await http.post("/webhooks/pagerduty", json={**event, "event_action": action})
+            assert r.status_code == 202
+    await incidents.ns.log.wait_for(lambda: incidents.events(IncidentAcknowledged))
+    await incidents.ns.log.wait_for(lambda: [
+        e for e in incidents.events(IncidentResolved) if e.custom_data
+        and e.custom_data.dedup_key == "pd-1"])  # fmt: skip
+
+
+async def test_a_breach_long_after_the_deploy_opens_an_incident_but_rolls_nothing_back(
+    incidents: Incidents,
+) -> None:
+    now = incidents.clock()
+    await incidents.deploy("old-api", "1.0.0", now - timedelta(hours=3))
+    breach = SignalObserved.build(service="old-api", environment="staging", metric="error_rate",
+                                  value=0.2, source="prometheus", observed_at=now)  # fmt: skip
+    await incidents.ns.publish(breach)
+    opened = await incidents.wait(IncidentDetected, lambda e: e.service_name() == "old-api")
+    await asyncio.sleep(1.0)
+    assert not [e for e in incidents.events(RollbackRequested)
+                if e.subject.content.service == "old-api"]  # fmt: skip
+    rows = await incidents.ns.sql(
+        "incidents", "SELECT kind, detail FROM timeline WHERE incident_id = $1",
+        opened[0].subject.id,
+    )  # fmt: skip
+    assert ("no rollback", "outside the 30m after a deployment") in [
+        (r["kind"], r["detail"]) for r in rows
+    ]
+
+
+async def test_a_relative_criterion_compares_with_the_previous_versions_level(
+    incidents: Incidents,
+) -> None:
+    now = incidents.clock()
+    await incidents.deploy("api", "1.0.0", now - timedelta(hours=2))
+    for i in range(5):
+        await incidents.ns.publish(SignalObserved.build(
+            service="api", environment="staging", metric="p99_latency", value=100.0,
+            source="prometheus", observed_at=now - timedelta(hours=1, minutes=i)))  # fmt: skip
+    await incidents.deploy("api", "2.0.0", now - 10 * MIN)
+    for value, at in ((140.0, now - 9 * MIN), (160.0, now - 8 * MIN), (170.0, now - 5 * MIN)):
+        await incidents.ns.publish(SignalObserved.build(
+            service="api", environment="staging", metric="p99_latency", value=value,
+            source="prometheus", observed_at=at))  # fmt: skip
+    rollback = await incidents.wait(RollbackRequested, lambda e: e.subject.content.service == "api")
+    c = rollback[0].subject.content
+    assert (c.bad_version, c.environment) == ("2.0.0", "staging")
+    assert "1.5 times the previous version's 100" in c.reason
+
+    # Escalation: the owner is told at once; nobody acknowledges; 10 minutes on, the next level.
+    incident_id = c.incident_id
+
+    def told() -> list[tuple[int, str]]:
+        return sorted(
+            (e.subject.content.level, e.subject.content.recipient)
+            for e in incidents.events(IncidentNotified)
+            if e.subject.content.incident_id == incident_id
+        )
+
+    await incidents.ns.log.wait_for(lambda: told() == [(0, "api-team")])
+    assert incidents.running.periodic is not None
+    await incidents.running.periodic.turn()
+    assert told() == [(0, "api-team")]
+    incidents.clock.advance(11 * MIN)
+    await incidents.running.periodic.turn()
+    await incidents.ns.log.wait_for(
+        lambda: told() == [(0, "api-team"), (1, "api-lead"), (1, "cto")]
+    )
+    payloads = await incidents.ns.sql(
+        "incidents", "SELECT payload::text FROM notifications WHERE incident_id = $1",
+        incident_id,
+    )  # fmt: skip
+    pagerduty = [json.loads(r[0]) for r in payloads]
+    assert {p["event_action"] for p in pagerduty} == {"trigger"}
+    assert pagerduty[0]["routing_key"] == "R0UT1NG" and pagerduty[0]["dedup_key"] == incident_id
+    assert pagerduty[0]["payload"]["component"] == "api"
