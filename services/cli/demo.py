@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -41,7 +41,9 @@ from events import (
 )
 from events.evidence import Findings, Measurement
 from events.flags import FlagChanged, FlagChangeRequested
+from events.incidents import IncidentDetected
 from events.policy import PolicyUpdated
+from events.signals import SignalObserved
 from services.catalog import SERVICES
 from services.cli.views import (
     describe_record,
@@ -70,6 +72,7 @@ WATCHED = (
     topics.PROMOTIONS,
     topics.DEPLOYMENTS,
     topics.FLAGS,
+    topics.INCIDENTS,
     topics.DLQ,
 )
 RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "demo-release-model.yaml"
@@ -253,6 +256,7 @@ class _Mesh:
         self.running: set[tuple[str, str]] = set()
         self.flags: set[str] = set()  # <environment>/<key> of the demo's flags
         self.flags_seen: list[str] = []  # their flag events, as they pass
+        self.incidents: list[str] = []  # incidents about the demo's builds
 
     def deployed_all(self, wanted: list[tuple[str, str]]) -> bool:
         return set(wanted) <= self.running
@@ -286,6 +290,8 @@ class _Mesh:
             return  # another build (earlier runs, other teams)
         if isinstance(event, ServiceDeployed):
             self.running.add((event.ref().label, event.subject.content.environment.id))
+        if isinstance(event, IncidentDetected):
+            self.incidents.append(event.subject.id)
         if flag:
             self.flags_seen.append(event.id)
         line = describe_record(record, self.settings.max_event_bytes)
@@ -307,8 +313,9 @@ async def _watch(settings: Settings) -> AIOKafkaConsumer:
 
 
 async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: ArtifactRef) -> bool:
-    """The payments team ships checkout's new flow dark behind a release flag, rolls it out to
-    a quarter of users, and an incident pulls the kill switch through Kafka."""
+    """The payments team ships checkout's new flow dark behind a release flag and rolls it out
+    to a quarter of users; then checkout's errors breach the release model's criterion, and
+    the incidents service pulls the kill switch through Kafka."""
     out.print("[dim]the payments team ships the new checkout flow dark, behind flags[/dim]")
     flag_set = {
         "flags": {
@@ -355,24 +362,40 @@ async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: Artifa
             got = await evaluate("new-checkout-flow", user)
             out.print(f"[dim]app (OFREP) ->[/dim] new-checkout-flow for {user}: "
                       f"{got.get('value')} ({got.get('reason')})", highlight=False)  # fmt: skip
-        kill = FlagChangeRequested.build(
-            environment="prod-eu", flag_key="checkout-enabled", action="disable",
-            requested_by="on-call", reason="payment errors", source="demo/on-call",
-        )  # fmt: skip
-        async with Publisher(settings, client_id="lockstep-demo-on-call") as on_call:
-            await on_call.publish(kill)
-        out.print(f"[dim]on-call ->[/dim] {escape(kill.describe())}", highlight=False)
-        if not await mesh.until(lambda: len(mesh.flags_seen) >= 5, 30):
+        out.print("[dim]checkout's errors climb in prod-eu; Prometheus reports them[/dim]")
+        now = datetime.now(UTC)
+        async with Publisher(settings, client_id="lockstep-demo-prometheus") as prometheus:
+            for seconds, value in ((-61, 0.07), (0, 0.09)):  # above 0.05 for over a minute
+                bad = SignalObserved.build(
+                    service="checkout", environment="prod-eu", metric="error_rate",
+                    value=value, window_seconds=60, source="prometheus",
+                    observed_at=now + timedelta(seconds=seconds),
+                )  # fmt: skip
+                await prometheus.publish(bad)
+                out.print(f"[dim]prometheus ->[/dim] {escape(bad.describe())}", highlight=False)
+        if not await mesh.until(lambda: len(mesh.flags_seen) >= 5 and bool(mesh.incidents), 30):
             return False
         for _ in range(50):
             got = await evaluate("checkout-enabled", "ann")
             if got.get("reason") == "DISABLED":
                 out.print("[dim]app (OFREP) ->[/dim] checkout-enabled: DISABLED (the app's own "
                           "default applies)", highlight=False)  # fmt: skip
-                return True
+                return _resolve(out, mesh.incidents[0])
             await asyncio.sleep(0.1)
     out.print("[red]the kill switch did not reach the app[/red]")
     return False
+
+
+def _resolve(out: Console, incident_id: str) -> bool:
+    """On-call resolves the incident (so the next demo run starts clean)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "incidents", "resolve", incident_id,
+         "--by", "on-call", "--reason", "payments provider recovered"],
+        capture_output=True, text=True, env=os.environ.copy(), check=False,
+    )  # fmt: skip
+    out.print(f"[dim]on-call ->[/dim] lockstep incidents resolve {incident_id}: "
+              f"{escape(done.stdout.strip() or done.stderr.strip())}", highlight=False)  # fmt: skip
+    return done.returncode == 0
 
 
 def _policy_event() -> PolicyUpdated:
