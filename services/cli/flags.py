@@ -6,8 +6,6 @@ the running service publishes)."""
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
 import re
 import sys
@@ -23,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from events.flags import ChangeAction
+from services.cli.service_pool import Unreachable, whoami, with_service_pool
 from services.flags.definitions import DefinitionError
 from shared.settings import Settings
 
@@ -47,26 +46,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[T]]) -> T:
-    """Run ``work`` with a pool on the flags service's schema (migrated if it is new)."""
-    from services.flags.app import SPEC
-    from shared.db import BUS_MIGRATIONS, create_pool, migrate
-
-    settings = Settings()
-
-    async def go() -> T:
-        schema = settings.db_schema("flags")
-        pool = await create_pool(settings.pg_dsn, schema, max_size=2)
-        try:
-            assert SPEC.migrations is not None
-            await migrate(pool, schema, [BUS_MIGRATIONS, SPEC.migrations])
-            return await work(pool, settings)
-        finally:
-            await pool.close()
-
     try:
-        return asyncio.run(go())
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise _fail(f"cannot reach Postgres at {settings.pg_dsn.split('@')[-1]}: {exc}") from None
+        return with_service_pool("flags", work)
+    except Unreachable as exc:
+        raise _fail(str(exc)) from None
 
 
 def _change(
@@ -80,7 +63,7 @@ def _change(
     from services.flags.changes import Change, ChangeRefused, UnknownFlag, apply_now
     from services.flags.definitions import SchemaMissing
 
-    by = by or _whoami()
+    by = by or whoami()
 
     async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> Any:
         change = Change(env, key, action, by, reason, "cli", **extra)
@@ -121,13 +104,6 @@ def _refused(what: str, exc: DefinitionError) -> typer.Exit:
     for problem in exc.problems:
         err.print(f"  {problem}", markup=False, highlight=False)
     return typer.Exit(2)
-
-
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _read_json(path: Path | None, inline: str | None) -> Any:
@@ -211,7 +187,7 @@ def flags_import(
 
     async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> int:
         made = await import_flag_set(
-            pool, settings, env, doc, by=by or _whoami(), reason=reason, source="cli",
+            pool, settings, env, doc, by=by or whoami(), reason=reason, source="cli",
             tracer=tracer,
         )  # fmt: skip
         return len(made)

@@ -7,7 +7,6 @@ incidents service (one transaction, events through its outbox)."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.service_pool import Unreachable, whoami, with_service_pool
 from shared.bus.handlers import HandlerContext
 from shared.settings import Settings
 
@@ -36,38 +36,16 @@ T = TypeVar("T")
 By = Annotated[str, typer.Option(help="Who (default: your login)")]
 
 
-def _whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)
 
 
 def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[T]]) -> T:
-    from services.incidents.app import SPEC
-    from shared.db import BUS_MIGRATIONS, create_pool, migrate
-
-    settings = Settings()
-
-    async def go() -> T:
-        schema = settings.db_schema("incidents")
-        pool = await create_pool(settings.pg_dsn, schema, max_size=2)
-        try:
-            assert SPEC.migrations is not None
-            await migrate(pool, schema, [BUS_MIGRATIONS, SPEC.migrations])
-            return await work(pool, settings)
-        finally:
-            await pool.close()
-
     try:
-        return asyncio.run(go())
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise _fail(f"cannot reach Postgres at {settings.pg_dsn.split('@')[-1]}: {exc}") from None
+        return with_service_pool("incidents", work)
+    except Unreachable as exc:
+        raise _fail(str(exc)) from None
 
 
 def _act(name: str, work: Callable[[HandlerContext, Any], Awaitable[T]]) -> T:
@@ -144,7 +122,7 @@ def incidents_ack(incident_id: str, by: By = "") -> None:
     """Acknowledge: you have it; escalation stops."""
     from services.incidents.actions import acknowledge
 
-    who = by or _whoami()
+    who = by or whoami()
     _act(f"incidents: ack {incident_id}", lambda ctx, model: acknowledge(ctx, model, incident_id,
                                                                          who))  # fmt: skip
     out.print(f"{incident_id} acknowledged by {who}", highlight=False)
@@ -159,7 +137,7 @@ def incidents_resolve(
     """Resolve: the incident is over; promotion of the service there may go on."""
     from services.incidents.actions import resolve
 
-    who = by or _whoami()
+    who = by or whoami()
     _act(f"incidents: resolve {incident_id}",
          lambda ctx, model: resolve(ctx, model, incident_id, who, reason))  # fmt: skip
     out.print(f"{incident_id} resolved by {who}", highlight=False)
@@ -168,7 +146,7 @@ def incidents_resolve(
 def _resume(incident_id: str, by: str, go_on: bool) -> None:
     from services.incidents.runbooks import resume
 
-    who = by or _whoami()
+    who = by or whoami()
     run = _act(f"incidents: {'continue' if go_on else 'abort'} {incident_id}",
                lambda ctx, model: resume(ctx, model, incident_id, who, go_on))  # fmt: skip
     verb = "continued" if go_on else "aborted"
@@ -250,7 +228,7 @@ def drill_rollback(
     marks the version bad nor holds promotion."""
     from services.incidents import actions, store
 
-    who = by or _whoami()
+    who = by or whoami()
 
     async def start(ctx: HandlerContext, model: Any) -> str:
         deployment = await store.latest_deployment(ctx.conn, service, env)
@@ -325,7 +303,7 @@ def hold_release(
         subject=HoldReleasedSubject(
             id=service,
             content=HoldReleasedContent(
-                service=service, environment=env, version=version, by=by or _whoami(),
+                service=service, environment=env, version=version, by=by or whoami(),
                 reason=reason,
             ),
         ),

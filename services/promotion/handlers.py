@@ -138,22 +138,12 @@ async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
     good = await store.last_good(ctx.conn, c.environment, c.service, c.bad_version)
     if good is None:
         ctx.span.set_attribute("lockstep.outcome", "nothing to roll back to")
-        ctx.emit(
-            PromotionBlocked(
-                context=PromotionBlocked.new_context(SOURCE),
-                subject=BlockedSubject(
-                    id=f"{c.service}@{c.bad_version}:{c.environment}",
-                    content=BlockedContent(
-                        service=c.service, version=c.bad_version, environment=c.environment,
-                        holds=[HoldView(kind="rollback", reason=(
-                            f"no earlier good version of {c.service} has run in "
-                            f"{c.environment}: nothing to roll back to ({c.incident_id})"
-                        ))],
-                        policy_sha256=sha256,
-                    ),
-                ),
-            )
-        )  # fmt: skip
+        nothing = (
+            f"no earlier good version of {c.service} has run in {c.environment}: nothing to "
+            f"roll back to ({c.incident_id})"
+        )
+        held = [HoldView(kind="rollback", reason=nothing)]
+        ctx.emit(_blocked(c.service, c.bad_version, c.environment, held, sha256))
         return
     pid = promotion_id(c.service, good.version, good.digest, c.environment, f"rollback:{event.id}")
     made = await store.add_rollback_promotion(
@@ -364,22 +354,27 @@ async def _tell_held(
     ctx.span.set_attribute("lockstep.outcome", f"held for {c.environment}")
     if [v["reason"] for v in views] == [h.get("reason") for h in c.holds]:
         return  # told already
+    holds = [HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held]
     with _in_trace_of(ctx, c):
-        ctx.emit(
-            PromotionBlocked(
-                context=PromotionBlocked.new_context(SOURCE),
-                subject=BlockedSubject(
-                    id=f"{c.label}:{c.environment}",
-                    content=BlockedContent(
-                        service=c.service,
-                        version=c.version,
-                        environment=c.environment,
-                        holds=[HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held],
-                        policy_sha256=sha256,
-                    ),
-                ),
-            )
-        )
+        ctx.emit(_blocked(c.service, c.version, c.environment, holds, sha256))
+
+
+def _blocked(
+    service: str, version: str, environment: str, holds: list[HoldView], sha256: str
+) -> PromotionBlocked:
+    return PromotionBlocked(
+        context=PromotionBlocked.new_context(SOURCE),
+        subject=BlockedSubject(
+            id=f"{service}@{version}:{environment}",
+            content=BlockedContent(
+                service=service,
+                version=version,
+                environment=environment,
+                holds=holds,
+                policy_sha256=sha256,
+            ),
+        ),
+    )
 
 
 async def _approve(

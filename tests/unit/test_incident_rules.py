@@ -213,3 +213,25 @@ def test_the_postmortem_tells_the_story_with_time_to_detect_and_restore() -> Non
     assert [r.split("|")[2].strip()[:14] for r in rows] == [
         "trace: lockste", "**deployment**", "**first signal", "**rolled back*",
     ]  # fmt: skip
+
+
+async def test_the_webhook_edge_asks_for_its_token_when_one_is_set() -> None:
+    from typing import cast
+
+    import asyncpg
+    import httpx
+
+    from services.incidents.edge import create_app
+    from shared.settings import Settings
+
+    app = create_app(cast(asyncpg.Pool, None), Settings(incidents_webhook_token="s3cret"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as http:
+        assert (await http.post("/webhooks/alertmanager", json={})).status_code == 401
+        assert (await http.post("/webhooks/pagerduty?token=wrong", json={})).status_code == 401
+        # past the token, the payload itself is judged (and refused here, before any write)
+        by_query = await http.post("/webhooks/alertmanager?token=s3cret", json={"alerts": 1})
+        assert by_query.status_code == 400
+        bearer = {"Authorization": "Bearer s3cret"}
+        by_header = await http.post("/v2/enqueue", json={"event_action": "x"}, headers=bearer)
+        assert (by_header.status_code, by_header.json()["status"]) == (400, "invalid event")
