@@ -1,12 +1,13 @@
 """Rollback criteria, evaluated signal by signal on the signals' own times (when each was
-true, not when it arrived): a breach must last ``hold``, up to ``tolerate`` passing checks may
-fall inside it, and it rolls back only ``within`` a deployment."""
+true, not when it arrived): a breach is acted on once more than ``tolerate`` checks have
+failed and it has lasted ``hold``; a passing check ends it; it rolls back only ``within`` a
+deployment."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.release_model.model import RollbackCriterion, parse_duration
@@ -23,7 +24,7 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 class Streak:
     started_at: datetime
     last_at: datetime
-    misses: int = 0
+    failures: int = 1  # breaching checks in this breach
 
 
 def limit(criterion: RollbackCriterion, baseline: float | None) -> float | None:
@@ -45,18 +46,16 @@ def breaches(criterion: RollbackCriterion, value: float, baseline: float | None)
 def step(
     criterion: RollbackCriterion, streak: Streak | None, breaching: bool, at: datetime
 ) -> tuple[Streak | None, bool]:
-    """The streak after one check at ``at``, and whether the breach is now confirmed."""
-    if breaching:
-        current = (
-            Streak(at, at) if streak is None else replace(streak, last_at=max(at, streak.last_at))
-        )
-        held = current.last_at - current.started_at >= parse_duration(criterion.hold)
-        return current, held
+    """The breach after one check at ``at``, and whether it is now confirmed: more failed
+    checks than ``tolerate``, over at least ``hold``. A passing check ends the breach."""
+    if not breaching:
+        return None, False
     if streak is None:
-        return None, False
-    if streak.misses + 1 > criterion.tolerate:
-        return None, False
-    return replace(streak, misses=streak.misses + 1), False
+        current = Streak(at, at)
+    else:
+        current = Streak(min(at, streak.started_at), max(at, streak.last_at), streak.failures + 1)
+    held = current.last_at - current.started_at >= parse_duration(criterion.hold)
+    return current, held and current.failures > criterion.tolerate
 
 
 def within_deploy(criterion: RollbackCriterion, deployed_at: datetime | None, at: datetime) -> bool:

@@ -108,12 +108,12 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
             await store.update(ctx.conn, ongoing.id, signals=ongoing.signals + 1)
             continue  # one more signal of the incident already open
         row = await store.get_streak(ctx.conn, criterion.name, c.service, c.environment)
-        streak = Streak(row.started_at, row.last_at, row.misses) if row else None
+        streak = Streak(row.started_at, row.last_at, row.failures) if row else None
         after, confirmed = criteria.step(criterion, streak, breaching, c.observed_at)
         if not confirmed:
             await store.put_streak(
                 ctx.conn, criterion.name, c.service, c.environment,
-                StreakRow(after.started_at, after.last_at, after.misses) if after else None,
+                StreakRow(after.started_at, after.last_at, after.failures) if after else None,
             )  # fmt: skip
             continue
         assert after is not None

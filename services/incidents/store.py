@@ -103,14 +103,14 @@ async def baseline(
 class StreakRow:
     started_at: datetime
     last_at: datetime
-    misses: int
+    failures: int
 
 
 async def get_streak(
     conn: asyncpg.Connection, criterion: str, service: str, environment: str
 ) -> StreakRow | None:
     row = await conn.fetchrow(
-        """SELECT started_at, last_at, misses FROM breaches
+        """SELECT started_at, last_at, failures FROM breaches
            WHERE criterion = $1 AND service = $2 AND environment = $3 FOR UPDATE""",
         criterion, service, environment,
     )  # fmt: skip
@@ -128,12 +128,12 @@ async def put_streak(
         )  # fmt: skip
         return
     await conn.execute(
-        """INSERT INTO breaches (criterion, service, environment, started_at, last_at, misses)
+        """INSERT INTO breaches (criterion, service, environment, started_at, last_at, failures)
            VALUES ($1, $2, $3, $4, $5, $6)
            ON CONFLICT (criterion, service, environment) DO UPDATE SET
              started_at = EXCLUDED.started_at, last_at = EXCLUDED.last_at,
-             misses = EXCLUDED.misses""",
-        criterion, service, environment, streak.started_at, streak.last_at, streak.misses,
+             failures = EXCLUDED.failures""",
+        criterion, service, environment, streak.started_at, streak.last_at, streak.failures,
     )  # fmt: skip
 
 

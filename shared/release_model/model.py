@@ -213,7 +213,7 @@ class RollbackCriterion(Strict):
     )
     hold: Duration = Field(default="0s", description="How long the breach must last")
     tolerate: int = Field(
-        default=0, ge=0, description="Checks within a breach that may pass without ending it"
+        default=0, ge=0, description="Failed checks tolerated: act on the next one (once held)"
     )
     within: Duration | None = Field(
         default="30m", description="How long after a deployment a breach rolls back (none: any)"

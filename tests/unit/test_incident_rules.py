@@ -43,12 +43,17 @@ def test_a_breach_must_hold_for_its_duration() -> None:
     ]  # fmt: skip
 
 
-def test_passing_checks_beyond_the_tolerance_end_the_breach() -> None:
+def test_failed_checks_up_to_the_tolerance_are_let_pass() -> None:
+    c = criterion(tolerate=2)
+    checks = [(0.03, T0), (0.04, T0 + MIN), (0.05, T0 + 2 * MIN)]
+    assert run(c, checks) == [False, False, True]
+
+
+def test_a_passing_check_ends_the_breach() -> None:
     c = criterion(hold="5m", tolerate=1)
-    tolerated = [(0.03, T0), (0.01, T0 + MIN), (0.03, T0 + 5 * MIN)]
-    assert run(c, tolerated)[-1] is True
-    broken = [(0.03, T0), (0.01, T0 + MIN), (0.01, T0 + 2 * MIN), (0.03, T0 + 5 * MIN)]
-    assert run(c, broken)[-1] is False  # a new breach started at +5 min
+    broken = [(0.03, T0), (0.01, T0 + MIN), (0.03, T0 + 5 * MIN), (0.03, T0 + 9 * MIN)]
+    assert run(c, broken) == [False, False, False, False]  # the breach began again at +5 min
+    assert run(c, [*broken, (0.04, T0 + 10 * MIN)])[-1] is True
 
 
 def test_signals_arriving_out_of_order_keep_the_breach_start() -> None:
