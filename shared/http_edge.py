@@ -35,17 +35,24 @@ class HttpServer:
 
     async def start(self) -> None:
         """Listen; raises if the port cannot be had."""
-        self._serving = asyncio.create_task(self._server.serve())
+        self._serving = asyncio.create_task(self._serve())
         while not self._server.started and not self._serving.done():  # noqa: ASYNC110 - no event
             await asyncio.sleep(0.01)
         if self._serving.done():
-            await self._serving
-            raise RuntimeError(
-                f"{self.name}: could not listen on {self._config.host}:{self._config.port}"
-            )
+            await self._serving  # raises why it stopped
+            raise OSError(f"{self.name}: stopped before it listened")
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
         self.started.set()
         log.info("%s on http://%s:%s", self.name, self._config.host, self.port)
+
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind: say so, do not exit
+            raise OSError(
+                f"{self.name}: could not listen on {self._config.host}:{self._config.port} "
+                f"(is the port taken?)"
+            ) from exc
 
     async def check(self) -> None:
         """Raise if the server stopped on its own."""

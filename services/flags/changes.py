@@ -6,6 +6,7 @@ announced to the evaluators, and emitted as ``flag.changed`` — all in one tran
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,10 @@ from services.flags.definitions import check_flag, check_flag_set
 from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
 from shared.clock import Clock, system_clock
+from shared.db import is_transient
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class UnknownFlag(LookupError):
@@ -82,8 +86,8 @@ async def apply(ctx: HandlerContext, change: Change) -> FlagChanged | None:
     else:  # pragma: no cover - ChangeAction is closed
         raise ChangeRefused(f"unknown action {change.action!r}")
 
-    if new == previous and change.action != "halt-rollout":
-        return None
+    if new == previous and change.action not in ("halt-rollout", "rollout"):
+        return None  # nothing changes (a rollout's start is a change even at the same split)
     if new is not None and new != previous:
         check_flag(key, new, flag_set.evaluators, ctx.settings.flagd_schema_dir)
     if change.source != "rollout" and change.action in ("set", "enable", "disable", "delete"):
@@ -169,43 +173,54 @@ async def _start_rollout(
 
 async def advance_rollouts(ctx: HandlerContext) -> int:
     """Make every rollout step that is due; a flag changed by other hands since halts its
-    rollout instead. Returns how many steps were made."""
+    rollout instead. Each rollout in a savepoint: one that fails stops only itself. Returns
+    how many steps were made."""
     made = 0
-    now = ctx.now()
     for rollout in await store.active_rollouts(ctx.conn, None):
-        step = rollouts.Step.from_json(rollout.steps[rollout.next_step])
-        if rollout.started_at + step.after > now:
-            continue
-        await store.lock_environment(ctx.conn, rollout.environment)
-        current = await store.get_flag(ctx.conn, rollout.environment, rollout.flag_key)
-        fresh = await store.active_rollout(ctx.conn, rollout.environment, rollout.flag_key)
-        if current is None or fresh is None or fresh.next_step != rollout.next_step:
-            continue  # deleted, or moved on by another instance meanwhile
         try:
-            rollouts.other_variant(current.definition, rollout.variant)
-        except rollouts.RolloutRefused as exc:
-            await store.end_rollout(
-                ctx.conn, rollout.environment, rollout.flag_key, "halted", now,
-                f"the flag changed under the rollout: {exc}",
-            )  # fmt: skip
-            continue
-        new = rollouts.at_percent(
-            current.definition, rollout.variant, rollout.other_variant, step.percent
-        )
-        last = rollout.next_step + 1 == len(rollout.steps)
-        await store.step_rollout(ctx.conn, rollout.id, rollout.next_step + 1, last, now)
-        change = Change(
-            environment=rollout.environment,
-            flag_key=rollout.flag_key,
-            action="rollout",
-            by=rollout.started_by,
-            reason=f"rollout step {rollout.next_step + 1} of {len(rollout.steps)}: "
-            f"{step.percent}% on {rollout.variant!r}",
-            source="rollout",
-        )
-        await record(ctx, change, current.definition, new)
-        made += 1
+            async with ctx.conn.transaction():
+                made += await _advance(ctx, rollout)
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the whole turn is tried again
+            log.exception("flags: rollout %s of %s/%s could not advance", rollout.id,
+                          rollout.environment, rollout.flag_key)  # fmt: skip
     return made
+
+
+async def _advance(ctx: HandlerContext, rollout: store.Rollout) -> int:
+    now = ctx.now()
+    step = rollouts.Step.from_json(rollout.steps[rollout.next_step])
+    if rollout.started_at + step.after > now:
+        return 0
+    await store.lock_environment(ctx.conn, rollout.environment)
+    current = await store.get_flag(ctx.conn, rollout.environment, rollout.flag_key)
+    fresh = await store.active_rollout(ctx.conn, rollout.environment, rollout.flag_key)
+    if current is None or fresh is None or fresh.next_step != rollout.next_step:
+        return 0  # deleted, or moved on by another instance meanwhile
+    try:
+        rollouts.other_variant(current.definition, rollout.variant)
+    except rollouts.RolloutRefused as exc:
+        await store.end_rollout(
+            ctx.conn, rollout.environment, rollout.flag_key, "halted", now,
+            f"the flag changed under the rollout: {exc}",
+        )  # fmt: skip
+        return 0
+    new = rollouts.at_percent(current.definition, rollout.variant, rollout.other_variant,
+                              step.percent)  # fmt: skip
+    last = rollout.next_step + 1 == len(rollout.steps)
+    await store.step_rollout(ctx.conn, rollout.id, rollout.next_step + 1, last, now)
+    change = Change(
+        environment=rollout.environment,
+        flag_key=rollout.flag_key,
+        action="rollout",
+        by=rollout.started_by,
+        reason=f"rollout step {rollout.next_step + 1} of {len(rollout.steps)}: "
+        f"{step.percent}% on {rollout.variant!r}",
+        source="rollout",
+    )
+    await record(ctx, change, current.definition, new)
+    return 1
 
 
 async def halt_rollouts_of_service(
@@ -273,7 +288,7 @@ async def import_flag_set(
     }
 
     async def work(ctx: HandlerContext) -> list[FlagChanged]:
-        await store.lock_environment(ctx.conn, environment)
+        before = await store.lock_environment(ctx.conn, environment)
         await store.set_parts(ctx.conn, environment, evaluators, metadata)
         made: list[FlagChanged] = []
         for key, definition in doc["flags"].items():
@@ -281,6 +296,15 @@ async def import_flag_set(
             event = await apply(ctx, change)
             if event is not None:
                 made.append(event)
+        # The flags the file leaves alone must still stand with the new $evaluators.
+        for kept in await store.flags_of(ctx.conn, environment):
+            if kept.key not in doc["flags"]:
+                check_flag(kept.key, kept.definition, evaluators, settings.flagd_schema_dir)
+        if (before.evaluators, before.metadata) != (evaluators, metadata) and not made:
+            await store.bump_revision(ctx.conn, environment)  # the evaluators must reload
+            await ctx.conn.execute(
+                "SELECT pg_notify($1, $2)", store.channel(schema_of(ctx)), environment
+            )
         return made
 
     return await in_transaction(pool, settings, "flags", work, tracer=tracer,

@@ -259,7 +259,8 @@ def create_app(
         reason = body.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise Denied(400, "say why: a `reason` is required for every change")
-        by = body.get("by") or f"api-key {api_key.name}"
+        named = body.get("by")  # who, as the caller says; the key is what vouches for it
+        by = f"{named} (api-key {api_key.name})" if named else f"api-key {api_key.name}"
         kwargs: dict[str, Any] = {}
         if action == "set":
             kwargs["definition"] = body.get("definition")

@@ -62,8 +62,8 @@ async def on_change_requested(event: FlagChangeRequested, ctx: HandlerContext) -
 @router.handles(IncidentDetected)
 async def on_incident(event: IncidentDetected, ctx: HandlerContext) -> None:
     service = event.service_name()
-    if service is None:
-        return
+    if service is None or (event.custom_data is not None and event.custom_data.drill):
+        return  # a drill proves rollback; it says nothing about the release
     environment = event.subject.content.environment.id
     await halt_rollouts_of_service(
         ctx, environment, service, f"incident {event.subject.id} on {service} in {environment}"

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-_STEP_RE = re.compile(r"^\s*(?P<pct>\d{1,3})\s*%\s*(?:@\s*(?P<after>\d+)\s*(?P<unit>[smhd]))?\s*$")
+_STEP_RE = re.compile(
+    r"^\s*(?P<pct>\d{1,3})\s*%\s*(?:@\s*(?P<after>\d{1,9})\s*(?P<unit>[smhd]))?\s*$"
+)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_OFFSET_S = 365 * 86400
 
 
 class ScheduleError(ValueError):
@@ -52,7 +55,10 @@ def parse_schedule(text: str) -> list[Step]:
             raise ScheduleError(f"step {i + 1}: {percent}% is not between 1% and 100%")
         if match["after"] is None and i > 0:
             raise ScheduleError(f"step {i + 1} {part.strip()!r}: say when, e.g. {percent}%@4h")
-        after = timedelta(seconds=int(match["after"] or 0) * _UNITS[match["unit"] or "s"])
+        seconds = int(match["after"] or 0) * _UNITS[match["unit"] or "s"]
+        if seconds > MAX_OFFSET_S:
+            raise ScheduleError(f"step {i + 1}: a rollout's steps come within 365 days")
+        after = timedelta(seconds=seconds)
         if steps and percent <= steps[-1].percent:
             raise ScheduleError(f"step {i + 1}: {percent}% does not rise above the step before")
         if steps and after <= steps[-1].after:

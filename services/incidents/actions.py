@@ -5,6 +5,7 @@ an incident's events belong to the trace of the release it is about."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -86,12 +87,15 @@ async def open_incident(
     deployment: Deployment | None,
     first_signal_at: datetime,
     drill: bool = False,
+    count_signal: bool = True,
 ) -> tuple[Incident, bool]:
-    """The open incident with ``dedup_key`` (its signal count moved on), or a new one: then
-    ``incident.detected`` is emitted and the first escalation level told. (incident, new)."""
+    """The open incident with ``dedup_key`` (its signal count moved on, unless the caller
+    counted it already), or a new one: then ``incident.detected`` is emitted and the first
+    escalation level told. (incident, new)."""
     existing = await store.open_incident_for(ctx.conn, dedup_key)
     if existing is not None:
-        await store.update(ctx.conn, existing.id, signals=existing.signals + 1)
+        if count_signal:
+            await store.update(ctx.conn, existing.id, signals=existing.signals + 1)
         return existing, False
     now = ctx.now()
     incident = Incident(
@@ -229,7 +233,7 @@ async def notify(
         )  # fmt: skip
     for hook in model.escalation.webhooks:
         payload = webhook_payload(hook, incident, level, recipient, message, pagerduty_action)
-        await store.queue_webhook(ctx.conn, incident.id, hook.url, payload, now)
+        await store.queue_webhook(ctx.conn, incident.id, str(hook.url), payload, now)
 
 
 def webhook_payload(
@@ -272,6 +276,7 @@ async def acknowledge(
     now = ctx.now()
     await store.update(ctx.conn, incident_id, state="acknowledged", acknowledged_at=now,
                        acknowledged_by=by)  # fmt: skip
+    incident = replace(incident, state="acknowledged", acknowledged_at=now, acknowledged_by=by)
     await store.note(ctx.conn, incident_id, now, "acknowledged", f"by {by}")
     with _in_trace(ctx, incident, f"acknowledged by {by}"):
         ctx.emit(
@@ -286,7 +291,7 @@ async def acknowledge(
         for hook in model.escalation.webhooks:
             payload = webhook_payload(hook, incident, incident.escalation_level, by,
                                       f"acknowledged by {by}", "acknowledge")  # fmt: skip
-            await store.queue_webhook(ctx.conn, incident_id, hook.url, payload, now)
+            await store.queue_webhook(ctx.conn, incident.id, str(hook.url), payload, now)
     return incident
 
 
@@ -301,8 +306,13 @@ async def resolve(
         raise ActionRefused(f"{incident_id} is resolved already")
     now = ctx.now()
     await store.update(ctx.conn, incident_id, state="resolved", resolved_at=now, resolved_by=by)
+    incident = replace(incident, state="resolved", resolved_at=now, resolved_by=by)
     await store.note(ctx.conn, incident_id, now, "resolved", f"by {by}: {reason}")
-    await store.set_runbook(ctx.conn, incident_id, state="aborted")  # nothing left to run
+    await ctx.conn.execute(  # what is left of its runbook will not run
+        "UPDATE runbook_runs SET state = 'aborted' WHERE incident_id = $1 "
+        "AND state IN ('running', 'paused')",
+        incident_id,
+    )
     with _in_trace(ctx, incident, f"resolved by {by}"):
         ctx.emit(
             IncidentResolved(
@@ -315,7 +325,7 @@ async def resolve(
         for hook in model.escalation.webhooks:
             payload = webhook_payload(hook, incident, incident.escalation_level, by,
                                       f"resolved by {by}: {reason}", "resolve")  # fmt: skip
-            await store.queue_webhook(ctx.conn, incident_id, hook.url, payload, now)
+            await store.queue_webhook(ctx.conn, incident.id, str(hook.url), payload, now)
     return incident
 
 

@@ -47,8 +47,11 @@ def step(
     criterion: RollbackCriterion, streak: Streak | None, breaching: bool, at: datetime
 ) -> tuple[Streak | None, bool]:
     """The breach after one check at ``at``, and whether it is now confirmed: more failed
-    checks than ``tolerate``, over at least ``hold``. A passing check ends the breach."""
+    checks than ``tolerate``, over at least ``hold``. A passing check ends the breach (unless
+    it was true before the breach's last failure: delivered late, it changes nothing)."""
     if not breaching:
+        if streak is not None and at <= streak.last_at:
+            return streak, False  # a late pass from before the breach's last failure
         return None, False
     if streak is None:
         current = Streak(at, at)

@@ -90,6 +90,9 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
         return
     if c.value is None or model is None:
         return
+    # One incident per release in trouble: a new version's breach is a new incident.
+    key = c.dedup_key or default_key(c.service, c.environment, deployment)
+    counted = False
     for criterion in model.rollback:
         if criterion.metric != c.metric or not criterion.applies_to(c.service, c.environment):
             continue
@@ -103,10 +106,11 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
         breaching = criteria.breaches(criterion, c.value, baseline)
         if breaching is None:
             continue  # relative to a previous version that left no measurement
-        key = c.dedup_key or f"{c.service}/{c.environment}"
-        if breaching and (ongoing := await store.open_incident_for(ctx.conn, key)) is not None:
-            await store.update(ctx.conn, ongoing.id, signals=ongoing.signals + 1)
-            continue  # one more signal of the incident already open
+        if breaching and not counted:
+            ongoing = await store.open_incident_for(ctx.conn, key)
+            if ongoing is not None:  # one more signal of the incident already open
+                await store.update(ctx.conn, ongoing.id, signals=ongoing.signals + 1)
+                counted = True
         row = await store.get_streak(ctx.conn, criterion.name, c.service, c.environment)
         streak = Streak(row.started_at, row.last_at, row.failures) if row else None
         after, confirmed = criteria.step(criterion, streak, breaching, c.observed_at)
@@ -128,7 +132,9 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
             ctx, model, dedup_key=key,
             service=c.service, environment=c.environment, title=title,
             criterion=criterion.name, deployment=deployment, first_signal_at=after.started_at,
+            count_signal=not counted,
         )  # fmt: skip
+        counted = True
         if new:
             for flag in criterion.kill_switches:
                 await actions.set_flag(ctx, incident, flag, "disable", f"kill switch: {title}")
@@ -144,6 +150,11 @@ async def on_signal(event: SignalObserved, ctx: HandlerContext) -> None:
                 else "no deployment of Lockstep's to roll back"
             )  # fmt: skip
             await store.note(ctx.conn, incident.id, ctx.now(), "no rollback", why)
+
+
+def default_key(service: str, environment: str, deployment: Deployment | None) -> str:
+    version = deployment.version if deployment is not None else "-"
+    return f"{service}/{environment}@{version}"
 
 
 async def _alert(

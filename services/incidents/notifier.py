@@ -44,19 +44,22 @@ class Notifier:
             due = await conn.fetch(_CLAIM)
         for row in due:
             error: str | None = None
+            hopeless = False  # what no retry will mend (a URL httpx cannot even use)
             try:
                 response = await http.post(row["url"], json=json.loads(row["payload"]))
                 if response.status_code >= 300:
                     error = f"HTTP {response.status_code}: {response.text[:200]}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:
+                error, hopeless = f"{type(exc).__name__}: {exc}", True
             async with self._pool.acquire() as conn:
                 if error is None:
                     await conn.execute(
                         "UPDATE notifications SET state = 'sent', last_error = NULL WHERE id = $1",
                         row["id"],
                     )
-                elif row["attempts"] >= MAX_ATTEMPTS:
+                elif hopeless or row["attempts"] >= MAX_ATTEMPTS:
                     await conn.execute(
                         "UPDATE notifications SET state = 'failed', last_error = $2 WHERE id = $1",
                         row["id"], error,

@@ -5,24 +5,24 @@ or aborts it from the command line."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 from events.incidents import RunbookStepFinished, StepContent, StepOutcome, StepSubject
 from services.incidents import actions, store
 from services.incidents.store import Incident, RunbookRun
 from shared.bus.handlers import HandlerContext
-from shared.release_model.model import ReleaseModel, parse_duration
+from shared.release_model.model import ReleaseModel, fill, parse_duration
 
 
 def render(template: str, incident: Incident) -> str:
-    """A step's parameter with {service}, {environment}, {version}, {incident}, {criterion}."""
-    values: defaultdict[str, str] = defaultdict(str)
-    values.update(
-        service=incident.service, environment=incident.environment,
-        version=incident.version or "", incident=incident.id, criterion=incident.criterion or "",
-    )  # fmt: skip
-    return template.format_map(values)
+    """A step's parameter with its {service}, {environment}, {version}, {incident} and
+    {criterion} filled in (the model refuses any other field when it is loaded)."""
+    values = {
+        "service": incident.service, "environment": incident.environment,
+        "version": incident.version or "", "incident": incident.id,
+        "criterion": incident.criterion or "",
+    }  # fmt: skip
+    return fill(template, values)
 
 
 def _said(ctx: HandlerContext, incident: Incident, run: RunbookRun, index: int,
@@ -87,7 +87,8 @@ async def advance(
             _said(ctx, incident, run, index, "paused", prompt)
             return
         elif action == "notify":
-            detail = render(params.get("message", incident.title), incident)
+            message = params.get("message")
+            detail = render(message, incident) if message is not None else incident.title
             if model is not None:
                 for recipient in actions.recipients(model, incident.service, ["owner"]):
                     level = max(incident.escalation_level, 0)

@@ -223,7 +223,11 @@ async def open_for_service(
 
 
 async def unacknowledged(conn: asyncpg.Connection) -> list[Incident]:
-    rows = await conn.fetch(f"{_INCIDENT} WHERE state = 'open' ORDER BY detected_at")
+    """Open incidents nobody has taken, locked (an acknowledgement in flight is waited for,
+    and the incident is then left out; another instance's turn skips them)."""
+    rows = await conn.fetch(
+        f"{_INCIDENT} WHERE state = 'open' ORDER BY detected_at FOR UPDATE SKIP LOCKED"
+    )
     return [Incident(**dict(r)) for r in rows]
 
 

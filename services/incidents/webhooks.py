@@ -102,7 +102,7 @@ def from_alertmanager(payload: Any, now: datetime) -> list[SignalObserved]:
         dedup = fingerprint if isinstance(fingerprint, str) and fingerprint else _digest(
             name, service, environment, str(sorted(labels.items()))
         )  # fmt: skip
-        signals.append(
+        made = (
             _signal(
                 problems, where, service=service, environment=environment, metric=name,
                 value=_number(annotations.get("value")), source="alertmanager",
@@ -112,6 +112,8 @@ def from_alertmanager(payload: Any, now: datetime) -> list[SignalObserved]:
                 labels={k: str(v) for k, v in labels.items()},
             )
         )  # fmt: skip
+        if made is not None:
+            signals.append(made)
     if problems:
         raise PayloadRefused(problems)
     return signals
@@ -174,19 +176,20 @@ def from_pagerduty(event: Any, now: datetime) -> SignalObserved:
         summary=_pick(source_of, ("summary",)),
         labels={k: str(v) for k, v in details.items() if isinstance(v, str | int | float)},
     )  # fmt: skip
-    if problems:
+    if problems or found is None:
         raise PayloadRefused(problems)
     return found
 
 
-def _signal(problems: list[str], where: str, **fields: Any) -> SignalObserved:
+def _signal(problems: list[str], where: str, **fields: Any) -> SignalObserved | None:
+    """The signal, or None with what is wrong added to ``problems``."""
     try:
         return SignalObserved.build(**fields)
     except ValidationError as exc:
         for error in exc.errors():
             path = ".".join(str(p) for p in error["loc"])
             problems.append(f"{where}: {path}: {error['msg']}")
-        raise PayloadRefused(problems) from None
+        return None
 
 
 def _digest(*parts: str) -> str:

@@ -135,6 +135,17 @@ async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
         )  # fmt: skip
     found = await in_force(ctx.conn)
     sha256 = found[0] if found is not None else "none"
+    running = (await store.running(ctx.conn, c.environment)).get(c.service)
+    if running is not None and running.version != c.bad_version:
+        # Asked late: something else runs there now, and rolling "back" would move it.
+        moved = (
+            f"{c.service}@{c.bad_version} no longer runs in {c.environment} "
+            f"({running.version} does): nothing rolled back ({c.incident_id})"
+        )
+        ctx.span.set_attribute("lockstep.outcome", "bad version no longer runs")
+        held = [HoldView(kind="rollback", reason=moved)]
+        ctx.emit(_blocked(c.service, c.bad_version, c.environment, held, sha256))
+        return
     good = await store.last_good(ctx.conn, c.environment, c.service, c.bad_version)
     if good is None:
         ctx.span.set_attribute("lockstep.outcome", "nothing to roll back to")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from string import Formatter
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrulestr
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -241,10 +242,31 @@ class RollbackCriterion(Strict):
         )
 
 
+STEP_FIELDS = ("service", "environment", "version", "incident", "criterion")
+
+
+def _template_fields(template: str) -> list[str]:
+    """The {fields} a step's parameter names; ValueError if it is not a template."""
+    try:
+        return [name for _, name, _, _ in Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(
+            f"{template!r} is not a template ({exc}); write {{{{ for a brace"
+        ) from None
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """``template`` with its {fields} from ``values``; it was checked when the model loaded."""
+    return "".join(
+        text + (values.get(name, "") if name is not None else "")
+        for text, name, _, _ in Formatter().parse(template)
+    )
+
+
 class RunbookStep(Strict):
     """``notify`` (params.message), ``wait`` (params.duration), ``pause`` for a person
     (params.prompt), ``disable-flag`` / ``enable-flag`` (params.flag). Params may name
-    {service}, {environment}, {version}, {incident} and {metric}."""
+    {service}, {environment}, {version}, {incident} and {criterion}."""
 
     name: str = Field(min_length=1)
     action: Literal["notify", "wait", "pause", "disable-flag", "enable-flag"]
@@ -256,6 +278,13 @@ class RunbookStep(Strict):
             _duration(self.params.get("duration", ""))
         if self.action in ("disable-flag", "enable-flag") and not self.params.get("flag"):
             raise ValueError(f"a {self.action} step needs params.flag")
+        for name, template in self.params.items():
+            unknown = [f for f in _template_fields(template) if f not in STEP_FIELDS]
+            if unknown:
+                raise ValueError(
+                    f"params.{name} names {{{unknown[0]}}}; a step may name "
+                    + ", ".join(f"{{{f}}}" for f in STEP_FIELDS)
+                )
         return self
 
 
@@ -272,7 +301,7 @@ class EscalationLevel(Strict):
 
 
 class Webhook(Strict):
-    url: str = Field(pattern=r"^https?://")
+    url: AnyHttpUrl
     format: Literal["json", "pagerduty"] = "json"
     routing_key: str | None = None
 

@@ -508,3 +508,29 @@ async def test_a_rollout_reaches_everyone_and_the_flag_is_reported_stale(flags: 
     stale = await asyncio.to_thread(flags.cli, "stale", "--env", "prod-eu", "--grace", "0s")
     line = next(ln for ln in stale.stdout.splitlines() if "search-v2" in ln)
     assert "fully rolled out" in line and "never evaluated" in line
+
+
+async def test_an_import_that_only_changes_evaluators_reloads_and_keeps_flags_valid(
+    flags: Flags, tmp_path: Path
+) -> None:
+    client = flags.client()
+    bob = EvaluationContext("bob", {"email": "bob@example.com"})
+    assert await asyncio.to_thread(client.get_boolean_value, "new-checkout", False, bob) is False
+    widened = {
+        "$evaluators": {"staff": {"ends_with": [{"var": "email"}, "@example.com"]}},
+        "flags": {"new-checkout": FLAG_SET["flags"]["new-checkout"]},
+    }
+    path = tmp_path / "widened.json"
+    path.write_text(json.dumps(widened), encoding="utf-8")
+    await asyncio.to_thread(flags.cli, "import", str(path), "--env", "prod-eu", "--reason", "t")
+    await until(lambda: client.get_boolean_value("new-checkout", False, bob) is True)
+
+    # $evaluators without `staff` would break new-checkout, which still uses it: refused.
+    broken = {"$evaluators": {"other": {"==": [1, 1]}}, "flags": {}}
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    done = await asyncio.to_thread(
+        flags.cli, "import", str(path), "--env", "prod-eu", "--reason", "t", check=False
+    )
+    assert done.returncode == 2
+    assert "/flags/new-checkout/targeting/if/0/$ref" in done.stderr
+    assert await asyncio.to_thread(client.get_boolean_value, "new-checkout", False, bob) is True

@@ -192,6 +192,18 @@ async def test_a_breach_long_after_the_deploy_opens_an_incident_but_rolls_nothin
         (r["kind"], r["detail"]) for r in rows
     ]
 
+    # That incident is still open when a new version goes out and breaches: the new release
+    # is an incident of its own, and it is rolled back.
+    await incidents.deploy("old-api", "2.0.0", now - 5 * MIN)
+    fresh = SignalObserved.build(service="old-api", environment="staging", metric="error_rate",
+                                 value=0.3, source="prometheus", observed_at=now)  # fmt: skip
+    await incidents.ns.publish(fresh)
+    rollback = await incidents.wait(
+        RollbackRequested, lambda e: e.subject.content.service == "old-api"
+    )
+    assert rollback[0].subject.content.bad_version == "2.0.0"
+    assert rollback[0].subject.content.incident_id != opened[0].subject.id
+
 
 async def test_a_relative_criterion_compares_with_the_previous_versions_level(
     incidents: Incidents,

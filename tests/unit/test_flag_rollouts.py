@@ -111,3 +111,10 @@ def test_stale_flags_are_past_lifetime_fully_rolled_out_or_never_evaluated() -> 
     assert "fully rolled out" in found["rolled"][0]
     never = stale_flags([fresh], {}, set(), NOW + timedelta(days=2), grace=timedelta(days=1))
     assert never[0].reasons == ["never evaluated in 2 d"]
+
+
+def test_a_step_beyond_a_year_is_refused() -> None:
+    with pytest.raises(ScheduleError, match="within 365 days"):
+        parse_schedule("10%,50%@3000000d")
+    with pytest.raises(ScheduleError, match="write PERCENT"):
+        parse_schedule("10%,50%@99999999999d")

@@ -240,3 +240,81 @@ async def test_the_webhook_edge_asks_for_its_token_when_one_is_set() -> None:
         bearer = {"Authorization": "Bearer s3cret"}
         by_header = await http.post("/v2/enqueue", json={"event_action": "x"}, headers=bearer)
         assert (by_header.status_code, by_header.json()["status"]) == (400, "invalid event")
+
+
+def test_a_late_pass_from_before_the_last_failure_does_not_end_the_breach() -> None:
+    c = criterion(hold="5m")
+    late = [(0.03, T0), (0.04, T0 + 3 * MIN), (0.01, T0 + MIN), (0.05, T0 + 5 * MIN)]
+    assert run(c, late) == [False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ('{message: "Check {dashboard"}', "not a template"),
+        ('{message: "{metric} is high"}', "names {metric}"),
+        ('{prompt: "{0}"}', "names {0}"),
+    ],
+)
+def test_runbook_templates_are_checked_when_the_model_loads(params: str, says: str) -> None:
+    text = (
+        "version: 1\nenvironments: [{name: dev}]\n"
+        f"runbooks: {{r: {{steps: [{{name: a, action: notify, params: {params}}}]}}}}\n"
+    )
+    with pytest.raises(ModelError, match=says):
+        load_text(text.encode())
+
+
+def test_a_runbook_message_with_braces_written_twice_renders_them() -> None:
+    from services.incidents.runbooks import render
+
+    model = load_text(
+        b"version: 1\nenvironments: [{name: dev}]\nrunbooks: {r: {steps: [{name: a, "
+        b'action: notify, params: {message: "{service}: {{not a field}}"}}]}}\n'
+    )
+    template = model.model.runbooks["r"].steps[0].params["message"]
+    incident = _incident()
+    assert render(template, incident) == "checkout: {not a field}"
+
+
+def test_a_webhook_url_httpx_could_not_use_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"escalation\.webhooks\.0\.url"):
+        load_text(b"version: 1\nenvironments: [{name: dev}]\n"
+                  b"escalation: {webhooks: [{url: 'http://[::1'}]}\n")  # fmt: skip
+
+
+def test_every_unreadable_alert_is_named() -> None:
+    alerts = [
+        {"labels": {"alertname": "A", "service": "api", "env": "dev"}, "status": "firing",
+         "annotations": {"summary": "x" * 2000}},
+        {"labels": {"alertname": "B", "service": "api", "env": "dev"}, "status": "firing",
+         "annotations": {"summary": "y" * 2000}},
+    ]  # fmt: skip
+    with pytest.raises(PayloadRefused) as caught:
+        from_alertmanager({"alerts": alerts}, T0)
+    assert [p.split(":")[0] for p in caught.value.problems] == ["alerts[0]", "alerts[1]"]
+
+
+def _incident() -> Incident:
+    return Incident(
+        id="inc-1", dedup_key="k", service="checkout", environment="prod-eu", state="open",
+        title="t", criterion="errors", version="1.4.2", digest=None, purl=None,
+        promotion_id=None, traceparent=None, drill=False, signals=1, first_signal_at=T0,
+        detected_at=T0, acknowledged_at=None, acknowledged_by=None, rollback_at=None,
+        rolled_back_at=None, rolled_back_to=None, resolved_at=None, resolved_by=None,
+        escalation_level=0,
+    )  # fmt: skip
+
+
+async def test_an_edge_whose_port_is_taken_says_so_and_does_not_exit() -> None:
+    import socket
+
+    from shared.http_edge import HttpServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        edge = HttpServer(lambda *_: None, host="127.0.0.1", port=port, name="test edge")
+        with pytest.raises(OSError, match=r"could not listen on 127\.0\.0\.1"):
+            await edge.start()
