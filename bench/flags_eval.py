@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import artifacts_latency as base
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer
+from arrivals import Arrivals
 
-from events import FlagChanged, decode
+from events import CDEvent, FlagChanged
 from services.flags import keys
 from services.flags.changes import Change, apply_now, import_flag_set
 from services.flags.evaluator import FlagSet
@@ -159,53 +159,16 @@ async def wait_http(url: str, key: str, child: base.Child) -> None:
     raise RuntimeError("the flags service did not answer over HTTP within 30 s")
 
 
-class ChangeWatcher:
-    """Reads ``<ns>.flags`` and notes when each (flag, version) arrived."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.seen: dict[tuple[str, int], float] = {}
-        self._consumer = AIOKafkaConsumer(
-            settings.topic("flags"),
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=f"{settings.namespace}.bench-watch",
-            auto_offset_reset="latest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event
-            await asyncio.sleep(0.05)
-        for tp in self._consumer.assignment():
-            await self._consumer.seek_to_end(tp)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            decoded = decode(base.record_from_kafka(record))
-            event = decoded.event
-            if isinstance(event, FlagChanged):
-                self.seen[(event.subject.id, event.subject.content.version)] = time.perf_counter()
-
-    async def wait(self, flag: str, version: int, timeout_s: float = 30) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while (flag, version) not in self.seen:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"flag.changed {flag} v{version} never arrived")
-            await asyncio.sleep(0.001)
-        return self.seen[(flag, version)]
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self._consumer.stop()
+def flag_version(event: CDEvent) -> tuple[str, int] | None:
+    if isinstance(event, FlagChanged):
+        return event.subject.id, event.subject.content.version
+    return None
 
 
 async def changes(
     pool: asyncpg.Pool, settings: Settings, url: str, key: str, n: int, env: dict[str, str]
 ) -> dict[str, Any]:
-    watcher = ChangeWatcher(settings)
+    watcher = Arrivals(settings, "flags", flag_version)
     await watcher.start()
     provider = tracer_provider(settings, "bench")
     to_kafka: list[float] = []
@@ -229,7 +192,7 @@ async def changes(
                         to_client.append((time.perf_counter() - t0) * 1000)
                         break
                     await asyncio.sleep(0.001)
-                arrived = await watcher.wait("bench/switch", event.subject.content.version)
+                arrived = await watcher.wait(("bench/switch", event.subject.content.version))
                 to_kafka.append((arrived - t0) * 1000)
         for i in range(min(5, n)):
             action = "disable" if i % 2 == 0 else "enable"
@@ -245,7 +208,7 @@ async def changes(
                 stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             await proc.wait()
-            arrived = await watcher.wait("bench/switch", int(rows) + 1)
+            arrived = await watcher.wait(("bench/switch", int(rows) + 1))
             cli_to_kafka.append((arrived - t0) * 1000)
     finally:
         provider.shutdown()

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import artifacts_latency as base
 import asyncpg
-from aiokafka import AIOKafkaConsumer
+from arrivals import Arrivals
 
-from events import ArtifactRef, Reference, ServiceDeployed, ServiceRolledBack, decode
+from events import ArtifactRef, CDEvent, Reference, ServiceDeployed, ServiceRolledBack
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.signals import SignalObserved
 from shared.bus import Publisher
@@ -83,35 +83,8 @@ def signal(service: str, value: float, at: datetime) -> SignalObserved:
                                 value=value, source="bench", observed_at=at)  # fmt: skip
 
 
-class Watch:
-    def __init__(self, settings: Settings) -> None:
-        self.rolled_back: dict[str, float] = {}
-        self._consumer = AIOKafkaConsumer(
-            settings.topic("deployments"),
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=f"{settings.namespace}.bench-watch",
-            auto_offset_reset="latest",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._consumer.start()
-        while not self._consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event
-            await asyncio.sleep(0.05)
-        for tp in self._consumer.assignment():
-            await self._consumer.seek_to_end(tp)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for record in self._consumer:
-            event = decode(base.record_from_kafka(record)).event
-            if isinstance(event, ServiceRolledBack):
-                self.rolled_back.setdefault(event.ref().service, time.perf_counter())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self._consumer.stop()
+def rolled_back_service(event: CDEvent) -> str | None:
+    return event.ref().service if isinstance(event, ServiceRolledBack) else None
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -138,7 +111,7 @@ async def main_async(args: argparse.Namespace) -> int:
                           str(logs / "deployer")]),
         )
     ]  # fmt: skip
-    watch = Watch(settings)
+    watch = Arrivals(settings, "deployments", rolled_back_service)
     services = [f"svc-{i:03d}" for i in range(args.services)]
     try:
         for child in children:
@@ -163,10 +136,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 sent[service] = time.perf_counter()
                 await asyncio.sleep(1.0 / args.rate)
             deadline = time.perf_counter() + 60
-            while len(watch.rolled_back) < len(services) and time.perf_counter() < deadline:  # noqa: ASYNC110
+            while len(watch.seen) < len(services) and time.perf_counter() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            latencies = [(watch.rolled_back[s] - sent[s]) * 1000 for s in services
-                         if s in watch.rolled_back]  # fmt: skip
+            latencies = [(watch.seen[s] - sent[s]) * 1000 for s in services
+                         if s in watch.seen]  # fmt: skip
             result["rollback"] = {
                 "services": len(services),
                 "rolled_back": len(latencies),
