@@ -12,7 +12,8 @@ from shared.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the topics of DESIGN §2 under the settings' namespace; returns those created."""
+    """Create the topics of DESIGN §2 under the settings' namespace, and wait until each of
+    their partitions has a leader; returns those created."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
     )
@@ -35,9 +36,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
         ]
         if wanted:
             await admin.create_topics(wanted)
-        return [t.name for t in wanted]
     finally:
         await admin.close()
+    if wanted:  # ready when every partition has a leader
+        await partitions_of(settings, [t.name for t in wanted], timeout_s=30.0)
+    return [t.name for t in wanted]
 
 
 async def delete_namespace_topics(settings: Settings) -> None:
@@ -60,7 +63,9 @@ async def delete_namespace_topics(settings: Settings) -> None:
 async def partitions_of(
     settings: Settings, names: list[str], timeout_s: float = 15.0
 ) -> list[TopicPartition]:
-    """Every partition of ``names``, waiting for topics created a moment ago to appear."""
+    """Every partition of ``names``, waiting for topics created a moment ago to appear and
+    for each of their partitions to have a leader (a consumer that seeks on a partition with
+    none yet can be left without a position)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     admin = AIOKafkaAdminClient(
@@ -74,13 +79,18 @@ async def partitions_of(
                 d["topic"]: [p["partition"] for p in d.get("partitions", [])]
                 for d in described
                 if d.get("error_code", 0) == 0
+                and all(
+                    p.get("leader", -1) >= 0 and not p.get("error_code")
+                    for p in d.get("partitions", [])
+                )
             }
             missing = [n for n in names if not found.get(n)]
             if not missing:
                 return [TopicPartition(n, p) for n in names for p in sorted(found[n])]
             if loop.time() > deadline:
                 raise RuntimeError(
-                    f"topics {', '.join(missing)} do not exist; run `lockstep topics ensure`"
+                    f"topics {', '.join(missing)} do not exist (or have partitions without a "
+                    "leader); run `lockstep topics ensure`"
                 )
             await asyncio.sleep(0.2)
     finally:
