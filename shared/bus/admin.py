@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from events import topics
 from shared.settings import Settings
@@ -38,9 +39,37 @@ async def ensure_topics(settings: Settings) -> list[str]:
             await admin.create_topics(wanted)
     finally:
         await admin.close()
-    if wanted:  # ready when every partition has a leader
-        await partitions_of(settings, [t.name for t in wanted], timeout_s=30.0)
+    if wanted:  # ready when every partition has a leader that answers for its offsets
+        created = await partitions_of(settings, [t.name for t in wanted], timeout_s=30.0)
+        await _until_offsets_answer(settings, created, timeout_s=30.0)
     return [t.name for t in wanted]
+
+
+async def _until_offsets_answer(
+    settings: Settings, partitions: list[TopicPartition], timeout_s: float
+) -> None:
+    """A new partition's leader may still refuse offset requests (NotLeaderForPartition) a
+    moment after the metadata names it; a consumer started then can be left without a
+    position. Ask until every partition answers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin",
+        enable_auto_commit=False, request_timeout_ms=5000,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        while True:
+            try:
+                await consumer.beginning_offsets(partitions)
+                await consumer.end_offsets(partitions)
+                return
+            except KafkaError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
 
 
 async def delete_namespace_topics(settings: Settings) -> None:
