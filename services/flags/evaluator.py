@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 from json_logic import jsonLogic
@@ -130,7 +131,12 @@ class FlagSet:
         store = FlagStore()
         store.update(copy.deepcopy(self.document))  # resolves $evaluators ($ref)
         self._flags: dict[str, Flag] = dict(store.flags)
-        self._set_metadata = dict(store.flag_set_metadata)
+        set_metadata = dict(store.flag_set_metadata)
+        # What every evaluation of a flag reports as its metadata, merged once (flag first).
+        self._metadata: dict[str, Mapping[str, Any]] = {
+            key: MappingProxyType({**set_metadata, **(flag.metadata or {})})
+            for key, flag in self._flags.items()
+        }
 
     def keys(self) -> list[str]:
         return list(self._flags)
@@ -138,20 +144,32 @@ class FlagSet:
     def evaluate(self, key: str, context: Any = None, *, now: float | None = None) -> Evaluation:
         """``context`` is the OFREP context: attributes plus an optional ``targetingKey``
         (anything else is INVALID_CONTEXT)."""
-        flag = self._flags.get(key)
-        if flag is None:
+        if key not in self._flags:
             return _error(key, FLAG_NOT_FOUND, f"flag {key!r} is not defined here")
-        metadata = {**self._set_metadata, **(flag.metadata or {})}
         try:
-            context = check_context(context)
+            checked = check_context(context)
         except ContextError as exc:
             return _error(key, INVALID_CONTEXT, str(exc))
+        return self._evaluate(key, checked, int(time.time() if now is None else now))
+
+    def evaluate_all(self, context: Any = None, *, now: float | None = None) -> list[Evaluation]:
+        """Every flag for one context (checked once, at one timestamp)."""
+        try:
+            checked = check_context(context)
+        except ContextError as exc:
+            return [_error(key, INVALID_CONTEXT, str(exc)) for key in self._flags]
+        timestamp = int(time.time() if now is None else now)
+        return [self._evaluate(key, checked, timestamp) for key in self._flags]
+
+    def _evaluate(self, key: str, context: Mapping[str, Any], timestamp: int) -> Evaluation:
+        flag = self._flags[key]
+        metadata = self._metadata[key]
         if flag.state == "DISABLED":
             return Evaluation(key=key, reason=DISABLED, metadata=metadata)
         if not flag.targeting:
             return self._default(flag, STATIC, metadata)
         data: dict[str, Any] = dict(context)
-        data["$flagd"] = {"flagKey": key, "timestamp": int(time.time() if now is None else now)}
+        data["$flagd"] = {"flagKey": key, "timestamp": timestamp}
         data["targetingKey"] = context.get("targetingKey")
         splits: list[tuple[Any, bool]] = []
         token = _splits.set(splits)
@@ -185,13 +203,8 @@ class FlagSet:
             metadata=metadata,
         )
 
-    def evaluate_all(
-        self, context: Mapping[str, Any] | None = None, *, now: float | None = None
-    ) -> list[Evaluation]:
-        return [self.evaluate(key, context, now=now) for key in self._flags]
-
     @staticmethod
-    def _default(flag: Flag, reason: str, metadata: dict[str, Any]) -> Evaluation:
+    def _default(flag: Flag, reason: str, metadata: Mapping[str, Any]) -> Evaluation:
         variant, value = flag.default
         if variant is None:  # no default variant: the caller's own default applies
             return Evaluation(key=flag.key, reason=DEFAULT, metadata=metadata)
