@@ -99,7 +99,6 @@ class RunningService:
                 pool=self.pool,
                 settings=self.settings,
                 tracer=tracer(self.provider),
-                schema=self.schema,
                 clock=self.clock,
                 every_s=self.settings.periodic_s or self.spec.period_s,
             )

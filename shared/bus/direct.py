@@ -1,14 +1,16 @@
-"""Work done outside a handler (a command line, an HTTP request) the way a handler does it:
+"""Work done outside a handler (a periodic turn, a command line, an HTTP request) the way a
+handler does it:
 one transaction, a ``HandlerContext`` whose events go to the outbox of the same transaction,
 in a span of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import TypeVar
 
 import asyncpg
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import INVALID_SPAN, Tracer
 
 from shared.bus.handlers import HandlerContext
 from shared.bus.outbox import write_and_wake
@@ -25,12 +27,15 @@ async def in_transaction(
     work: Callable[[HandlerContext], Awaitable[T]],
     *,
     tracer: Tracer,
-    span: str,
+    span: str | None,
     clock: Clock = system_clock,
 ) -> T:
     """Run ``work`` in one transaction on ``service``'s schema; what it emits is written to
-    that service's outbox in the same transaction (its relay publishes it)."""
-    with tracer.start_as_current_span(span) as current:
+    that service's outbox in the same transaction (its relay publishes it). ``span`` names a
+    span around it; None: none (``work`` starts its own where it has a story to tell)."""
+    with (
+        tracer.start_as_current_span(span) if span is not None else nullcontext(INVALID_SPAN)
+    ) as current:
         async with pool.acquire() as conn, conn.transaction():
             ctx = HandlerContext(
                 conn=conn, settings=settings, record=None, span=current, clock=clock, tracer=tracer

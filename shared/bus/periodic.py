@@ -10,10 +10,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-from opentelemetry.trace import INVALID_SPAN, Tracer
+from opentelemetry.trace import Tracer
 
+from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
-from shared.bus.outbox import write_and_wake
 from shared.clock import Clock
 from shared.db import is_transient
 from shared.settings import Settings
@@ -32,7 +32,6 @@ class PeriodicRunner:
         pool: asyncpg.Pool,
         settings: Settings,
         tracer: Tracer,
-        schema: str,
         clock: Clock,
         every_s: float,
     ) -> None:
@@ -41,7 +40,6 @@ class PeriodicRunner:
         self._pool = pool
         self._settings = settings
         self._tracer = tracer
-        self._schema = schema
         self._clock = clock
         self._every_s = every_s
         self._lock = asyncio.Lock()
@@ -49,17 +47,11 @@ class PeriodicRunner:
     async def turn(self) -> None:
         """One turn, in one transaction. Spans are the turn's own to start (most turns have
         nothing to do and tell no story)."""
-        async with self._lock, self._pool.acquire() as conn, conn.transaction():
-            ctx = HandlerContext(
-                conn=conn,
-                settings=self._settings,
-                record=None,
-                span=INVALID_SPAN,
-                clock=self._clock,
-                tracer=self._tracer,
-            )
-            await self._fn(ctx)
-            await write_and_wake(conn, ctx.emitted, self._schema)
+        async with self._lock:
+            await in_transaction(
+                self._pool, self._settings, self._service, self._fn,
+                tracer=self._tracer, span=None, clock=self._clock,
+            )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
