@@ -58,6 +58,7 @@ from events import ArtifactPackaged, ArtifactPublished, ArtifactRejected, decode
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
+from shared.db import drop_namespace_schemas
 from shared.settings import Settings
 from shared.telemetry import read_spans
 
@@ -956,7 +957,7 @@ class Bench:
             await self._try("close a client", close(), 15)
         await self._try("delete namespace topics", delete_namespace_topics(self.settings), 30)
         await self._try("delete floor topics", self._delete_floor_topics(), 30)
-        await self._try("drop Postgres schemas", self._drop_schemas(), 30)
+        await self._try("drop Postgres schemas", drop_namespace_schemas(self.settings), 30)
         await self._try("delete consumer groups", self._delete_groups(), 30)
 
     async def _try(self, what: str, work: Awaitable[Any], timeout_s: float) -> None:
@@ -976,18 +977,6 @@ class Bench:
                 await admin.delete_topics(doomed)
         finally:
             await admin.close()
-
-    async def _drop_schemas(self) -> None:
-        conn = await asyncpg.connect(self.settings.pg_dsn)
-        try:
-            prefix = self.ns + "_"
-            rows = await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE left(nspname, length($1)) = $1", prefix
-            )
-            for row in rows:
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
 
     async def _delete_groups(self) -> None:
         await delete_groups(self.settings, [self.settings.group_id("artifacts"), self.hop_group])

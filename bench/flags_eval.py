@@ -44,7 +44,7 @@ from services.flags.changes import Change, apply_now, import_flag_set
 from services.flags.evaluator import FlagSet
 from services.flags.flag_sets import document
 from shared.bus.admin import delete_namespace_topics, ensure_topics
-from shared.db import BUS_MIGRATIONS, create_pool, migrate
+from shared.db import BUS_MIGRATIONS, create_pool, drop_namespace_schemas, migrate
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -287,14 +287,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await child.stop()
         await pool.close()
         await delete_namespace_topics(settings)
-        conn = await asyncpg.connect(settings.pg_dsn)
-        try:
-            for row in await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", namespace + "\\_%"
-            ):
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_namespace_schemas(settings)
         await base.delete_groups(settings, [f"{namespace}.flags", f"{namespace}.bench-watch"])
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

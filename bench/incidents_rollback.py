@@ -46,6 +46,7 @@ from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.signals import SignalObserved
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics
+from shared.db import drop_namespace_schemas
 from shared.release_model import load_text, policy_updated
 from shared.settings import Settings
 
@@ -177,14 +178,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for child in children:
             await child.stop()
         await delete_namespace_topics(settings)
-        conn = await asyncpg.connect(settings.pg_dsn)
-        try:
-            for row in await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", namespace + "\\_%"
-            ):
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_namespace_schemas(settings)
         await base.delete_groups(settings, [f"{namespace}.{g}" for g in
                                             ("promotion", "incidents", "deployer.bench",
                                              "bench-watch")])  # fmt: skip

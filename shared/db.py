@@ -14,6 +14,8 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
+from shared.settings import Settings
+
 # SQLSTATE classes that say "not now", never "not this record": connection exceptions (08),
 # transaction rollbacks such as deadlocks and serialization failures (40), insufficient
 # resources (53), operator intervention such as a shutdown (57), system errors (58); and a
@@ -102,3 +104,20 @@ async def migrate(pool: asyncpg.Pool, schema: str, sets: list[MigrationSet]) -> 
                 )
                 applied_now.append(f"{mset.component}/{f.name}")
     return applied_now
+
+
+async def drop_namespace_schemas(settings: Settings) -> None:
+    """Drop every Postgres schema of the namespace (test and bench clean-up; never the
+    default namespace)."""
+    if settings.namespace == "lockstep":
+        raise ValueError("refusing to drop the default namespace's schemas")
+    conn = await asyncpg.connect(settings.pg_dsn)
+    try:
+        prefix = settings.namespace + "_"
+        rows = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE left(nspname, length($1)) = $1", prefix
+        )
+        for row in rows:
+            await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
+    finally:
+        await conn.close()

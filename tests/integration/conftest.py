@@ -21,6 +21,7 @@ from services.artifacts.app import SPEC as ARTIFACTS
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
+from shared.db import drop_namespace_schemas
 from shared.service import RunningService, ServiceSpec
 from shared.settings import Settings
 
@@ -202,16 +203,7 @@ async def new_namespace(
     for ns in created:
         await ns.log.stop()
         await delete_namespace_topics(ns.settings)
-        conn = await asyncpg.connect(ns.settings.pg_dsn)
-        try:
-            schemas = await conn.fetch(
-                "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1",
-                ns.settings.namespace + "\\_%",
-            )
-            for row in schemas:
-                await conn.execute(f'DROP SCHEMA "{row["nspname"]}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_namespace_schemas(ns.settings)
 
 
 @pytest.fixture(scope="session")
