@@ -233,7 +233,6 @@ async def halt_rollouts_of_service(
         metadata = (flag.definition.get("metadata") if flag else None) or {}
         if taxonomy.problems(metadata) or taxonomy.of(metadata).service != service:
             continue
-        await store.lock_environment(ctx.conn, environment)
         change = Change(
             environment=environment,
             flag_key=rollout.flag_key,

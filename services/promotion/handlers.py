@@ -166,18 +166,13 @@ async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
     purl = await store.purl_of(ctx.conn, c.service, good.version)
     ctx.span.set_attribute("lockstep.outcome", f"rollback to {c.service}@{good.version}")
     ctx.emit(
-        PromotionApproved(
-            context=PromotionApproved.new_context(SOURCE),
-            subject=ApprovedSubject(
-                id=pid,
-                content=ApprovedContent(
-                    promotion_id=pid, service=c.service, version=good.version,
-                    digest=good.digest,
-                    artifact_id=purl or ArtifactRef(c.service, good.version, good.digest).purl(),
-                    environment=c.environment, policy_sha256=sha256,
-                    previous_version=c.bad_version, previous_digest=c.bad_digest, rollback=True,
-                ),
-            ),
+        _approved(
+            ApprovedContent(
+                promotion_id=pid, service=c.service, version=good.version, digest=good.digest,
+                artifact_id=purl or ArtifactRef(c.service, good.version, good.digest).purl(),
+                environment=c.environment, policy_sha256=sha256,
+                previous_version=c.bad_version, previous_digest=c.bad_digest, rollback=True,
+            )
         )
     )  # fmt: skip
 
@@ -399,25 +394,23 @@ async def _approve(
     ctx.span.set_attribute("lockstep.outcome", f"promoted to {c.environment}")
     with _in_trace_of(ctx, c):
         ctx.emit(
-            PromotionApproved(
-                context=PromotionApproved.new_context(SOURCE),
-                subject=ApprovedSubject(
-                    id=pid,
-                    content=ApprovedContent(
-                        promotion_id=pid,
-                        service=c.service,
-                        version=c.version,
-                        digest=c.digest,
-                        artifact_id=c.purl,
-                        environment=c.environment,
-                        train=train,
-                        policy_sha256=sha256,
-                        previous_version=previous.version if previous else None,
-                        previous_digest=previous.digest if previous else None,
-                    ),
-                ),
+            _approved(
+                ApprovedContent(
+                    promotion_id=pid, service=c.service, version=c.version, digest=c.digest,
+                    artifact_id=c.purl, environment=c.environment, train=train,
+                    policy_sha256=sha256,
+                    previous_version=previous.version if previous else None,
+                    previous_digest=previous.digest if previous else None,
+                )
             )
-        )
+        )  # fmt: skip
+
+
+def _approved(content: ApprovedContent) -> PromotionApproved:
+    return PromotionApproved(
+        context=PromotionApproved.new_context(SOURCE),
+        subject=ApprovedSubject(id=content.promotion_id, content=content),
+    )
 
 
 def _in_trace_of(ctx: HandlerContext, c: store.Candidate) -> AbstractContextManager[None]:
