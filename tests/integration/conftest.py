@@ -117,8 +117,7 @@ class EventLog:
         await consumer.start()
         partitions = await partitions_of(self._settings, self._settings.all_topics())
         consumer.assign(partitions)
-        for tp in partitions:  # the namespace's topics are new: their logs start at 0 (an
-            consumer.seek(tp, 0)  # explicit position needs no offset request to go wrong)
+        await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._run(consumer))
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
