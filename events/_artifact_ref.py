@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from packageurl import PackageURL
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# A name (a service, an environment): what every part of Lockstep accepts as one.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SERVICE_RE = re.compile(NAME_PATTERN)
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 

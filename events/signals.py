@@ -9,9 +9,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from events import topics
+from events._artifact_ref import NAME_PATTERN
 from events._base import CDEvent, Model, utc_now
 
-NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+NAME = NAME_PATTERN
 SignalStatus = Literal["firing", "acknowledged", "resolved"]
 Severity = Literal["critical", "error", "warning", "info"]
 

@@ -4,10 +4,11 @@ release (``service@version``) it belongs to."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
+
+from events import ArtifactRef, ArtifactRefError
 
 TYPE_KEY: Final = "type"
 OWNER_KEY: Final = "owner"
@@ -21,8 +22,6 @@ LIFETIMES: Final[dict[str, timedelta | None]] = {
     "kill-switch": None,  # kept to turn a feature off in an incident
     "permission": None,  # who may see a feature
 }
-
-_RELEASE_RE = re.compile(r"^(?P<service>[a-z0-9][a-z0-9._-]*)@(?P<version>[^@\s]+)$")
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,20 @@ def problems(metadata: Any) -> list[tuple[str, str]]:
     if not isinstance(owner, str) or not owner.strip():
         found.append((OWNER_KEY, "owner must name the team that owns the flag"))
     release = metadata.get(RELEASE_KEY)
-    if release is not None and (not isinstance(release, str) or not _RELEASE_RE.match(release)):
+    if release is not None and not _is_label(release):
         found.append((RELEASE_KEY, f"release must be service@version (got {release!r})"))
     return found
+
+
+def _is_label(release: Any) -> bool:
+    """service@version, as the artifact contract reads one."""
+    if not isinstance(release, str):
+        return False
+    try:
+        ArtifactRef.parse_label(release)
+    except ArtifactRefError:
+        return False
+    return True
 
 
 def of(metadata: dict[str, Any]) -> Taxonomy:

@@ -17,7 +17,9 @@ from dateutil.rrule import rrulestr
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
-NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+from events._artifact_ref import NAME_PATTERN
+
+NAME = NAME_PATTERN  # the contract's names: a service or environment named here is one there
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
