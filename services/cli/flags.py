@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from events.flags import ChangeAction
-from services.cli.service_pool import Unreachable, whoami, with_service_pool
+from services.cli.service_pool import Unreachable, traced, whoami, with_service_pool
 from services.flags.definitions import DefinitionError
 from shared.settings import Settings
 
@@ -70,7 +70,7 @@ def _change(
         return await apply_now(pool, settings, change, tracer=tracer)
 
     try:
-        event = _with_pool(_traced(work))
+        event = _with_pool(traced("flags", work))
     except DefinitionError as exc:
         raise _refused(f"{env}/{key} is not a valid flag", exc) from None
     except (UnknownFlag, ChangeRefused, SchemaMissing) as exc:
@@ -81,22 +81,6 @@ def _change(
     c = event.subject.content
     out.print(f"{env}/{key} is now version {c.version} ({c.action} by {c.changed_by})",
               highlight=False)  # fmt: skip
-
-
-def _traced(
-    work: Callable[[asyncpg.Pool, Settings, Tracer], Awaitable[T]],
-) -> Callable[[asyncpg.Pool, Settings], Awaitable[T]]:
-    """``work`` with a tracer of the command line's own (its spans flushed at the end)."""
-    from shared.telemetry import tracer, tracer_provider
-
-    async def traced(pool: asyncpg.Pool, settings: Settings) -> T:
-        provider = tracer_provider(settings, "flags-cli")
-        try:
-            return await work(pool, settings, tracer(provider))
-        finally:
-            provider.shutdown()
-
-    return traced
 
 
 def _refused(what: str, exc: DefinitionError) -> typer.Exit:
@@ -193,7 +177,7 @@ def flags_import(
         return len(made)
 
     try:
-        changed = _with_pool(_traced(work))
+        changed = _with_pool(traced("flags", work))
     except DefinitionError as exc:
         raise _refused(f"{file} is not a valid flag set", exc) from None
     except (ChangeRefused, SchemaMissing) as exc:

@@ -17,10 +17,11 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
+from opentelemetry.trace import Tracer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.service_pool import Unreachable, whoami, with_service_pool
+from services.cli.service_pool import Unreachable, traced, whoami, with_service_pool
 from shared.bus.handlers import HandlerContext
 from shared.settings import Settings
 
@@ -53,24 +54,18 @@ def _act(name: str, work: Callable[[HandlerContext, Any], Awaitable[T]]) -> T:
     from services.incidents.actions import ActionRefused, NoSuchIncident
     from shared.bus.direct import in_transaction
     from shared.release_model.in_force import in_force
-    from shared.telemetry import tracer, tracer_provider
 
-    async def go(pool: asyncpg.Pool, settings: Settings) -> T:
-        provider = tracer_provider(settings, "incidents-cli")
-
+    async def go(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> T:
         async def with_model(ctx: HandlerContext) -> T:
             found = await in_force(ctx.conn)
             return await work(ctx, found[1] if found else None)
 
-        try:
-            return await in_transaction(
-                pool, settings, "incidents", with_model, tracer=tracer(provider), span=name
-            )
-        finally:
-            provider.shutdown()
+        return await in_transaction(
+            pool, settings, "incidents", with_model, tracer=tracer, span=name
+        )
 
     try:
-        return _with_pool(go)
+        return _with_pool(traced("incidents", go))
     except (NoSuchIncident, ActionRefused) as exc:
         raise _fail(str(exc), code=1) from None
 

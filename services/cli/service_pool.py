@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+from opentelemetry.trace import Tracer
 
 from shared.settings import Settings
 
@@ -48,3 +49,20 @@ def with_service_pool(service: str, work: Callable[[asyncpg.Pool, Settings], Awa
     except (OSError, asyncpg.PostgresError) as exc:
         where = settings.pg_dsn.split("@")[-1]
         raise Unreachable(f"cannot reach Postgres at {where}: {exc}") from None
+
+
+def traced(
+    service: str, work: Callable[[asyncpg.Pool, Settings, Tracer], Awaitable[T]]
+) -> Callable[[asyncpg.Pool, Settings], Awaitable[T]]:
+    """``work`` with a tracer of the command line's own for ``service`` (``<service>-cli``),
+    its spans flushed when the work is done."""
+    from shared.telemetry import tracer, tracer_provider
+
+    async def run(pool: asyncpg.Pool, settings: Settings) -> T:
+        provider = tracer_provider(settings, f"{service}-cli")
+        try:
+            return await work(pool, settings, tracer(provider))
+        finally:
+            provider.shutdown()
+
+    return run
