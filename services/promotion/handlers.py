@@ -322,12 +322,11 @@ async def _own_holds(
     runs_in = await store.where_runs(ctx.conn, c.service, c.version)
     if (h := rules.previous_environment_hold(model, c.environment, c.label, runs_in)) is not None:
         found.append(h)
-    for reason in await store.incident_holds(ctx.conn, c.service, c.environment):
-        found.append(rules.Hold("incident", f"{reason} (until it is resolved or released)"))
-    if (why := await store.bad_version(ctx.conn, c.service, c.version)) is not None:
-        found.append(
-            rules.Hold("bad-version", f"{c.label} was {why}; release it to promote it again")
-        )
+    for kind, why in await store.rollback_holds(ctx.conn, c.service, c.version, c.environment):
+        if kind == "incident":
+            found.append(rules.Hold(kind, f"{why} (until it is resolved or released)"))
+        else:
+            found.append(rules.Hold(kind, f"{c.label} was {why}; release it to promote it again"))
     running = {s: r.version for s, r in (await store.running(ctx.conn, c.environment)).items()}
     found += rules.dependency_holds(model, c.service, c.environment, running | (riding or {}))
     return found

@@ -222,18 +222,6 @@ async def mark_bad(
     )  # fmt: skip
 
 
-async def bad_version(conn: asyncpg.Connection, service: str, version: str) -> str | None:
-    """Why ``service@version`` is marked bad, if it is."""
-    row = await conn.fetchrow(
-        "SELECT environment, incident_id, reason FROM bad_versions "
-        "WHERE service = $1 AND version = $2",
-        service, version,
-    )  # fmt: skip
-    if row is None:
-        return None
-    return f"rolled back in {row['environment']} ({row['incident_id']}: {row['reason']})"
-
-
 async def unmark_bad(conn: asyncpg.Connection, service: str, version: str) -> bool:
     status: str = await conn.execute(
         "DELETE FROM bad_versions WHERE service = $1 AND version = $2", service, version
@@ -252,13 +240,23 @@ async def hold_for_incident(
     )  # fmt: skip
 
 
-async def incident_holds(conn: asyncpg.Connection, service: str, environment: str) -> list[str]:
+async def rollback_holds(
+    conn: asyncpg.Connection, service: str, version: str, environment: str
+) -> list[tuple[str, str]]:
+    """(kind, reason) of what a rollback left holding this build here, in one round trip:
+    an open incident on the service in the environment, and the version marked bad."""
     rows = await conn.fetch(
-        "SELECT incident_id, reason FROM incident_holds WHERE service = $1 AND environment = $2 "
-        "ORDER BY since",
-        service, environment,
+        """SELECT 'incident' AS kind, 'incident ' || incident_id || ': ' || reason AS reason,
+                  since AS at
+             FROM incident_holds WHERE service = $1 AND environment = $3
+           UNION ALL
+           SELECT 'bad-version', 'rolled back in ' || environment || ' (' || incident_id
+                  || ': ' || reason || ')', marked_at
+             FROM bad_versions WHERE service = $1 AND version = $2
+           ORDER BY at, kind DESC""",
+        service, version, environment,
     )  # fmt: skip
-    return [f"incident {r['incident_id']}: {r['reason']}" for r in rows]
+    return [(r["kind"], r["reason"]) for r in rows]
 
 
 async def release_incident_holds(
