@@ -6,7 +6,7 @@
 
 Lockstep path: a CI-like publisher (``shared.bus.Publisher``) sends ``artifact.packaged`` at a
 steady, scheduled rate to ``<ns>.artifacts``; the artifacts service runs as its own process
-(``python -m services.cli.main run artifacts``) and registers each build in Postgres (inbox,
+(``python -m cli run artifacts``) and registers each build in Postgres (inbox,
 tables, outbox, one transaction per partition batch); its outbox relay publishes
 ``artifact.published`` back to ``<ns>.artifacts``, where an observer consumer reads it. The
 latency of one event is publish call start -> its ``artifact.published`` consumed (matched by
@@ -764,7 +764,7 @@ class Bench:
             "artifacts service",
             shlex.split(args.service_cmd)
             if args.service_cmd
-            else [sys.executable, "-m", "services.cli.main", "run", "artifacts"],
+            else [sys.executable, "-m", "cli", "run", "artifacts"],
             self.child_env(),
             self.tmp / "artifacts-service.log",
         )
@@ -1239,7 +1239,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-temp", action="store_true", help="keep service log and spans")
     p.add_argument(
         "--service-cmd",
-        help="run this instead of `python -m services.cli.main run artifacts` (e.g. a profiled "
+        help="run this instead of `python -m cli run artifacts` (e.g. a profiled "
         "service); it gets the same LOCKSTEP_* environment",
     )
     p.add_argument("--hop-worker", action="store_true", help=argparse.SUPPRESS)

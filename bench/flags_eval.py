@@ -202,7 +202,7 @@ async def changes(
             )
             t0 = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.cli.main", "flags", action, "switch",
+                sys.executable, "-m", "cli", "flags", action, "switch",
                 "--env", "bench", "--reason", "bench cli", "--by", "bench",
                 env=env, cwd=base.REPO, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -242,15 +242,12 @@ async def main_async(args: argparse.Namespace) -> int:
     schema = settings.db_schema("flags")
     pool = await create_pool(settings.pg_dsn, schema, max_size=4)
     log = Path(f"/tmp/{namespace}-flags.log")
-    child = base.Child(
-        "flags", [sys.executable, "-m", "services.cli.main", "run", "flags"], env, log
-    )
+    child = base.Child("flags", [sys.executable, "-m", "cli", "run", "flags"], env, log)
     provider = tracer_provider(settings, "bench")
     try:
         from services.flags.app import SPEC
 
-        assert SPEC.migrations is not None
-        await migrate(pool, schema, [BUS_MIGRATIONS, SPEC.migrations])
+        await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
         await import_flag_set(
             pool, settings, "bench", doc, by="bench", reason="bench", source="cli",
             tracer=tracer(provider),

@@ -44,10 +44,10 @@ from arrivals import Arrivals
 from events import ArtifactRef, CDEvent, Reference, ServiceDeployed, ServiceRolledBack
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.signals import SignalObserved
+from policy import load_text, policy_updated
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics
 from shared.db import drop_namespace_schemas
-from shared.release_model import load_text, policy_updated
 from shared.settings import Settings
 
 MODEL = b"""\
@@ -103,7 +103,7 @@ async def main_async(args: argparse.Namespace) -> int:
     logs = Path(f"/tmp/{namespace}")
     logs.mkdir(parents=True, exist_ok=True)
     children = [
-        base.Child(name, [sys.executable, "-m", "services.cli.main", *argv], env,
+        base.Child(name, [sys.executable, "-m", "cli", *argv], env,
                    logs / f"{name}.log")
         for name, argv in (
             ("promotion", ["run", "promotion"]),

@@ -8,7 +8,7 @@ Lockstep path: a release model with one environment, ``dev``, whose gate asks fo
 is put in force (``policy.updated``). For each release (a unique ``service@version``; 12 service
 names, unique versions) a CI-like publisher sends ``testsuiterun.finished`` (success) and waits
 for Kafka's ack, then sends ``artifact.packaged``. The three services run as their own processes
-(``python -m services.cli.main run artifacts|gates|promotion``). The hops:
+(``python -m cli run artifacts|gates|promotion``). The hops:
 
     artifact.packaged -> artifacts -> artifact.published (+ evidence.recorded)
                       -> gates -> gate.passed -> promotion -> promotion.approved
@@ -66,10 +66,10 @@ from events import (
     encode,
     topics,
 )
+from policy import load_text, policy_updated
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
-from shared.release_model import load_text, policy_updated
 from shared.settings import Settings
 
 SERVICES = ("artifacts", "gates", "promotion")
@@ -207,7 +207,7 @@ class ChainBench(base.Bench):
         for name in SERVICES:
             child = base.Child(
                 f"{name} service",
-                [sys.executable, "-m", "services.cli.main", "run", name],
+                [sys.executable, "-m", "cli", "run", name],
                 self.child_env(),
                 self.tmp / f"{name}-service.log",
             )

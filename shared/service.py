@@ -43,7 +43,8 @@ class Companion(Protocol):
 class ServiceSpec:
     name: str
     router: Router
-    migrations: MigrationSet | None = None  # the service's own tables, if it has any
+    # The tables it owns or keeps (its own, and e.g. the release model's), applied in order.
+    migrations: tuple[MigrationSet, ...] = ()
     periodic: Periodic | None = None  # work that time makes due, run every period_s
     period_s: float = 5.0
     # Built once the service is set up (its pool and settings ready), run while it runs.
@@ -78,7 +79,7 @@ class RunningService:
         self.pool = await create_pool(
             self.settings.pg_dsn, self.schema, max_size=self.settings.pg_pool_size
         )
-        sets = [BUS_MIGRATIONS] + ([self.spec.migrations] if self.spec.migrations else [])
+        sets = [BUS_MIGRATIONS, *self.spec.migrations]
         applied = await migrate(self.pool, self.schema, sets)
         if applied:
             log.info("%s: applied migrations %s", self.spec.name, ", ".join(applied))

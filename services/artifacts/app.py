@@ -7,5 +7,5 @@ from shared.service import ServiceSpec
 SPEC = ServiceSpec(
     name="artifacts",
     router=router,
-    migrations=MigrationSet("artifacts", "services.artifacts"),
+    migrations=(MigrationSet("artifacts", "services.artifacts"),),
 )

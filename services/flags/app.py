@@ -23,7 +23,7 @@ def _edge(service: RunningService) -> list[Companion]:
 SPEC = ServiceSpec(
     name="flags",
     router=router,
-    migrations=MigrationSet("flags", "services.flags"),
+    migrations=(MigrationSet("flags", "services.flags"),),
     periodic=_advance,
     period_s=5.0,
     companions=_edge,

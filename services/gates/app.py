@@ -1,5 +1,6 @@
 """The gates service, assembled: its name, handlers and migrations."""
 
+from policy import POLICY_MIGRATIONS
 from services.gates.handlers import periodic, router
 from shared.db import MigrationSet
 from shared.service import ServiceSpec
@@ -7,7 +8,7 @@ from shared.service import ServiceSpec
 SPEC = ServiceSpec(
     name="gates",
     router=router,
-    migrations=MigrationSet("gates", "services.gates"),
+    migrations=(POLICY_MIGRATIONS, MigrationSet("gates", "services.gates")),
     periodic=periodic,  # soak times running out
     period_s=5.0,
 )

@@ -27,10 +27,10 @@ from events import (
     ServiceDeployed,
 )
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
+from policy.in_force import in_force, keep
+from policy.model import Gate, parse_duration
 from services.gates import scoring, store
 from shared.bus import HandlerContext, Router
-from shared.release_model.in_force import in_force, keep
-from shared.release_model.model import Gate, parse_duration
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"

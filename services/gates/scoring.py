@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from shared.release_model.model import Criterion, Gate, parse_duration
+from policy.model import Criterion, Gate, parse_duration
 
 Verdict = Literal["pass", "warning", "fail", "pending"]
 _VALUE = {"pass": 1.0, "warning": 0.5, "fail": 0.0}

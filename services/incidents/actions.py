@@ -24,10 +24,10 @@ from events.incidents import (
     RollbackRequested,
     RollbackSubject,
 )
+from policy.model import ReleaseModel, Webhook, parse_duration
 from services.incidents import store
 from services.incidents.store import Deployment, Incident
 from shared.bus.handlers import HandlerContext
-from shared.release_model.model import ReleaseModel, Webhook, parse_duration
 from shared.telemetry import in_trace_of
 
 SOURCE = "lockstep/incidents"

@@ -3,6 +3,7 @@ webhook edge and the webhook sender."""
 
 from __future__ import annotations
 
+from policy import POLICY_MIGRATIONS
 from services.incidents.edge import create_app
 from services.incidents.handlers import periodic, router
 from services.incidents.notifier import Notifier
@@ -26,7 +27,7 @@ def _companions(service: RunningService) -> list[Companion]:
 SPEC = ServiceSpec(
     name="incidents",
     router=router,
-    migrations=MigrationSet("incidents", "services.incidents"),
+    migrations=(POLICY_MIGRATIONS, MigrationSet("incidents", "services.incidents")),
     periodic=periodic,
     period_s=2.0,
     companions=_companions,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from shared.release_model.model import RollbackCriterion, parse_duration
+from policy.model import RollbackCriterion, parse_duration
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from events import PolicyUpdated, ServiceDeployed, ServiceRolledBack
 from events.signals import SignalObserved
+from policy.in_force import in_force, keep
+from policy.model import ReleaseModel
 from services.incidents import actions, criteria, runbooks, store
 from services.incidents.criteria import Streak
 from services.incidents.store import Deployment, StreakRow
 from shared.bus import HandlerContext, Router
-from shared.release_model.in_force import in_force, keep
-from shared.release_model.model import ReleaseModel
 from shared.telemetry import current_trace_headers
 
 router = Router()

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from events.incidents import RunbookStepFinished, StepContent, StepOutcome, StepSubject
+from policy.model import ReleaseModel, fill, parse_duration
 from services.incidents import actions, store
 from services.incidents.store import Incident, RunbookRun
 from shared.bus.handlers import HandlerContext
-from shared.release_model.model import ReleaseModel, fill, parse_duration
 
 
 def render(template: str, incident: Incident) -> str:

@@ -1,5 +1,6 @@
 """The promotion service, assembled: handlers, a periodic look at held builds, migrations."""
 
+from policy import POLICY_MIGRATIONS
 from services.promotion.handlers import periodic, router
 from shared.db import MigrationSet
 from shared.service import ServiceSpec
@@ -7,7 +8,7 @@ from shared.service import ServiceSpec
 SPEC = ServiceSpec(
     name="promotion",
     router=router,
-    migrations=MigrationSet("promotion", "services.promotion"),
+    migrations=(POLICY_MIGRATIONS, MigrationSet("promotion", "services.promotion")),
     periodic=periodic,
     period_s=5.0,
 )

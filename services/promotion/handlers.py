@@ -43,11 +43,11 @@ from events.promotions import (
     HoldView,
     promotion_id,
 )
+from policy.in_force import in_force, keep
+from policy.model import ReleaseModel, Train
 from services.promotion import holds as rules
 from services.promotion import store
 from shared.bus import HandlerContext, Router
-from shared.release_model.in_force import in_force, keep
-from shared.release_model.model import ReleaseModel, Train
 from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/promotion"

@@ -11,7 +11,7 @@ from dateutil.rrule import rrulestr
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from shared.release_model.model import Environment, ReleaseModel, Train, Window, parse_duration
+from policy.model import Environment, ReleaseModel, Train, Window, parse_duration
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def free_port() -> int:
 
 def run_cli(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "flags", *args],
+        [sys.executable, "-m", "cli", "flags", *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr + done.stdout
@@ -82,7 +82,7 @@ async def test_the_flags_process_serves_relays_and_catches_up_after_downtime(
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "run", "flags"],
+            [sys.executable, "-m", "cli", "run", "flags"],
             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 

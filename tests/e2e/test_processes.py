@@ -20,8 +20,8 @@ from events import (
     ServiceDeployed,
     TestSuiteRunFinished,
 )
+from policy import load_text, policy_updated
 from shared.bus import Publisher
-from shared.release_model import load_text, policy_updated
 from tests.integration.conftest import NamespaceFactory, digest
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ gates:
 
 def start(ns_env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "cli", *args],
         env=ns_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -42,8 +42,8 @@ from events import (
     SignalObserved,
 )
 from events.incidents import IncidentNotified
+from policy import load_text, policy_updated
 from shared.bus import Publisher
-from shared.release_model import load_text, policy_updated
 from shared.telemetry import current_trace_headers, read_spans, tracer, tracer_provider
 from tests.integration.conftest import Namespace, NamespaceFactory, digest
 
@@ -142,7 +142,7 @@ class Mesh:
     def start(self, name: str, *args: str) -> None:
         with (self.tmp_path / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", *args],
+                [sys.executable, "-m", "cli", *args],
                 env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -154,7 +154,7 @@ class Mesh:
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", *args],
+            [sys.executable, "-m", "cli", *args],
             env=self.env, cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
         )  # fmt: skip
         assert done.returncode == 0, f"lockstep {' '.join(args)}: {done.stderr}{done.stdout}"

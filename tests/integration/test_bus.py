@@ -351,7 +351,7 @@ async def test_sigterm_drains_commits_and_exits_cleanly(new_namespace: Namespace
         "LOCKSTEP_TOPIC_PARTITIONS": "3",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "run", "artifacts"],
+        [sys.executable, "-m", "cli", "run", "artifacts"],
         env=env,
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.PIPE,

@@ -111,7 +111,7 @@ class Flags:
             "LOCKSTEP_FLAGD_SCHEMA_DIR": str(ROOT / ".lockstep" / "flagd-schemas"),
         }
         done = subprocess.run(
-            [sys.executable, "-m", "services.cli.main", "flags", *args],
+            [sys.executable, "-m", "cli", "flags", *args],
             capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
         )  # fmt: skip
         if check and done.returncode != 0:

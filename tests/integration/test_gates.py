@@ -19,8 +19,8 @@ from events import (
 )
 from events.evidence import Findings
 from events.gates import GateDecisionContent
+from policy import LoadedModel, load_text, policy_updated
 from services.gates.app import SPEC as GATES
-from shared.release_model import LoadedModel, load_text, policy_updated
 from shared.telemetry import current_trace_headers, read_spans
 from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 

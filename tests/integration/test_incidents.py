@@ -25,10 +25,10 @@ from events import (
 )
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.incidents import IncidentAcknowledged, IncidentNotified
+from policy import load_text, policy_updated
 from services.incidents.app import SPEC
 from shared.clock import ManualClock
 from shared.http_edge import HttpServer
-from shared.release_model import load_text, policy_updated
 from shared.service import RunningService
 from tests.integration.conftest import Namespace, NamespaceFactory, digest
 

@@ -26,12 +26,12 @@ from events import (
     TestSuiteRunFinished,
 )
 from events.evidence import Findings, Measurement
+from policy import load_text, policy_updated
 from services.deployer import DeployerAgent
 from services.deployer.reference import LocalStateDeployer
 from services.gates.app import SPEC as GATES
 from services.promotion.app import SPEC as PROMOTION
 from shared.clock import ManualClock
-from shared.release_model import load_text, policy_updated
 from shared.service import RunningService
 from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 
+from cli.views import print_trace
 from events import ArtifactPackaged, ArtifactPublished
-from services.cli.views import print_trace
 from shared.bus import HandlerContext, Router
 from shared.service import RunningService, ServiceSpec
 from shared.telemetry import current_trace_headers, read_spans

@@ -116,9 +116,9 @@ from events.promotions import (
 )
 from events.schema import export, schema_id
 from events.signals import SignalObserved
+from policy import load as load_release_model
+from policy import policy_updated
 from shared.bus.dlq import HEADER_PREFIX, dead_letter, reason_of
-from shared.release_model import load as load_release_model
-from shared.release_model import policy_updated
 from shared.settings import Settings
 
 CDEVENTS_DIR = Path(__file__).resolve().parents[3] / "shared" / "cdevents"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from policy.model import Criterion, Gate
 from services.gates.scoring import EvidenceFact, evaluate
-from shared.release_model.model import Criterion, Gate
 
 TESTS = Criterion(evidence="tests", key=True, weight=2)
 SCAN = Criterion(

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from policy import ModelError, load_text
+from policy.model import RollbackCriterion
 from services.incidents import criteria
 from services.incidents.postmortem import Release, markdown
 from services.incidents.store import Incident, TimelineRow
 from services.incidents.webhooks import PayloadRefused, from_alertmanager, from_pagerduty
-from shared.release_model import ModelError, load_text
-from shared.release_model.model import RollbackCriterion
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)

@@ -6,6 +6,7 @@ import textwrap
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from policy import load_text
 from services.promotion.holds import (
     dependency_holds,
     previous_environment_hold,
@@ -15,7 +16,6 @@ from services.promotion.holds import (
     train_of,
     window_hold,
 )
-from shared.release_model import load_text
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.release_model import ModelError, load, load_text
+from policy import ModelError, load, load_text
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "release-model.yaml"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cli.trace_view import build_tree, render, traces_of
+from cli.trace_view import build_tree, render, traces_of
 
 
 def span(

@@ -1,12 +1,4 @@
--- The gates service: the release model in force, what it knows of each build, its decisions.
-
-CREATE TABLE policy (
-    only_one    boolean PRIMARY KEY DEFAULT true CHECK (only_one),
-    sha256      text NOT NULL,
-    model       jsonb NOT NULL,
-    updated_by  text NOT NULL,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
+-- The gates service (the release model in force is policy's table): what it knows of each build, its decisions.
 
 CREATE TABLE builds (
     service       text NOT NULL,

@@ -1,14 +1,5 @@
 -- The incidents service.
 
--- The release model in force (shared.release_model.in_force reads it).
-CREATE TABLE policy (
-    only_one    boolean PRIMARY KEY DEFAULT true CHECK (only_one),
-    sha256      text NOT NULL,
-    model       jsonb NOT NULL,
-    updated_by  text,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-
 -- Every deployment and rollback the deployers reported, with the trace it belongs to.
 CREATE TABLE deployments (
     id           bigserial PRIMARY KEY,

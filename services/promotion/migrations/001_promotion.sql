@@ -1,11 +1,4 @@
--- The promotion service: the model in force, builds waiting to move, what runs where.
-
-CREATE TABLE policy (
-    only_one    boolean PRIMARY KEY DEFAULT true CHECK (only_one),
-    sha256      text NOT NULL,
-    model       jsonb NOT NULL,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
+-- The promotion service (the model in force is policy's table): builds waiting to move, what runs where.
 
 -- A build whose gate for an environment has been decided.
 CREATE TABLE candidates (

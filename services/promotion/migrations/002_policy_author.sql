@@ -1,2 +1,4 @@
--- The same policy table as the gates service's (shared.release_model.in_force reads both).
-ALTER TABLE policy ADD COLUMN updated_by text;
+-- Once: the author column of the policy table. The table now belongs to the policy package
+-- (policy/migrations), which creates it with that column; this file stays so that installs
+-- that applied it keep their numbering.
+SELECT 1;

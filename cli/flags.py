@@ -20,8 +20,8 @@ from opentelemetry.trace import Tracer
 from rich.console import Console
 from rich.table import Table
 
+from cli.service_pool import Unreachable, traced, whoami, with_service_pool
 from events.flags import ChangeAction
-from services.cli.service_pool import Unreachable, traced, whoami, with_service_pool
 from services.flags.definitions import DefinitionError
 from shared.settings import Settings
 

@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cli.flags import flags_app
+from cli.incidents import drill_app, hold_app, incidents_app
 from events import ArtifactRef, ArtifactRefError, InvalidEvent
-from services.cli.flags import flags_app
-from services.cli.incidents import drill_app, hold_app, incidents_app
 from shared.settings import Settings
 
 app = typer.Typer(help="Lockstep: coordinate releases across many teams.", no_args_is_help=True)
@@ -284,7 +284,7 @@ def artifacts_list(
     limit: Annotated[int, typer.Option(min=1)] = 50,
 ) -> None:
     """Registered artifacts, newest first."""
-    from services.cli import views
+    from cli import views
 
     views.print_artifact_list(out, Settings(), service, limit)
 
@@ -292,7 +292,7 @@ def artifacts_list(
 @artifacts_app.command("show")
 def artifacts_show(artifact: Label) -> None:
     """One artifact: digest, commit, status, evidence and any rejections."""
-    from services.cli import views
+    from cli import views
 
     ref = parse_label(artifact)
     if not views.print_artifact(out, Settings(), ref):
@@ -312,7 +312,7 @@ def tail(
     idle: Annotated[float | None, typer.Option(help="Stop after this many idle seconds")] = None,
 ) -> None:
     """Follow events as they happen, one readable line each."""
-    from services.cli import views
+    from cli import views
 
     asyncio.run(views.tail(out, Settings(), topics or [], from_beginning, count, idle))
 
@@ -323,7 +323,7 @@ def trace(
     wait: Annotated[float, typer.Option(help="Seconds to wait for spans to appear")] = 0.0,
 ) -> None:
     """The span tree of a release so far (from the local span store)."""
-    from services.cli import views
+    from cli import views
 
     ref = parse_label(artifact)
     if not views.print_trace(out, Settings(), ref.label, wait):
@@ -362,8 +362,7 @@ def run(
 def _run_all(names: list[str]) -> int:
     """One child process per service; SIGTERM/SIGINT is passed on and every child awaited."""
     children = {
-        name: subprocess.Popen([sys.executable, "-m", "services.cli.main", "run", name])
-        for name in names
+        name: subprocess.Popen([sys.executable, "-m", "cli", "run", name]) for name in names
     }
     stopping = False
 
@@ -468,7 +467,7 @@ app.add_typer(env_app, name="env")
 @env_app.command("status")
 def env_status() -> None:
     """What runs where: services x environments, with versions and digests."""
-    from services.cli import views
+    from cli import views
 
     views.print_env_status(out, Settings())
 
@@ -495,7 +494,7 @@ def model_validate(
     file: Annotated[Path, typer.Argument(help="The release model, e.g. infra/release-model.yaml")],
 ) -> None:
     """Check a release model; every problem is printed with its file and line."""
-    from shared.release_model import ModelError, load
+    from policy import ModelError, load
 
     if not file.is_file():
         raise fail(f"{file}: no such file")
@@ -520,24 +519,13 @@ def model_publish(
     by: Annotated[str, typer.Option(help="Who changes it (recorded with the change)")],
 ) -> None:
     """Validate a release model and put it in force (a policy.updated event)."""
-    from shared.release_model import ModelError, load, policy_updated
+    from policy import ModelError, load, policy_updated
 
     try:
         loaded = load(file)
     except (ModelError, OSError) as exc:
         raise fail(f"{file}: refused:\n{exc}", code=1) from None
     _publish(policy_updated(loaded, updated_by=by, source=str(file)), None)
-
-
-# --- demo -----------------------------------------------------------------------------------
-
-
-@app.command()
-def demo() -> None:
-    """Run every service, push a sample build through the mesh, and print its trace."""
-    from services.cli.demo import run_demo
-
-    raise typer.Exit(run_demo(out, Settings()))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from shared.release_model.model import ReleaseModel, cross_checks
+from policy.model import ReleaseModel, cross_checks
 
 
 @dataclass(frozen=True)

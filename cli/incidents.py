@@ -21,7 +21,7 @@ from opentelemetry.trace import Tracer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.service_pool import Unreachable, traced, whoami, with_service_pool
+from cli.service_pool import Unreachable, traced, whoami, with_service_pool
 from shared.bus.handlers import HandlerContext
 from shared.settings import Settings
 
@@ -51,9 +51,9 @@ def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[T]]) -> T:
 
 def _act(name: str, work: Callable[[HandlerContext, Any], Awaitable[T]]) -> T:
     """``work(ctx, model)`` in a transaction of the incidents service's, events to its outbox."""
+    from policy.in_force import in_force
     from services.incidents.actions import ActionRefused, NoSuchIncident
     from shared.bus.direct import in_transaction
-    from shared.release_model.in_force import in_force
 
     async def go(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> T:
         async def with_model(ctx: HandlerContext) -> T:
@@ -167,7 +167,7 @@ def incidents_postmortem(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout")] = None,
 ) -> None:
     """A Markdown timeline from the events and the trace, with time to detect and restore."""
-    from services.cli.views import read_only_view
+    from cli.views import read_only_view
     from services.incidents import store
     from services.incidents.actions import trace_id_of
     from services.incidents.postmortem import Release, markdown

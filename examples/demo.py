@@ -1,4 +1,4 @@
-"""``lockstep demo``: every service up, a sample build pushed through, its trace printed.
+"""The demo (``scripts/demo``): every service up, a sample build pushed through, its trace printed.
 
 The demo plays the CI system: it opens a "ci build" span (so the trace starts at CI, as it does
 when a real CI passes its traceparent), publishes one piece of evidence *before* the build it is
@@ -24,6 +24,13 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 
+from cli.views import (
+    describe_record,
+    print_artifact,
+    print_env_status,
+    print_trace,
+    read_only_view,
+)
 from events import (
     ApprovalUpdated,
     ArtifactPackaged,
@@ -44,14 +51,9 @@ from events.flags import FlagChanged, FlagChangeRequested
 from events.incidents import IncidentDetected
 from events.policy import PolicyUpdated
 from events.signals import SignalObserved
+from policy import load as load_release_model
+from policy import policy_updated
 from services.catalog import SERVICES
-from services.cli.views import (
-    describe_record,
-    print_artifact,
-    print_env_status,
-    print_trace,
-    read_only_view,
-)
 from services.flags.changes import Change, apply_now, import_flag_set
 from services.flags.keys import create as create_key
 from services.flags.rollouts import parse_schedule
@@ -59,8 +61,6 @@ from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
 from shared.db import create_pool
-from shared.release_model import load as load_release_model
-from shared.release_model import policy_updated
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
@@ -91,13 +91,13 @@ def run_demo(out: Console, settings: Settings) -> int:
         deployer_args += ["--env", environment]
     with log_path.open("ab") as log:
         services = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "run", "all"],
+            [sys.executable, "-m", "cli", "run", "all"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
         agent = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", *deployer_args],
+            [sys.executable, "-m", "cli", *deployer_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
@@ -389,7 +389,7 @@ async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: Artifa
 def _resolve(out: Console, incident_id: str) -> bool:
     """On-call resolves the incident (so the next demo run starts clean)."""
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "incidents", "resolve", incident_id,
+        [sys.executable, "-m", "cli", "incidents", "resolve", incident_id,
          "--by", "on-call", "--reason", "payments provider recovered"],
         capture_output=True, text=True, env=os.environ.copy(), check=False,
     )  # fmt: skip
@@ -405,3 +405,12 @@ def _policy_event() -> PolicyUpdated:
         source="infra/demo-release-model.yaml",
         sender="demo/platform-team",
     )
+
+
+def main() -> int:
+    """Run the demo against the infrastructure ``infra/lockstep-infra up`` started."""
+    return run_demo(Console(width=None if sys.stdout.isatty() else 160), Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.trace_view import build_tree, render, traces_of
 from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, topics
 from services.artifacts import queries
-from services.cli.trace_view import build_tree, render, traces_of
 from shared.bus.consumer import record_from_kafka
 from shared.bus.dlq import reason_of
 from shared.settings import Settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from events import PolicyUpdated
 from events.policy import PolicyContent, PolicySubject
-from shared.release_model.loader import LoadedModel
+from policy.loader import LoadedModel
 
 
 def policy_updated(

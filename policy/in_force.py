@@ -1,7 +1,8 @@
 """The release model in force in a service, as the last ``policy.updated`` delivered it.
 
 Every service that acts on the model keeps it in a ``policy`` table of its own schema
-(``sha256``, ``model``, ``updated_by``; see its migrations). A model is validated once per
+(``sha256``, ``model``, ``updated_by``; ``policy/migrations``, in every such service's
+``ServiceSpec.migrations`` as ``POLICY_MIGRATIONS``). A model is validated once per
 process, by its hash: a decision reads only the hash unless the model is new to it.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.release_model.model import ReleaseModel
+from policy.model import ReleaseModel
 
 _PARSED: dict[str, ReleaseModel] = {}
 

@@ -39,7 +39,7 @@ def with_service_pool(service: str, work: Callable[[asyncpg.Pool, Settings], Awa
         schema = settings.db_schema(service)
         pool = await create_pool(settings.pg_dsn, schema, max_size=2)
         try:
-            await migrate(pool, schema, [BUS_MIGRATIONS, *([migrations] if migrations else [])])
+            await migrate(pool, schema, [BUS_MIGRATIONS, *migrations])
             return await work(pool, settings)
         finally:
             await pool.close()
