@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"
     )
     producer_linger_ms: int = Field(default=2, ge=0)
-    trace_dir: Path = Field(
+    trace_dir: Path | None = Field(
         default=Path(".lockstep/traces"),
         description="Where spans are kept locally for `lockstep trace` (empty: keep none)",
     )
@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
         description="Export spans over OTLP/HTTP as well (the standard OpenTelemetry variable)",
     )
+
+    @field_validator("trace_dir", mode="before")
+    @classmethod
+    def _empty_keeps_none(cls, value: object) -> object:
+        # LOCKSTEP_TRACE_DIR= (empty) keeps no span files. It must not mean "here": Path("")
+        # is the working directory, which once filled a checkout with span files.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("namespace")
     @classmethod

@@ -80,9 +80,10 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-def read_spans(directory: Path) -> Iterator[dict[str, Any]]:
-    """Every span kept locally, in no particular order (torn last lines are skipped)."""
-    if not directory.is_dir():
+def read_spans(directory: Path | None) -> Iterator[dict[str, Any]]:
+    """Every span kept locally, in no particular order (torn last lines are skipped); none
+    when no span store is kept."""
+    if directory is None or not directory.is_dir():
         return
     for path in sorted(directory.glob("spans-*.jsonl")):
         with path.open(encoding="utf-8") as fh:
@@ -96,7 +97,7 @@ def read_spans(directory: Path) -> Iterator[dict[str, Any]]:
 def tracer_provider(settings: Settings, service: str) -> TracerProvider:
     """A provider for one service process. Always batched: a simple processor costs ms a span."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"lockstep-{service}"}))
-    if str(settings.trace_dir):
+    if settings.trace_dir is not None:
         provider.add_span_processor(
             BatchSpanProcessor(
                 JsonlSpanExporter(settings.trace_dir, service), schedule_delay_millis=200
