@@ -121,7 +121,8 @@ from policy import policy_updated
 from shared.bus.dlq import HEADER_PREFIX, dead_letter, reason_of
 from shared.settings import Settings
 
-CDEVENTS_DIR = Path(__file__).resolve().parents[3] / "shared" / "cdevents"
+# the official schemas, copied unchanged into the repository (events/cdevents/SOURCES.json)
+CDEVENTS_DIR = Path(__file__).resolve().parents[2] / "events" / "cdevents"
 OFFICIAL_DIR = CDEVENTS_DIR / "v0.5.1"
 FORMATS = Draft202012Validator.FORMAT_CHECKER
 
@@ -673,18 +674,18 @@ def test_every_event_type_has_samples_and_is_cdevents_or_custom() -> None:
 
 
 class Official:
-    """Every file under shared/cdevents registered by its $id, and each event schema by type."""
+    """Every file under events/cdevents registered by its $id, and each event schema by type."""
 
     def __init__(self, root: Path) -> None:
         if not (root / "v0.5.1").is_dir():
             pytest.fail(
-                f"the official CDEvents schemas are not at {root / 'v0.5.1'} (DESIGN §2: "
-                "../shared/cdevents beside the repository); they are needed to check the contract"
+                f"the official CDEvents schemas are not at {root / 'v0.5.1'} (events/cdevents/ "
+                "in the repository); they are needed to check the contract"
             )
         resources: list[tuple[str, Resource[Any]]] = []
         self.by_type: dict[str, dict[str, Any]] = {}
         self.by_name: dict[str, dict[str, Any]] = {}
-        for path in sorted(root.rglob("*.json")):
+        for path in sorted(p for p in root.rglob("*.json") if p.name != "SOURCES.json"):
             schema = json.loads(path.read_text(encoding="utf-8"))
             resources.append((schema["$id"], Resource.from_contents(schema, DRAFT202012)))
             if path.parent in (root / "v0.5.1", root / "draft-0.6.0"):  # approvals: the draft
