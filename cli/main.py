@@ -482,7 +482,13 @@ def schema_export(
     """One JSON Schema per event type and an AsyncAPI 3.0 document of topics and messages."""
     from events.schema import export
 
-    written = export(directory, Settings())
+    settings = Settings()
+    written = export(
+        directory,
+        settings.namespace,
+        bootstrap=settings.kafka_bootstrap,
+        partitions=settings.topic_partitions,
+    )
     out.print(f"wrote {len(written)} files to {directory}")
 
 

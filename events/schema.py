@@ -13,15 +13,16 @@ import inspect
 import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from events import topics
 from events._base import CDEvent
 from events._envelope import CONTENT_TYPE, REQUIRED_CE_HEADERS
 from events._registry import EVENT_TYPES
 
-if TYPE_CHECKING:
-    from shared.settings import Settings
+# What a default installation runs with; ``lockstep schema export`` passes its own settings.
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_PARTITIONS = 6
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE = "https://lockstep.dev/schemas/"
@@ -139,8 +140,14 @@ def _dead_letter_message() -> dict[str, Any]:
     }
 
 
-def asyncapi(settings: Settings) -> dict[str, Any]:
-    """The AsyncAPI 3.0.0 document of Lockstep's topics, from Lockstep's point of view."""
+def asyncapi(
+    namespace: str = topics.DEFAULT_NAMESPACE,
+    *,
+    bootstrap: str = DEFAULT_BOOTSTRAP,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of Lockstep's topics, from Lockstep's point of view: the
+    topics of installation ``namespace``, on the Kafka cluster at ``bootstrap``."""
     try:
         app_version = version("lockstep")
     except PackageNotFoundError:
@@ -156,7 +163,7 @@ def asyncapi(settings: Settings) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for topic in topics.ALL:
-        address = settings.topic(topic)
+        address = topics.physical(namespace, topic)
         channels[topic] = {
             "address": address,
             "title": address,
@@ -165,7 +172,7 @@ def asyncapi(settings: Settings) -> dict[str, Any]:
             "bindings": {
                 "kafka": {
                     "topic": address,
-                    "partitions": settings.topic_partitions,
+                    "partitions": partitions,
                     "bindingVersion": KAFKA_BINDING_VERSION,
                 }
             },
@@ -180,7 +187,7 @@ def asyncapi(settings: Settings) -> dict[str, Any]:
                 }
     return {
         "asyncapi": "3.0.0",
-        "id": f"urn:lockstep:{settings.namespace}",
+        "id": f"urn:lockstep:{namespace}",
         "info": {
             "title": "Lockstep",
             "version": app_version,
@@ -188,13 +195,13 @@ def asyncapi(settings: Settings) -> dict[str, Any]:
                 "Release coordination over Kafka. Every record is a CloudEvent 1.0 in Kafka "
                 "binary content mode (ce_* headers, the CDEvent JSON as the value); the key is "
                 "the service the event is about. Topic names are prefixed with the namespace "
-                f"{settings.namespace!r}."
+                f"{namespace!r}."
             ),
         },
         "defaultContentType": CONTENT_TYPE,
         "servers": {
             "kafka": {
-                "host": settings.kafka_bootstrap,
+                "host": bootstrap,
                 "protocol": "kafka",
                 "description": "The Kafka cluster (bootstrap servers)",
             }
@@ -210,9 +217,19 @@ def _write(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
-def export(directory: Path, settings: Settings) -> list[Path]:
-    """Write ``<TYPE>.json`` for every event type and ``asyncapi.json``; return the paths."""
+def export(
+    directory: Path,
+    namespace: str = topics.DEFAULT_NAMESPACE,
+    *,
+    bootstrap: str = DEFAULT_BOOTSTRAP,
+    partitions: int = DEFAULT_PARTITIONS,
+) -> list[Path]:
+    """Write ``<TYPE>.json`` for every event type and ``asyncapi.json``; return the paths.
+
+    ``namespace``, ``bootstrap`` and ``partitions`` only change the AsyncAPI document (topic
+    names, the server, the partition count); the event schemas are the same everywhere."""
     directory.mkdir(parents=True, exist_ok=True)
     written = [_write(directory / f"{m.TYPE}.json", event_schema(m)) for m in EVENT_TYPES]
-    written.append(_write(directory / ASYNCAPI_FILE, asyncapi(settings)))
+    document = asyncapi(namespace, bootstrap=bootstrap, partitions=partitions)
+    written.append(_write(directory / ASYNCAPI_FILE, document))
     return written

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Final
 
+DEFAULT_NAMESPACE: Final = "lockstep"
+
 ARTIFACTS: Final = "artifacts"
 EVIDENCE: Final = "evidence"
 GATES: Final = "gates"

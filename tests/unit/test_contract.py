@@ -114,7 +114,7 @@ from events.promotions import (
     PromotionBlocked,
     promotion_id,
 )
-from events.schema import export, schema_id
+from events.schema import DEFAULT_BOOTSTRAP, DEFAULT_PARTITIONS, export, schema_id
 from events.signals import SignalObserved
 from policy import load as load_release_model
 from policy import policy_updated
@@ -975,7 +975,9 @@ def test_lockstep_decodes_a_foreign_cdevent_sent_with_the_cloudevents_sdk() -> N
 
 # --- e. the exported JSON Schemas and AsyncAPI document --------------------------------------
 
-SETTINGS = Settings(namespace="lstest", kafka_bootstrap="kafka-1.acme.example:9092")
+SETTINGS = Settings(
+    namespace="lstest", kafka_bootstrap="kafka-1.acme.example:9092", topic_partitions=3
+)
 
 # one field each type requires, below the top level (model and schema must agree)
 REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
@@ -1013,7 +1015,30 @@ REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     directory = tmp_path_factory.mktemp("contract") / "schemas"  # export creates it
-    return directory, export(directory, SETTINGS)
+    written = export(
+        directory,
+        SETTINGS.namespace,
+        bootstrap=SETTINGS.kafka_bootstrap,
+        partitions=SETTINGS.topic_partitions,
+    )
+    return directory, written
+
+
+def test_export_defaults_are_a_default_installation(tmp_path: Path) -> None:
+    """The contract names no settings; its defaults are the settings' defaults (not whatever
+    LOCKSTEP_* this process has)."""
+    fields = Settings.model_fields
+    assert topic_names.DEFAULT_NAMESPACE == fields["namespace"].default == "lockstep"
+    assert fields["kafka_bootstrap"].default == DEFAULT_BOOTSTRAP
+    assert fields["topic_partitions"].default == DEFAULT_PARTITIONS
+    export(tmp_path)
+    document = json.loads((tmp_path / "asyncapi.json").read_text(encoding="utf-8"))
+    assert document["id"] == "urn:lockstep:lockstep"
+    assert document["servers"]["kafka"]["host"] == DEFAULT_BOOTSTRAP
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert addresses == {f"lockstep.{t}" for t in topic_names.ALL}
+    for channel in document["channels"].values():
+        assert channel["bindings"]["kafka"]["partitions"] == DEFAULT_PARTITIONS
 
 
 def _exported_validator(directory: Path, event_type: str) -> Draft202012Validator:
@@ -1125,6 +1150,7 @@ def test_asyncapi_document_describes_every_topic_and_message(
         assert json.loads(payload.read_text(encoding="utf-8"))["$id"] == schema_id(model.TYPE)
 
     dlq = next(c for c in channels.values() if c["address"] == SETTINGS.topic(topic_names.DLQ))
+    assert all(c["bindings"]["kafka"]["partitions"] == 3 for c in channels.values())
     assert dlq["messages"], "the DLQ channel carries dead letters"
 
 
