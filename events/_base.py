@@ -84,6 +84,7 @@ class CDEvent(Model):
 
     ``TYPE`` is the full versioned type, e.g. ``dev.cdevents.artifact.packaged.0.3.0``.
     ``TOPIC`` is the logical topic (``artifacts``); the namespace prefix is added by settings.
+    Defining a subclass that sets ``TYPE`` registers it (``model_for``, ``EVENT_TYPES``).
     """
 
     TYPE: ClassVar[str]
@@ -95,6 +96,16 @@ class CDEvent(Model):
     context: Context
     subject: Any
     custom_data: Any = Field(default=None, alias="customData")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A class that sets its own ``TYPE`` is an event type: it registers itself (see
+        ``events._registry``). A shared base without a ``TYPE`` is not one."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            from events._registry import register  # it imports this module
+
+            register(cls)
 
     @property
     def id(self) -> str:
