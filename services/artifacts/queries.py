@@ -115,3 +115,19 @@ async def show_artifact(
         evidence=evidence,
         rejections=[dict(r) for r in rej_rows],
     )
+
+
+@dataclass(frozen=True)
+class Commit:
+    commit: str
+    repo: str | None  # where the commit lives (the build's commit_source), if CI said
+
+
+async def commit_of(conn: asyncpg.Connection, service: str, version: str) -> Commit | None:
+    """The commit a registered build came from (None: no such build)."""
+    row = await conn.fetchrow(
+        "SELECT commit, commit_source FROM artifacts WHERE service = $1 AND version = $2",
+        service,
+        version,
+    )
+    return None if row is None else Commit(commit=row["commit"], repo=row["commit_source"])

@@ -5,6 +5,7 @@ an incident's events belong to the trace of the release it is about."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -162,6 +163,26 @@ async def request_rollback(
                 ),
             )
         )  # fmt: skip
+
+
+async def start_drill(
+    ctx: HandlerContext, model: ReleaseModel | None, service: str, environment: str, by: str
+) -> Incident:
+    """A rollback drill: an incident (marked a drill: it neither marks the version bad nor
+    holds promotion) asking to roll back what runs of ``service`` in ``environment``,
+    recorded in ``drills`` until its ``service.rolledback`` arrives."""
+    deployment = await store.latest_deployment(ctx.conn, service, environment)
+    if deployment is None:
+        raise ActionRefused(f"nothing of {service} has been deployed to {environment}")
+    incident, _ = await open_incident(
+        ctx, model, dedup_key=f"drill:{service}/{environment}:{uuid.uuid4().hex[:8]}",
+        service=service, environment=environment,
+        title=f"rollback drill of {service}@{deployment.version} in {environment} by {by}",
+        criterion=None, deployment=deployment, first_signal_at=ctx.now(), drill=True,
+    )  # fmt: skip
+    await store.record_drill(ctx.conn, incident.id, service, environment, ctx.now())
+    await request_rollback(ctx, incident, deployment, f"drill by {by}")
+    return incident
 
 
 async def set_flag(

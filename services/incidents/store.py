@@ -308,3 +308,44 @@ async def queue_webhook(conn: asyncpg.Connection, incident_id: str, url: str,
         "VALUES ($1, $2, $3::jsonb, $4)",
         incident_id, url, json.dumps(payload), at,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drill:
+    incident_id: str
+    service: str
+    environment: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None  # 'rolled back' | 'timed out'
+    detail: str | None
+
+
+async def record_drill(
+    conn: asyncpg.Connection, incident_id: str, service: str, environment: str, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO drills (incident_id, service, environment, started_at) "
+        "VALUES ($1, $2, $3, $4)",
+        incident_id, service, environment, at,
+    )  # fmt: skip
+
+
+async def drill(conn: asyncpg.Connection, incident_id: str) -> Drill | None:
+    row = await conn.fetchrow(
+        "SELECT incident_id, service, environment, started_at, finished_at, outcome, detail "
+        "FROM drills WHERE incident_id = $1",
+        incident_id,
+    )
+    return None if row is None else Drill(**dict(row))
+
+
+async def time_out_drill(
+    conn: asyncpg.Connection, incident_id: str, at: datetime, detail: str
+) -> None:
+    """A drill still running is over: timed out (one that finished meanwhile is kept)."""
+    await conn.execute(
+        "UPDATE drills SET finished_at = $2, outcome = 'timed out', detail = $3 "
+        "WHERE incident_id = $1 AND finished_at IS NULL",
+        incident_id, at, detail,
+    )  # fmt: skip

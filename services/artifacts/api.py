@@ -1,0 +1,60 @@
+"""The artifacts service's public face: what others (the command line, the demo, a console)
+may read of the registry. Read-only: the registry changes only through events
+(``artifact.packaged``, evidence), which the running service handles.
+
+    async with open_artifacts(settings) as artifacts:
+        rows = await artifacts.listed(service=None, limit=50)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from services.artifacts import queries
+from services.artifacts.queries import ArtifactSummary, ArtifactView, Commit, EvidenceView
+from shared.settings import Settings
+
+SERVICE = "artifacts"
+
+__all__ = [
+    "ArtifactSummary",
+    "ArtifactView",
+    "Artifacts",
+    "Commit",
+    "EvidenceView",
+    "open_artifacts",
+]
+
+
+class Artifacts:
+    """The registry's read models, on one connection to the service's own schema."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def listed(self, service: str | None = None, limit: int = 50) -> list[ArtifactSummary]:
+        """Registered builds, newest first, with how much evidence each has (and failing)."""
+        return await queries.list_artifacts(self._conn, service, limit)
+
+    async def show(self, service: str, version: str) -> ArtifactView | None:
+        """One build: digest, commit, status, evidence, rejections (None: nothing known)."""
+        return await queries.show_artifact(self._conn, service, version)
+
+    async def commit_of(self, service: str, version: str) -> Commit | None:
+        """The commit (and repository) a registered build came from."""
+        return await queries.commit_of(self._conn, service, version)
+
+
+@asynccontextmanager
+async def open_artifacts(settings: Settings) -> AsyncIterator[Artifacts]:
+    """The registry's read side. Applies no migrations: reading never shapes the schema."""
+    conn = await asyncpg.connect(
+        settings.pg_dsn, server_settings={"search_path": settings.db_schema(SERVICE)}
+    )
+    try:
+        yield Artifacts(conn)
+    finally:
+        await conn.close()
