@@ -1,8 +1,9 @@
 """``lockstep flags``: define, change, roll out, export and review feature flags.
 
-Changes go through the same code as the admin API and Kafka requests (one transaction:
-the new version, its history row, and ``flag.changed`` in the flags service's outbox, which
-the running service publishes)."""
+Everything goes through the flags service's public face (``services.flags.api``): changes
+through the same code as the admin API and Kafka requests (one transaction: the new version,
+its history row, and ``flag.changed`` in the flags service's outbox, which the running
+service publishes)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,16 @@ import json
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import typer
-from opentelemetry.trace import Tracer
-from rich.console import Console
 from rich.table import Table
 
-from cli.service_pool import Unreachable, traced, whoami, with_service_pool
+from cli.root import Root, of, whoami
 from events.flags import ChangeAction
-from services.flags.definitions import DefinitionError
-from shared.settings import Settings
+from services.flags.api import DefinitionError, Flags, open_flags
 
 flags_app = typer.Typer(help="Feature flags (flagd-compatible, served over OFREP).",
                         no_args_is_help=True)  # fmt: skip
@@ -31,8 +28,6 @@ keys_app = typer.Typer(help="API keys for OFREP evaluation and the admin API.",
                        no_args_is_help=True)  # fmt: skip
 flags_app.add_typer(keys_app, name="keys")
 
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 T = TypeVar("T")
 
 Env = Annotated[str, typer.Option("--env", help="The environment (e.g. prod-eu)")]
@@ -40,19 +35,21 @@ By = Annotated[str, typer.Option(help="Who makes the change (default: your login
 Reason = Annotated[str, typer.Option(help="Why (kept in the flag's history)")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
+def _with_flags(root: Root, work: Callable[[Flags], Awaitable[T]], *, traced: bool = False) -> T:
+    """``work`` on the flags service (its changes traced as ``flags-cli`` if ``traced``)."""
 
+    async def go() -> T:
+        if not traced:
+            async with open_flags(root.settings) as flags:
+                return await work(flags)
+        async with root.tracer("flags") as tracer, open_flags(root.settings, tracer=tracer) as f:
+            return await work(f)
 
-def _with_pool(work: Callable[[asyncpg.Pool, Settings], Awaitable[T]]) -> T:
-    try:
-        return with_service_pool("flags", work)
-    except Unreachable as exc:
-        raise _fail(str(exc)) from None
+    return root.on_postgres(go())
 
 
 def _change(
+    root: Root,
     env: str,
     key: str,
     action: ChangeAction,
@@ -60,50 +57,45 @@ def _change(
     reason: str,
     **extra: Any,
 ) -> None:
-    from services.flags.changes import Change, ChangeRefused, UnknownFlag, apply_now
-    from services.flags.definitions import SchemaMissing
+    from services.flags.api import Change, ChangeRefused, SchemaMissing, UnknownFlag
 
-    by = by or whoami()
-
-    async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> Any:
-        change = Change(env, key, action, by, reason, "cli", **extra)
-        return await apply_now(pool, settings, change, tracer=tracer)
-
+    change = Change(env, key, action, by or whoami(), reason, "cli", **extra)
     try:
-        event = _with_pool(traced("flags", work))
+        event = _with_flags(root, lambda flags: flags.apply(change), traced=True)
     except DefinitionError as exc:
-        raise _refused(f"{env}/{key} is not a valid flag", exc) from None
+        raise _refused(root, f"{env}/{key} is not a valid flag", exc) from None
     except (UnknownFlag, ChangeRefused, SchemaMissing) as exc:
-        raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
+        raise root.fail(str(exc.args[0]) if exc.args else str(exc)) from None
     if event is None:
-        out.print(f"{env}/{key}: nothing to change", highlight=False)
+        root.out.print(f"{env}/{key}: nothing to change", highlight=False)
         return
     c = event.subject.content
-    out.print(f"{env}/{key} is now version {c.version} ({c.action} by {c.changed_by})",
-              highlight=False)  # fmt: skip
+    root.out.print(f"{env}/{key} is now version {c.version} ({c.action} by {c.changed_by})",
+                   highlight=False)  # fmt: skip
 
 
-def _refused(what: str, exc: DefinitionError) -> typer.Exit:
-    err.print(f"[red]refused:[/red] {what}:")
+def _refused(root: Root, what: str, exc: DefinitionError) -> typer.Exit:
+    root.err.print(f"[red]refused:[/red] {what}:")
     for problem in exc.problems:
-        err.print(f"  {problem}", markup=False, highlight=False)
+        root.err.print(f"  {problem}", markup=False, highlight=False)
     return typer.Exit(2)
 
 
-def _read_json(path: Path | None, inline: str | None) -> Any:
+def _read_json(root: Root, path: Path | None, inline: str | None) -> Any:
     if (path is None) == (inline is None):
-        raise _fail("give the definition with --file FILE or --json '{...}'")
+        raise root.fail("give the definition with --file FILE or --json '{...}'")
     try:
         text = path.read_text(encoding="utf-8") if path is not None else str(inline)
         return json.loads(text)
     except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc}") from None
+        raise root.fail(f"cannot read {path}: {exc}") from None
     except ValueError as exc:
-        raise _fail(f"not JSON: {exc}") from None
+        raise root.fail(f"not JSON: {exc}") from None
 
 
 @flags_app.command("set")
 def flags_set(
+    ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="The flag key")],
     env: Env,
     reason: Reason,
@@ -112,23 +104,25 @@ def flags_set(
     by: By = "",
 ) -> None:
     """Create or replace a flag with a flagd definition (checked against the flagd schema)."""
-    _change(env, key, "set", by, reason, definition=_read_json(file, json_))
+    root = of(ctx)
+    _change(root, env, key, "set", by, reason, definition=_read_json(root, file, json_))
 
 
 @flags_app.command("enable")
-def flags_enable(key: str, env: Env, reason: Reason, by: By = "") -> None:
+def flags_enable(ctx: typer.Context, key: str, env: Env, reason: Reason, by: By = "") -> None:
     """Turn a flag on (state ENABLED)."""
-    _change(env, key, "enable", by, reason)
+    _change(of(ctx), env, key, "enable", by, reason)
 
 
 @flags_app.command("disable")
-def flags_disable(key: str, env: Env, reason: Reason, by: By = "") -> None:
+def flags_disable(ctx: typer.Context, key: str, env: Env, reason: Reason, by: By = "") -> None:
     """Turn a flag off (state DISABLED: every client gets its own default): a kill switch."""
-    _change(env, key, "disable", by, reason)
+    _change(of(ctx), env, key, "disable", by, reason)
 
 
 @flags_app.command("rollout")
 def flags_rollout(
+    ctx: typer.Context,
     key: str,
     env: Env,
     reason: Reason,
@@ -140,87 +134,82 @@ def flags_rollout(
 ) -> None:
     """Roll a variant out gradually; the service makes each step when it is due, and halts
     the rollout when someone changes the flag or the service has an incident."""
-    from services.flags.rollouts import ScheduleError, describe, parse_schedule
+    from services.flags.api import ScheduleError, describe_schedule, parse_schedule
 
+    root = of(ctx)
     try:
         steps = parse_schedule(schedule)
     except ScheduleError as exc:
-        raise _fail(f"schedule: {exc}") from None
-    out.print(f"rolling out {to!r} on {env}/{key}: {describe(steps)}", highlight=False)
-    _change(env, key, "rollout", by, reason, variant=to, steps=steps)
+        raise root.fail(f"schedule: {exc}") from None
+    root.out.print(f"rolling out {to!r} on {env}/{key}: {describe_schedule(steps)}",
+                   highlight=False)  # fmt: skip
+    _change(root, env, key, "rollout", by, reason, variant=to, steps=steps)
 
 
 @flags_app.command("halt")
-def flags_halt(key: str, env: Env, reason: Reason, by: By = "") -> None:
+def flags_halt(ctx: typer.Context, key: str, env: Env, reason: Reason, by: By = "") -> None:
     """Halt a flag's rollout where it stands."""
-    _change(env, key, "halt-rollout", by, reason)
+    _change(of(ctx), env, key, "halt-rollout", by, reason)
 
 
 @flags_app.command("import")
 def flags_import(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A flagd flag set (JSON)")],
     env: Env,
     reason: Reason,
     by: By = "",
 ) -> None:
     """Load a flagd flag set into an environment: its $evaluators, metadata and flags."""
-    from services.flags.changes import ChangeRefused, import_flag_set
-    from services.flags.definitions import SchemaMissing
+    from services.flags.api import ChangeRefused, SchemaMissing
 
-    doc = _read_json(file, None)
+    root = of(ctx)
+    doc = _read_json(root, file, None)
 
-    async def work(pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> int:
-        made = await import_flag_set(
-            pool, settings, env, doc, by=by or whoami(), reason=reason, source="cli",
-            tracer=tracer,
-        )  # fmt: skip
+    async def work(flags: Flags) -> int:
+        made = await flags.import_flag_set(env, doc, by=by or whoami(), reason=reason)
         return len(made)
 
     try:
-        changed = _with_pool(traced("flags", work))
+        changed = _with_flags(root, work, traced=True)
     except DefinitionError as exc:
-        raise _refused(f"{file} is not a valid flag set", exc) from None
+        raise _refused(root, f"{file} is not a valid flag set", exc) from None
     except (ChangeRefused, SchemaMissing) as exc:
-        raise _fail(str(exc)) from None
-    out.print(f"{env}: {changed} flag(s) changed from {file}", highlight=False)
+        raise root.fail(str(exc)) from None
+    root.out.print(f"{env}: {changed} flag(s) changed from {file}", highlight=False)
 
 
 @flags_app.command("export")
 def flags_export(
+    ctx: typer.Context,
     env: Env,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout")] = None,
 ) -> None:
     """Write the environment's flags as a flagd flag set (flagd loads it unchanged)."""
-    from services.flags.flag_sets import document
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> dict[str, Any]:
-        async with pool.acquire() as conn:
-            doc, _ = await document(conn, env)
-        return doc
-
-    text = json.dumps(_with_pool(work), indent=2) + "\n"
+    root = of(ctx)
+    text = json.dumps(_with_flags(root, lambda flags: flags.export(env)), indent=2) + "\n"
     if out_file is None:
         sys.stdout.write(text)
     else:
         out_file.write_text(text, encoding="utf-8")
-        err.print(f"wrote {out_file}", highlight=False)
+        root.err.print(f"wrote {out_file}", highlight=False)
 
 
 @flags_app.command("list")
 def flags_list(
+    ctx: typer.Context,
     env: Annotated[str | None, typer.Option("--env", help="Only this environment")] = None,
 ) -> None:
     """Every flag: state, default, targeting, type, owner, version."""
-    from services.flags import store
+    root = of(ctx)
 
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> Any:
-        async with pool.acquire() as conn:
-            return await store.flags_of(conn, env), await store.active_rollouts(conn, env)
+    async def work(flags: Flags) -> Any:
+        return await flags.listed(env), await flags.active_rollouts(env)
 
-    flags, active = _with_pool(work)
+    found, active = _with_flags(root, work)
     rolling = {(r.environment, r.flag_key): r for r in active}
     table = Table("environment", "flag", "state", "default", "targeting", "type", "owner", "v")
-    for f in flags:
+    for f in found:
         d = f.definition
         meta = d.get("metadata") or {}
         targeting = "—"
@@ -232,7 +221,7 @@ def flags_list(
             f.environment, f.key, d.get("state", ""), str(d.get("defaultVariant")), targeting,
             str(meta.get("type", "")), str(meta.get("owner", "")), str(f.version),
         )  # fmt: skip
-    out.print(table if flags else "no flags yet")
+    root.out.print(table if found else "no flags yet")
 
 
 def _rollout_label(definition: dict[str, Any]) -> str | None:
@@ -243,26 +232,18 @@ def _rollout_label(definition: dict[str, Any]) -> str | None:
 
 
 @flags_app.command("show")
-def flags_show(key: str, env: Env) -> None:
+def flags_show(ctx: typer.Context, key: str, env: Env) -> None:
     """A flag's definition, its rollout, and its history (who, when, why)."""
-    from services.flags import store
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> Any:
-        async with pool.acquire() as conn:
-            return (
-                await store.get_flag(conn, env, key),
-                await store.active_rollout(conn, env, key),
-                await store.history(conn, env, key),
-            )
-
-    flag, rollout, history = _with_pool(work)
+    root = of(ctx)
+    detail = _with_flags(root, lambda flags: flags.show(env, key))
+    flag, rollout, history = detail.flag, detail.rollout, detail.history
     if flag is None and not history:
-        raise _fail(f"{env} has no flag {key!r}", code=1)
+        raise root.fail(f"{env} has no flag {key!r}", code=1)
     if flag is not None:
-        out.print_json(json.dumps(flag.definition))
+        root.out.print_json(json.dumps(flag.definition))
     if rollout is not None:
         steps = ", ".join(f"{p}%@{s}s" for p, s in rollout.steps)
-        out.print(
+        root.out.print(
             f"rolling out {rollout.variant!r} since {rollout.started_at:%Y-%m-%d %H:%M:%SZ}: "
             f"{steps} (next step {rollout.next_step + 1})", highlight=False,
         )  # fmt: skip
@@ -270,100 +251,73 @@ def flags_show(key: str, env: Env) -> None:
     for h in history:
         table.add_row(str(h.version), f"{h.at.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}", h.action,
                       h.changed_by, h.source, h.reason)  # fmt: skip
-    out.print(table)
+    root.out.print(table)
 
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
-def _duration(text: str) -> timedelta:
+def _duration(root: Root, text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if match is None:
-        raise _fail(f"{text!r}: write a duration like 30m, 12h or 7d")
+        raise root.fail(f"{text!r}: write a duration like 30m, 12h or 7d")
     return timedelta(seconds=int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]])
 
 
 @flags_app.command("stale")
 def flags_stale(
+    ctx: typer.Context,
     env: Annotated[str | None, typer.Option("--env", help="Only this environment")] = None,
     grace: Annotated[
         str, typer.Option(help="How long a new flag may go unevaluated (e.g. 1d)")
     ] = "1d",
 ) -> None:
     """Flags to remove: past their type's lifetime, fully rolled out, or never evaluated."""
-    from services.flags import store
-    from services.flags.stale import stale_flags
-
-    grace_delta = _duration(grace)
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> Any:
-        async with pool.acquire() as conn:
-            flags = await store.flags_of(conn, env)
-            finished = {
-                (f.environment, f.key)
-                for f in flags
-                if await store.finished_rollout(conn, f.environment, f.key)
-            }
-            return flags, await store.last_evaluations(conn), finished
-
-    flags, evaluated, finished = _with_pool(work)
-    found = stale_flags(flags, evaluated, finished, datetime.now(UTC), grace_delta)
+    root = of(ctx)
+    grace_delta = _duration(root, grace)
+    found = _with_flags(root, lambda flags: flags.stale(env, grace_delta))
     table = Table("environment", "flag", "type", "owner", "why")
     for s in found:
         table.add_row(s.environment, s.key, s.type, s.owner, "; ".join(s.reasons))
-    out.print(table if found else "no stale flags")
+    root.out.print(table if found else "no stale flags")
 
 
 @keys_app.command("create")
 def keys_create(
+    ctx: typer.Context,
     env: Annotated[str, typer.Option("--env", help="The environment ('*' for admin keys)")],
     name: Annotated[str, typer.Option(help="Who or what uses the key")],
     role: Annotated[str, typer.Option(help="evaluate (OFREP) or admin (changes)")] = "evaluate",
 ) -> None:
     """Create an API key; it is shown once (only its sha256 is kept)."""
-    from services.flags import keys
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> str:
-        async with pool.acquire() as conn:
-            return await keys.create(conn, env, role, name, datetime.now(UTC))
-
+    root = of(ctx)
     try:
-        key = _with_pool(work)
+        key = _with_flags(root, lambda flags: flags.create_key(env, role, name))
     except ValueError as exc:
-        raise _fail(str(exc)) from None
-    err.print(f"{role} key for {env} ({name}); keep it now, it is not shown again:",
-              highlight=False)  # fmt: skip
+        raise root.fail(str(exc)) from None
+    root.err.print(f"{role} key for {env} ({name}); keep it now, it is not shown again:",
+                   highlight=False)  # fmt: skip
     print(key)
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(ctx: typer.Context) -> None:
     """Keys by prefix, environment, role and name."""
-    from services.flags import keys
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> Any:
-        async with pool.acquire() as conn:
-            return await keys.listed(conn)
-
+    root = of(ctx)
     table = Table("prefix", "environment", "role", "name", "created", "revoked")
-    for r in _with_pool(work):
-        table.add_row(r["key_prefix"], r["environment"], r["role"], r["name"],
-                      f"{r['created_at']:%Y-%m-%d}",
-                      f"{r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "")  # fmt: skip
-    out.print(table)
+    for k in _with_flags(root, lambda flags: flags.keys()):
+        table.add_row(k.prefix, k.environment, k.role, k.name, f"{k.created_at:%Y-%m-%d}",
+                      f"{k.revoked_at:%Y-%m-%d}" if k.revoked_at else "")  # fmt: skip
+    root.out.print(table)
 
 
 @keys_app.command("revoke")
 def keys_revoke(
+    ctx: typer.Context,
     prefix: Annotated[str, typer.Argument(help="The key's prefix (keys list)")],
 ) -> None:
     """Revoke a key: refused within seconds by every instance."""
-    from services.flags import keys
-
-    async def work(pool: asyncpg.Pool, _settings: Settings) -> int:
-        async with pool.acquire() as conn:
-            return await keys.revoke(conn, prefix, datetime.now(UTC))
-
-    if _with_pool(work) == 0:
-        raise _fail(f"no active key with prefix {prefix!r}", code=1)
-    out.print(f"revoked {prefix}")
+    root = of(ctx)
+    if _with_flags(root, lambda flags: flags.revoke_key(prefix)) == 0:
+        raise root.fail(f"no active key with prefix {prefix!r}", code=1)
+    root.out.print(f"revoked {prefix}")

@@ -1,4 +1,5 @@
-"""What the read-only commands print: artifact tables, the live tail, the trace tree."""
+"""What the read-only commands print: artifact tables, what runs where, the live tail, the
+trace tree. Services are read only through their public faces (``services.<name>.api``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
@@ -14,28 +14,18 @@ from rich.table import Table
 
 from cli.trace_view import build_tree, render, traces_of
 from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, topics
-from services.artifacts import queries
+from services.artifacts.api import ArtifactSummary, ArtifactView, open_artifacts
+from services.promotion.api import Placement, what_runs_where
 from shared.bus.consumer import record_from_kafka
 from shared.bus.dlq import reason_of
 from shared.settings import Settings
 from shared.telemetry import read_spans
 
 
-async def read_only_view(settings: Settings, service: str) -> asyncpg.Connection:
-    """A connection to one service's schema, for the read-only commands (the console to come
-    will be the services' own read API; until then the command line reads their tables)."""
-    return await asyncpg.connect(
-        settings.pg_dsn, server_settings={"search_path": settings.db_schema(service)}
-    )
-
-
 def print_artifact_list(out: Console, settings: Settings, service: str | None, limit: int) -> None:
-    async def go() -> list[queries.ArtifactSummary]:
-        conn = await read_only_view(settings, "artifacts")
-        try:
-            return await queries.list_artifacts(conn, service, limit)
-        finally:
-            await conn.close()
+    async def go() -> list[ArtifactSummary]:
+        async with open_artifacts(settings) as artifacts:
+            return await artifacts.listed(service, limit)
 
     rows = asyncio.run(go())
     table = Table("artifact", "digest", "commit", "evidence", "registered")
@@ -52,12 +42,9 @@ def print_artifact_list(out: Console, settings: Settings, service: str | None, l
 
 
 def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
-    async def go() -> queries.ArtifactView | None:
-        conn = await read_only_view(settings, "artifacts")
-        try:
-            return await queries.show_artifact(conn, ref.service, ref.version)
-        finally:
-            await conn.close()
+    async def go() -> ArtifactView | None:
+        async with open_artifacts(settings) as artifacts:
+            return await artifacts.show(ref.service, ref.version)
 
     view = asyncio.run(go())
     if view is None:
@@ -91,24 +78,12 @@ def print_artifact(out: Console, settings: Settings, ref: ArtifactRef) -> bool:
 
 
 def print_env_status(out: Console, settings: Settings) -> None:
-    async def go() -> list[asyncpg.Record]:
-        conn = await read_only_view(settings, "promotion")
-        try:
-            rows: list[asyncpg.Record] = await conn.fetch(
-                "SELECT environment, service, version, digest FROM ledger ORDER BY service"
-            )
-            return rows
-        finally:
-            await conn.close()
-
-    rows = asyncio.run(go())
-    environments = sorted({r["environment"] for r in rows})
+    rows: list[Placement] = asyncio.run(what_runs_where(settings))
+    environments = sorted({r.environment for r in rows})
     table = Table("service", *environments)
     by_service: dict[str, dict[str, str]] = {}
     for r in rows:
-        by_service.setdefault(r["service"], {})[r["environment"]] = (
-            f"{r['version']} {r['digest'][7:19]}"
-        )
+        by_service.setdefault(r.service, {})[r.environment] = f"{r.version} {r.digest[7:19]}"
     for service, cells in sorted(by_service.items()):
         table.add_row(service, *(cells.get(e, "-") for e in environments))
     out.print(table if rows else "nothing deployed yet")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
     )
     periodic_s: float | None = Field(
         default=None, gt=0, description="How often periodic turns run (default: the service's own)"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="How much `lockstep run` and `lockstep deployer` log"
     )
     otlp_endpoint: str | None = Field(
         default=None,
