@@ -24,15 +24,8 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 
-from cli.views import (
-    describe_record,
-    print_artifact,
-    print_env_status,
-    print_trace,
-    read_only_view,
-)
+from cli.views import describe_record, print_artifact, print_env_status, print_trace
 from events import (
-    ApprovalUpdated,
     ArtifactPackaged,
     ArtifactRef,
     BenchmarkFinished,
@@ -54,13 +47,12 @@ from events.signals import SignalObserved
 from policy import load as load_release_model
 from policy import policy_updated
 from services.catalog import SERVICES
-from services.flags.changes import Change, apply_now, import_flag_set
-from services.flags.keys import create as create_key
-from services.flags.rollouts import parse_schedule
+from services.flags.api import Change, open_flags, parse_schedule
+from services.gates.api import approval as approval_of
+from services.promotion.api import what_runs_where
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
-from shared.db import create_pool
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
@@ -75,7 +67,7 @@ WATCHED = (
     topics.INCIDENTS,
     topics.DLQ,
 )
-RELEASE_MODEL = Path(__file__).resolve().parents[2] / "infra" / "demo-release-model.yaml"
+RELEASE_MODEL = Path(__file__).resolve().parents[1] / "infra" / "demo-release-model.yaml"
 
 
 def run_demo(out: Console, settings: Settings) -> int:
@@ -158,9 +150,9 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
         async with Publisher(settings, client_id="lockstep-demo-people") as people:
             for ref in (payments, checkout):
                 for env in ("prod-eu", "prod-us"):
-                    approval = ApprovalUpdated.build(
-                        service=ref.service, version=ref.version, environment=env,
-                        by="release-manager", decision="approved", source="demo/people",
+                    approval = approval_of(
+                        ref.service, ref.version, environment=env, by="release-manager",
+                        approved=True, source="demo/people",
                     )  # fmt: skip
                     await people.publish(approval)
                     out.print(
@@ -228,18 +220,13 @@ async def _ledger_shows(
     settings: Settings, wanted: list[tuple[str, str]], timeout_s: float
 ) -> bool:
     """Until the promotion service's ledger has taken in the deployers' reports."""
-    conn = await read_only_view(settings, "promotion")
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            rows = await conn.fetch("SELECT service, version, environment FROM ledger")
-            have = {(f"{r['service']}@{r['version']}", r["environment"]) for r in rows}
-            if set(wanted) <= have:
-                return True
-            await asyncio.sleep(0.2)
-        return False
-    finally:
-        await conn.close()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        have = {(p.label, p.environment) for p in await what_runs_where(settings)}
+        if set(wanted) <= have:
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 class _Mesh:
@@ -331,23 +318,20 @@ async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: Artifa
         }
     }  # fmt: skip
     mesh.flags = {f"prod-eu/{key}" for key in flag_set["flags"]}
-    pool = await create_pool(settings.pg_dsn, settings.db_schema("flags"), max_size=2)
     provider = tracer_provider(settings, "payments-team")
     try:
-        await import_flag_set(
-            pool, settings, "prod-eu", flag_set, by="payments-team", reason="ship dark",
-            source="cli", tracer=tracer(provider),
-        )  # fmt: skip
-        rollout = Change(
-            "prod-eu", "new-checkout-flow", "rollout", "payments-team", "a quarter of users",
-            "cli", variant="on", steps=parse_schedule("25%,50%@1h,100%@4h"),
-        )  # fmt: skip
-        await apply_now(pool, settings, rollout, tracer=tracer(provider))
-        async with pool.acquire() as conn:
-            key = await create_key(conn, "prod-eu", "evaluate", "demo", datetime.now(UTC))
+        async with open_flags(settings, tracer=tracer(provider)) as flags:
+            await flags.import_flag_set(
+                "prod-eu", flag_set, by="payments-team", reason="ship dark", source="cli"
+            )
+            rollout = Change(
+                "prod-eu", "new-checkout-flow", "rollout", "payments-team", "a quarter of users",
+                "cli", variant="on", steps=parse_schedule("25%,50%@1h,100%@4h"),
+            )  # fmt: skip
+            await flags.apply(rollout)
+            key = await flags.create_key("prod-eu", "evaluate", "demo")
     finally:
         provider.shutdown()
-        await pool.close()
     url = f"http://127.0.0.1:{settings.flags_http_port}/environments/prod-eu/ofrep/v1/"
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}) as http:
 
