@@ -1,7 +1,13 @@
 """The Lockstep event contract: CloudEvents on Kafka carrying CDEvents.
 
 CI systems and deployer agents in any language validate against the exported JSON Schemas
-(``lockstep schema export DIR``); Python code uses these models directly.
+(``lockstep schema export DIR``); Python code uses these models directly, and tests its own
+producers and consumers with the samples in ``events.testing``. ``docs/events.md`` is the
+catalogue of every type (``python -m events.catalogue docs/events.md`` rewrites it).
+
+A new event type is a ``CDEvent`` subclass that sets ``TYPE`` and ``TOPIC`` in one of these
+modules (it registers itself); import it here so it is loaded and exported, give it a sample
+in ``events/testing.py``, and regenerate the catalogue.
 """
 
 from events._artifact_ref import ArtifactRef, ArtifactRefError, check_digest
