@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import replace
 
-from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from events import (
@@ -27,15 +26,22 @@ from events import (
     ServiceDeployed,
 )
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
-from policy.in_force import in_force, keep
-from policy.model import Gate, parse_duration
-from services.gates import scoring, store
+from policy.in_force import in_force, keep, model_in_force
+from policy.model import ReleaseModel
+from services.gates import decide, scoring, store
 from shared.bus import HandlerContext, Router
-from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
 
 SOURCE = "lockstep/gates"
 
 router = Router()
+
+InForce = tuple[str, ReleaseModel]  # (sha256, model)
+
+
+def thread_of(service: str, version: str) -> str:
+    """The key of a build's trace thread: decisions continue the trace it was registered in
+    and link the spans that produced its evidence."""
+    return f"{service}@{version}"
 
 
 @router.handles(PolicyUpdated)
@@ -43,24 +49,20 @@ async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
     await keep(ctx.conn, content.sha256, content.model, content.updated_by)
     ctx.span.set_attribute("lockstep.policy_sha256", content.sha256)
+    found = (content.sha256, model_in_force(content.sha256, content.model))  # just kept
     for build in await store.recent_builds(ctx.conn):
         await store.lock_build(ctx.conn, build.service, build.version)
-        await judge(ctx, build)
+        await judge(ctx, build.service, build.version, found)
 
 
 @router.handles(ArtifactPublished)
 async def on_published(event: ArtifactPublished, ctx: HandlerContext) -> None:
     facts = event.custom_data
-    await store.lock_build(ctx.conn, facts.service, facts.version)
-    build = store.Build(
-        facts.service,
-        facts.version,
-        facts.digest,
-        event.subject.id,
-        current_trace_headers().get("traceparent"),
-    )
-    await store.add_build(ctx.conn, build)
-    await judge(ctx, build)
+    build = decide.Build(facts.service, facts.version, facts.digest, event.subject.id)
+    await store.lock_build(ctx.conn, build.service, build.version)
+    if await store.add_build(ctx.conn, build):
+        await ctx.remember(thread_of(build.service, build.version))  # the build's trace
+    await judge(ctx, build.service, build.version, published=build)
 
 
 @router.handles(EvidenceRecorded)
@@ -68,11 +70,9 @@ async def on_evidence(event: EvidenceRecorded, ctx: HandlerContext) -> None:
     c = event.subject.content
     await store.lock_build(ctx.conn, c.service, c.version)
     fact = scoring.EvidenceFact(kind=c.kind, passed=c.passed, details=c.details)
-    producer = ctx.record.header("traceparent") if ctx.record is not None else None
-    await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact, producer)
-    build = await store.build(ctx.conn, c.service, c.version)
-    if build is not None:
-        await judge(ctx, build)
+    if await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact):
+        await ctx.remember_link(thread_of(c.service, c.version))  # the span that announced it
+    await judge(ctx, c.service, c.version)
 
 
 @router.handles(ServiceDeployed)
@@ -84,9 +84,7 @@ async def on_deployed(event: ServiceDeployed, ctx: HandlerContext) -> None:
     await store.record_deployment(
         ctx.conn, environment, ref.service, ref.version, event.context.timestamp
     )
-    build = await store.build(ctx.conn, ref.service, ref.version)
-    if build is not None:
-        await judge(ctx, build)
+    await judge(ctx, ref.service, ref.version)
 
 
 @router.handles(ApprovalUpdated)
@@ -96,129 +94,93 @@ async def on_approval(event: ApprovalUpdated, ctx: HandlerContext) -> None:
     await store.record_approval(
         ctx.conn, t.service, t.version, t.environment, event.who, event.subject.content.decision
     )
-    build = await store.build(ctx.conn, t.service, t.version)
-    if build is not None:
-        await judge(ctx, build)
+    await judge(ctx, t.service, t.version)
 
 
 async def periodic(ctx: HandlerContext) -> None:
-    """Builds whose soak time has run out are judged again."""
-    assert ctx.tracer is not None
-    for build in await store.soaked(ctx.conn, ctx.now()):
-        await store.lock_build(ctx.conn, build.service, build.version)
-        label = f"{build.service}@{build.version}"
-        with in_trace_of(
-            ctx.tracer, build.traceparent, "gates: soak time is up", {"lockstep.artifact": label}
-        ):
-            ctx.span = trace.get_current_span()
-            await judge(ctx, build)
-
-
-async def judge(ctx: HandlerContext, build: store.Build) -> None:
-    """Judge ``build`` against every environment's gate under the model in force."""
+    """Builds whose soak time has run out are judged again, in their own traces."""
+    due = await store.soaked(ctx.conn, ctx.now())
+    if not due:
+        return
     found = await in_force(ctx.conn)
+    await ctx.recall(*(thread_of(service, version) for service, version in due))
+    for service, version in due:
+        await store.lock_build(ctx.conn, service, version)
+        key = thread_of(service, version)
+        attributes = {"lockstep.artifact": key}
+        async with ctx.continuing(key, "gates: soak time is up", attributes):
+            await judge(ctx, service, version, found)
+
+
+async def judge(
+    ctx: HandlerContext,
+    service: str,
+    version: str,
+    found: InForce | None = None,
+    *,
+    published: decide.Build | None = None,
+) -> None:
+    """Judge a build (if registered) against every environment's gate under the model in
+    force (``found``: as the caller read it; None: read it here), then record and emit what
+    is new. ``published``: the build as its ``artifact.published`` describes it."""
+    snapshot = await store.snapshot(ctx.conn, service, version)
+    if snapshot is None:
+        return
+    if published is not None:
+        snapshot = replace(snapshot, build=published)
+    found = found or await in_force(ctx.conn)
     if found is None:
         ctx.span.set_attribute("lockstep.outcome", "no release model yet")
         return
     policy_sha256, model = found
-    evidence = await store.evidence(ctx.conn, build.service, build.version)
-    facts = [fact for _, fact in evidence]
-    links = _links(await store.evidence_traces(ctx.conn, build.service, build.version))
-    outcome: list[str] = []
-    deployed = await store.deployed_at(ctx.conn, build.service, build.version)
-    now = ctx.now()
-    for environment in model.environments:
-        gate = model.gates.get(environment.name, Gate())
-        soaked_for = None
-        if not environment.after:  # nothing before it to soak in
-            gate = gate.model_copy(update={"soak": None})
-        elif all(e in deployed for e in environment.after):
-            since = max(deployed[e] for e in environment.after)
-            soaked_for = max(now - since, timedelta(0))
-            if gate.soak is not None and soaked_for < parse_duration(gate.soak):
-                due = since + parse_duration(gate.soak)
-                await store.soak_until(ctx.conn, build.service, build.version, due)
-        decisions = await store.approvals(ctx.conn, build.service, build.version, environment.name)
-        result = scoring.evaluate(
-            gate,
-            facts,
-            baseline=(
-                await _baseline(ctx, build, environment.name)
-                if any(c.evidence == "benchmark" for c in gate.criteria)
-                else None
-            ),
-            soaked_for=soaked_for,
-            approvals=sum(1 for d in decisions.values() if d == "approved"),
-            rejected_by=sorted(who for who, d in decisions.items() if d == "rejected"),
-        )
-        if not result.decided:
-            continue
-        assert result.score is not None
-        last = await store.decision(ctx.conn, build.service, build.version, environment.name)
-        if last == (result.result, policy_sha256):
-            continue
-        await store.record_decision(
-            ctx.conn, build.service, build.version, environment.name,
-            result.result, result.score, policy_sha256,
-        )  # fmt: skip
-        outcome.append(f"{environment.name} {result.result}")
-        kind = GateFailed if result.result == "fail" else GatePassed
-        attributes = {"lockstep.artifact": f"{build.service}@{build.version}"}
-        with (
-            in_trace_of(
-                ctx.tracer, build.traceparent, f"gates: judge {environment.name}", attributes
-            ),
-            _decision_span(ctx, f"gate {environment.name}: {result.result}", links, attributes),
-        ):
+    judgement = decide.judge(model, policy_sha256, snapshot, ctx.now())
+    build = snapshot.build
+    if judgement.recheck_at is not None:
+        await store.soak_until(ctx.conn, build.service, build.version, judgement.recheck_at)
+    if judgement.decisions:
+        await store.record_decisions(ctx.conn, build, policy_sha256, judgement.decisions)
+    evidence_ids = [event_id for event_id, _ in snapshot.evidence]
+    for decision in judgement.decisions:
+        await _emit(ctx, build, decision, policy_sha256, evidence_ids)
+    ctx.span.set_attribute("lockstep.outcome", judgement.outcome or "no new decision")
+
+
+async def _emit(
+    ctx: HandlerContext,
+    build: decide.Build,
+    decision: decide.Decision,
+    policy_sha256: str,
+    evidence_ids: list[str],
+) -> None:
+    """A decision, in the build's trace, from a span linking the evidence it weighed."""
+    result, environment = decision.result, decision.environment
+    kind = GateFailed if result.result == "fail" else GatePassed
+    attributes = {"lockstep.artifact": build.label}
+    key = thread_of(build.service, build.version)
+    async with ctx.continuing(key, f"gates: judge {environment}", attributes) as thread:
+        name = f"gate {environment}: {result.result}"
+        with _decision_span(ctx, name, thread.span_links(), attributes):
             ctx.emit(
                 kind(
                     context=kind.new_context(SOURCE),
                     subject=GateSubject(
-                        id=f"{build.service}@{build.version}:{environment.name}",
+                        id=f"{build.label}:{environment}",
                         content=GateDecisionContent(
                             service=build.service,
                             version=build.version,
                             digest=build.digest,
                             artifact_id=build.purl,
-                            environment=environment.name,
+                            environment=environment,
                             result=result.result,
-                            score=result.score,
+                            score=decision.score,
                             criteria=[_verdict(j) for j in result.criteria],
                             conditions=[_verdict(j) for j in result.conditions],
                             policy_sha256=policy_sha256,
-                            evidence_ids=[event_id for event_id, _ in evidence],
+                            evidence_ids=evidence_ids,
                         ),
                     ),
                 )
             )
-    ctx.span.set_attribute("lockstep.outcome", ", ".join(outcome) or "no new decision")
-
-
-async def _baseline(
-    ctx: HandlerContext, build: store.Build, environment: str
-) -> dict[str, float] | None:
-    """The benchmark metrics of the version running in ``environment`` now, if any."""
-    running = await store.running_version(ctx.conn, environment, build.service)
-    if running is None or running == build.version:
-        return None
-    metrics: dict[str, float] = {}
-    for _, fact in await store.evidence(ctx.conn, build.service, running):
-        if fact.kind == "benchmark":
-            for name, m in fact.details.get("metrics", {}).items():
-                metrics[name] = float(m["value"])
-    return metrics or None
-
-
-def _links(traceparents: list[str]) -> list[Link]:
-    """Links to the spans that produced the evidence a decision used."""
-    found = []
-    for tp in traceparents:
-        span_context = trace.get_current_span(
-            context_from_headers({"traceparent": tp})
-        ).get_span_context()
-        if span_context.is_valid:
-            found.append(Link(span_context))
-    return found
 
 
 @contextmanager

@@ -1,23 +1,18 @@
-"""The gates service's tables (its own schema)."""
+"""The gates service's tables (its own schema). ``snapshot`` reads, in one round trip,
+everything a decision about a build needs (``decide.judge``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
 
+from services.gates.decide import Build, BuildSnapshot, Decision
 from services.gates.scoring import EvidenceFact
 
-
-@dataclass(frozen=True)
-class Build:
-    service: str
-    version: str
-    digest: str
-    purl: str
-    traceparent: str | None = None  # of its registration: the build's trace
+__all__ = ["Build", "BuildSnapshot"]
 
 
 async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> None:
@@ -29,18 +24,19 @@ async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> No
     )
 
 
-async def add_build(conn: asyncpg.Connection, build: Build) -> None:
-    await conn.execute(
-        "INSERT INTO builds (service, version, digest, purl, traceparent) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        build.service, build.version, build.digest, build.purl, build.traceparent,
+async def add_build(conn: asyncpg.Connection, build: Build) -> bool:
+    """False if the build was registered already."""
+    added = await conn.fetchval(
+        "INSERT INTO builds (service, version, digest, purl) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+        build.service, build.version, build.digest, build.purl,
     )  # fmt: skip
+    return added is not None
 
 
 async def build(conn: asyncpg.Connection, service: str, version: str) -> Build | None:
     row = await conn.fetchrow(
-        "SELECT service, version, digest, purl, traceparent FROM builds "
-        "WHERE service = $1 AND version = $2",
+        "SELECT service, version, digest, purl FROM builds WHERE service = $1 AND version = $2",
         service, version,
     )  # fmt: skip
     return Build(**dict(row)) if row is not None else None
@@ -48,32 +44,88 @@ async def build(conn: asyncpg.Connection, service: str, version: str) -> Build |
 
 async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
     rows = await conn.fetch(
-        "SELECT service, version, digest, purl, traceparent FROM builds "
-        "ORDER BY registered_at DESC LIMIT $1",
+        "SELECT service, version, digest, purl FROM builds ORDER BY registered_at DESC LIMIT $1",
         limit,
     )
     return [Build(**dict(r)) for r in rows]
 
 
 async def add_evidence(
-    conn: asyncpg.Connection, event_id: str, service: str, version: str, fact: EvidenceFact,
-    traceparent: str | None = None,
-) -> None:  # fmt: skip
+    conn: asyncpg.Connection, event_id: str, service: str, version: str, fact: EvidenceFact
+) -> bool:
+    """False if this evidence was recorded already."""
+    added = await conn.fetchval(
+        "INSERT INTO evidence (event_id, service, version, kind, passed, details) "
+        "VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT DO NOTHING RETURNING 1",
+        event_id, service, version, fact.kind, fact.passed, json.dumps(fact.details),
+    )  # fmt: skip
+    return added is not None
+
+
+_SNAPSHOT = """
+SELECT b.service, b.version, b.digest, b.purl,
+       ARRAY(SELECT ROW(e.event_id, e.kind, e.passed, e.details::text) FROM evidence e
+             WHERE e.service = b.service AND e.version = b.version
+             ORDER BY e.recorded_at, e.event_id) AS evidence,
+       ARRAY(SELECT ROW(d.environment, d.deployed_at) FROM deployments d
+             WHERE d.service = b.service AND d.version = b.version) AS deployed,
+       ARRAY(SELECT ROW(a.environment, a.responder, a.decision) FROM approvals a
+             WHERE a.service = b.service AND a.version = b.version) AS approvals,
+       ARRAY(SELECT ROW(g.environment, g.result, g.policy_sha256) FROM decisions g
+             WHERE g.service = b.service AND g.version = b.version) AS decisions,
+       ARRAY(SELECT ROW(r.environment, r.version) FROM running r
+             WHERE r.service = b.service) AS running,
+       ARRAY(SELECT ROW(e.version, e.kind, e.passed, e.details::text) FROM evidence e
+             WHERE e.service = b.service AND e.kind = 'benchmark' AND e.version <> b.version
+               AND e.version IN (SELECT r.version FROM running r WHERE r.service = b.service)
+             ORDER BY e.recorded_at, e.event_id) AS benchmarks
+  FROM builds b WHERE b.service = $1 AND b.version = $2
+"""
+
+
+async def snapshot(conn: asyncpg.Connection, service: str, version: str) -> BuildSnapshot | None:
+    """What is known of a build (None: not registered): its evidence, where it was deployed,
+    approvals and last decisions per environment, what runs in each environment and the
+    benchmarks of those versions (baselines). One round trip."""
+    row = await conn.fetchrow(_SNAPSHOT, service, version)
+    if row is None:
+        return None
+    approvals: dict[str, dict[str, str]] = {}
+    for environment, responder, decision in row["approvals"]:
+        approvals.setdefault(environment, {})[responder] = decision
+    benchmarks: dict[str, list[EvidenceFact]] = {}
+    for running_version, kind, passed, details in row["benchmarks"]:
+        benchmarks.setdefault(running_version, []).append(
+            EvidenceFact(kind, passed, json.loads(details))
+        )
+    return BuildSnapshot(
+        build=Build(row["service"], row["version"], row["digest"], row["purl"]),
+        evidence=[
+            (event_id, EvidenceFact(kind, passed, json.loads(details)))
+            for event_id, kind, passed, details in row["evidence"]
+        ],
+        deployed=dict(row["deployed"]),
+        approvals=approvals,
+        decisions={env: (result, sha256) for env, result, sha256 in row["decisions"]},
+        running=dict(row["running"]),
+        benchmarks=benchmarks,
+    )
+
+
+async def record_decisions(
+    conn: asyncpg.Connection, build: Build, policy_sha256: str, decisions: Sequence[Decision]
+) -> None:
+    """The last decision per environment, for each of ``decisions`` (one round trip)."""
     await conn.execute(
-        "INSERT INTO evidence (event_id, service, version, kind, passed, details, traceparent) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT DO NOTHING",
-        event_id, service, version, fact.kind, fact.passed, json.dumps(fact.details), traceparent,
+        """INSERT INTO decisions (service, version, environment, result, score, policy_sha256)
+           SELECT $1, $2, d.environment, d.result, d.score, $6
+             FROM unnest($3::text[], $4::text[], $5::float8[]) AS d(environment, result, score)
+           ON CONFLICT (service, version, environment) DO UPDATE
+           SET result = EXCLUDED.result, score = EXCLUDED.score,
+               policy_sha256 = EXCLUDED.policy_sha256, decided_at = now()""",
+        build.service, build.version, [d.environment for d in decisions],
+        [d.result.result for d in decisions], [d.score for d in decisions], policy_sha256,
     )  # fmt: skip
-
-
-async def evidence_traces(conn: asyncpg.Connection, service: str, version: str) -> list[str]:
-    """The traceparents of the evidence recorded for a build (what its decisions link to)."""
-    rows = await conn.fetch(
-        "SELECT traceparent FROM evidence WHERE service = $1 AND version = $2 "
-        "AND traceparent IS NOT NULL ORDER BY recorded_at, event_id",
-        service, version,
-    )  # fmt: skip
-    return [r["traceparent"] for r in rows]
 
 
 async def evidence(
@@ -99,20 +151,6 @@ async def decision(
         service, version, environment,
     )  # fmt: skip
     return (row["result"], row["policy_sha256"]) if row is not None else None
-
-
-async def record_decision(
-    conn: asyncpg.Connection, service: str, version: str, environment: str,
-    result: str, score: float, policy_sha256: str,
-) -> None:  # fmt: skip
-    await conn.execute(
-        """INSERT INTO decisions (service, version, environment, result, score, policy_sha256)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (service, version, environment) DO UPDATE
-           SET result = EXCLUDED.result, score = EXCLUDED.score,
-               policy_sha256 = EXCLUDED.policy_sha256, decided_at = now()""",
-        service, version, environment, result, score, policy_sha256,
-    )  # fmt: skip
 
 
 async def record_deployment(
@@ -180,14 +218,12 @@ async def soak_until(
     )  # fmt: skip
 
 
-async def soaked(conn: asyncpg.Connection, now: datetime) -> list[Build]:
-    """Builds whose soak has ended; they leave the list."""
+async def soaked(conn: asyncpg.Connection, now: datetime) -> list[tuple[str, str]]:
+    """(service, version) of the builds whose soak has ended, in the order they ended; they
+    leave the list."""
     rows = await conn.fetch(
-        "DELETE FROM soaking WHERE due_at <= $1 RETURNING service, version", now
+        "WITH gone AS (DELETE FROM soaking WHERE due_at <= $1 RETURNING service, version, due_at) "
+        "SELECT service, version FROM gone ORDER BY due_at, service, version",
+        now,
     )
-    found = []
-    for r in rows:
-        b = await build(conn, r["service"], r["version"])
-        if b is not None:
-            found.append(b)
-    return found
+    return [(r["service"], r["version"]) for r in rows]
