@@ -22,7 +22,8 @@ def artifacts_list(
 ) -> None:
     """Registered artifacts, newest first."""
     root = of(ctx)
-    views.print_artifact_list(root.out, root.settings, service, limit)
+    with root.postgres_errors():
+        views.print_artifact_list(root.out, root.settings, service, limit)
 
 
 @artifacts_app.command("show")
@@ -30,5 +31,7 @@ def artifacts_show(ctx: typer.Context, artifact: Label) -> None:
     """One artifact: digest, commit, status, evidence and any rejections."""
     root = of(ctx)
     ref = root.parse_label(artifact)
-    if not views.print_artifact(root.out, root.settings, ref):
+    with root.postgres_errors():
+        known = views.print_artifact(root.out, root.settings, ref)
+    if not known:
         raise root.fail(f"nothing known about {ref.label}", code=1)

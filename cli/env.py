@@ -15,4 +15,5 @@ env_app = typer.Typer(help="Environments and what runs in them.", no_args_is_hel
 def env_status(ctx: typer.Context) -> None:
     """What runs where: services x environments, with versions and digests."""
     root = of(ctx)
-    views.print_env_status(root.out, root.settings)
+    with root.postgres_errors():
+        views.print_env_status(root.out, root.settings)

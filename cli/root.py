@@ -12,8 +12,8 @@ import asyncio
 import getpass
 import logging
 import sys
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -81,8 +81,14 @@ class Root:
 
     def on_postgres(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` (which talks to a service's schema); Postgres away is one line."""
-        try:
+        with self.postgres_errors():
             return asyncio.run(work)
+
+    @contextmanager
+    def postgres_errors(self) -> Iterator[None]:
+        """Postgres away (or refusing) is one line, exit 2, not a traceback."""
+        try:
+            yield
         except (OSError, asyncpg.PostgresError) as exc:
             where = self.settings.pg_dsn.split("@")[-1]
             raise self.fail(f"cannot reach Postgres at {where}: {exc}") from None

@@ -30,22 +30,32 @@ __all__ = [
 
 
 class Artifacts:
-    """The registry's read models, on one connection to the service's own schema."""
+    """The registry's read models, on one connection to the service's own schema. Where the
+    service has never run (no tables yet), nothing is registered."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def listed(self, service: str | None = None, limit: int = 50) -> list[ArtifactSummary]:
         """Registered builds, newest first, with how much evidence each has (and failing)."""
-        return await queries.list_artifacts(self._conn, service, limit)
+        try:
+            return await queries.list_artifacts(self._conn, service, limit)
+        except asyncpg.UndefinedTableError:
+            return []
 
     async def show(self, service: str, version: str) -> ArtifactView | None:
         """One build: digest, commit, status, evidence, rejections (None: nothing known)."""
-        return await queries.show_artifact(self._conn, service, version)
+        try:
+            return await queries.show_artifact(self._conn, service, version)
+        except asyncpg.UndefinedTableError:
+            return None
 
     async def commit_of(self, service: str, version: str) -> Commit | None:
         """The commit (and repository) a registered build came from."""
-        return await queries.commit_of(self._conn, service, version)
+        try:
+            return await queries.commit_of(self._conn, service, version)
+        except asyncpg.UndefinedTableError:
+            return None
 
 
 @asynccontextmanager

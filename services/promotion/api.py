@@ -38,8 +38,9 @@ class Placement:
 
 
 async def what_runs_where(settings: Settings) -> list[Placement]:
-    """Every (service, environment) the ledger knows, by service then environment. Applies no
-    migrations: reading never shapes the schema."""
+    """Every (service, environment) the ledger knows, by service then environment (none
+    where the service has never run). Applies no migrations: reading never shapes the
+    schema."""
     conn = await asyncpg.connect(
         settings.pg_dsn, server_settings={"search_path": settings.db_schema(SERVICE)}
     )
@@ -50,6 +51,8 @@ async def what_runs_where(settings: Settings) -> list[Placement]:
             "SELECT environment, service, version, digest, deployed_at FROM ledger "
             "ORDER BY service, environment"
         )
+    except asyncpg.UndefinedTableError:
+        return []
     finally:
         await conn.close()
     return [Placement(**dict(r)) for r in rows]
