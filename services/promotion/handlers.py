@@ -14,12 +14,8 @@ holds it, and older waiting builds are superseded. A hold is told once
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
-
-from opentelemetry.trace import SpanKind
-from packaging.version import InvalidVersion, Version
 
 from events import (
     ArtifactRef,
@@ -43,42 +39,51 @@ from events.promotions import (
     HoldView,
     promotion_id,
 )
-from policy.in_force import in_force, keep
-from policy.model import ReleaseModel, Train
+from policy.in_force import in_force, keep, model_in_force
+from policy.model import ReleaseModel
+from services.promotion import decide, store
 from services.promotion import holds as rules
-from services.promotion import store
 from shared.bus import HandlerContext, Router
-from shared.telemetry import context_from_headers, current_trace_headers, in_trace_of
+from shared.bus.handlers import Thread
 
 SOURCE = "lockstep/promotion"
 
 router = Router()
+
+InForce = tuple[str, ReleaseModel]  # (sha256, model)
+
+
+def thread_of(service: str, version: str, environment: str) -> str:
+    """The key of a candidate's trace thread (its gate decision's subject): what promotion
+    decides about it later continues the trace of the gate decision."""
+    return f"{service}@{version}:{environment}"
 
 
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
     await keep(ctx.conn, content.sha256, content.model, content.updated_by)
+    found = (content.sha256, model_in_force(content.sha256, content.model))  # just kept
     for service, environment in await store.waiting_pairs(ctx.conn):
-        await look_at(ctx, service, environment)
+        await look_at(ctx, found, service, environment)
 
 
 @router.handles(GatePassed, GateFailed)
 async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
     c = event.subject.content
     await store.lock_environment(ctx.conn, c.environment)
-    await store.upsert_candidate(
+    if await store.upsert_candidate(
         ctx.conn, service=c.service, version=c.version, environment=c.environment,
         digest=c.digest, purl=c.artifact_id,
-        state="waiting" if isinstance(event, GatePassed) else "gate-failed",
-        traceparent=current_trace_headers().get("traceparent"), at=ctx.now(),
-    )  # fmt: skip
-    await look_at(ctx, c.service, c.environment)
-    model = await _model_in_force(ctx)
-    train = rules.train_of(model, c.service, c.environment) if model is not None else None
+        state="waiting" if isinstance(event, GatePassed) else "gate-failed", at=ctx.now(),
+    ):  # fmt: skip
+        await ctx.remember(thread_of(c.service, c.version, c.environment))
+    found = await in_force(ctx.conn)
+    await look_at(ctx, found, c.service, c.environment)
+    train = rules.train_of(found[1], c.service, c.environment) if found is not None else None
     for member in train.services if train is not None else []:
         if member != c.service:  # the others wait on this one: tell them where it stands
-            await look_at(ctx, member, c.environment)
+            await look_at(ctx, found, member, c.environment)
 
 
 @router.handles(ServiceDeployed, ServiceRolledBack)
@@ -98,15 +103,16 @@ async def on_deployed(event: ServiceDeployed | ServiceRolledBack, ctx: HandlerCo
     )  # fmt: skip
     if isinstance(event, ServiceRolledBack):
         return  # a rollback moves nothing onward
-    model = await _model_in_force(ctx)
-    if model is None:
+    found = await in_force(ctx.conn)
+    if found is None:
         return
+    model = found[1]
     for env in model.environments:  # the next stops of this build
         if environment in env.after:
-            await look_at(ctx, ref.service, env.name)
+            await look_at(ctx, found, ref.service, env.name)
     for service, deps in model.dependencies.items():  # who waited for this service here
         if any(d.service == ref.service for d in deps):
-            await look_at(ctx, service, environment)
+            await look_at(ctx, found, service, environment)
 
 
 @router.handles(DeploymentFailed)
@@ -179,10 +185,10 @@ async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
 
 @router.handles(IncidentResolved)
 async def on_incident_resolved(event: IncidentResolved, ctx: HandlerContext) -> None:
-    for service, environment in await store.release_incident_holds(
-        ctx.conn, incident_id=event.subject.id
-    ):
-        await look_at(ctx, service, environment)
+    released = await store.release_incident_holds(ctx.conn, incident_id=event.subject.id)
+    found = await in_force(ctx.conn) if released else None
+    for service, environment in released:
+        await look_at(ctx, found, service, environment)
 
 
 @router.handles(HoldReleased)
@@ -197,171 +203,108 @@ async def on_hold_released(event: HoldReleased, ctx: HandlerContext) -> None:
                 ctx.conn, service=c.service, environment=c.environment
             )
         )
+    found = await in_force(ctx.conn) if look else None
     for service, environment in sorted(look):
-        await look_at(ctx, service, environment)
+        await look_at(ctx, found, service, environment)
 
 
 async def periodic(ctx: HandlerContext) -> None:
-    """Candidates whose window has opened (or closed) since they were last looked at."""
-    for candidate in await store.due(ctx.conn, ctx.now()):
-        assert ctx.tracer is not None
-        with ctx.tracer.start_as_current_span(
-            "promotion: a window opened",
-            context=context_from_headers({"traceparent": candidate.traceparent or ""}),
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "lockstep.artifact": candidate.label,
-                "lockstep.environment": candidate.environment,
-            },
-        ):
-            await look_at(ctx, candidate.service, candidate.environment)
-
-
-async def look_at(ctx: HandlerContext, service: str, environment: str) -> None:
-    """Promote the newest waiting build of ``service`` to ``environment`` unless held."""
+    """Candidates whose window has opened (or closed) since they were last looked at, each in
+    the trace of its gate decision."""
+    due = await store.due(ctx.conn, ctx.now())
+    if not due:
+        return
     found = await in_force(ctx.conn)
+    await ctx.recall(*(thread_of(c.service, c.version, c.environment) for c in due))
+    for c in due:
+        attributes = {"lockstep.artifact": c.label, "lockstep.environment": c.environment}
+        key = thread_of(c.service, c.version, c.environment)
+        async with ctx.continuing(key, "promotion: a window opened", attributes):
+            await look_at(ctx, found, c.service, c.environment)
+
+
+async def look_at(
+    ctx: HandlerContext, found: InForce | None, service: str, environment: str
+) -> None:
+    """Look at ``service`` in ``environment`` under the model in force (``found``): load what
+    the look weighs, decide (``decide.look_at``), write and emit what was decided."""
     if found is None:
         return
     sha256, model = found
-    if environment not in {e.name for e in model.environments}:
+    services = decide.weighs(model, service, environment)
+    if services is None:
         return
     await store.lock_environment(ctx.conn, environment)
-    waiting = _newest_first(await store.candidates(ctx.conn, service, environment, ("waiting",)))
-    if not waiting:
-        return
-    newest, older = waiting[0], waiting[1:]
-    for stale in older:
-        await store.set_state(ctx.conn, stale, "superseded")
+    snapshot = await store.snapshot(ctx.conn, services, environment)
     now = ctx.now()
-    train = rules.train_of(model, service, environment)
-    if train is None:
-        held = await _own_holds(ctx, model, newest, now)
-        if held:
-            await _tell_held(ctx, newest, held, sha256)
-        else:
-            await _approve(ctx, newest, sha256, None, now)
-        return
-    await _look_at_train(ctx, model, sha256, train, newest, now)
+    look = decide.look_at(model, service, environment, snapshot, now)
+    approved = await _record(ctx, look, environment, sha256, now)
+    await _tell(ctx, [t for t in look.held if t.news], approved, sha256)
 
 
-async def _look_at_train(
-    ctx: HandlerContext, model: ReleaseModel, sha256: str, train: Train,
-    newest: store.Candidate, now: datetime,
-) -> None:  # fmt: skip
-    """A train leaves when every member is cleared. Members ride together: a dependency on
-    another member is met by the version riding along (promotions come in dependency order)."""
-    environment = newest.environment
-    members: dict[str, store.Candidate | None] = {}
-    for member in train.services:
-        if member == newest.service:
-            members[member] = newest
-        else:
-            found = await store.candidates(ctx.conn, member, environment, ("waiting",))
-            members[member] = _newest_first(found)[0] if found else None
-    riding = {m: c.version for m, c in members.items() if c is not None}
-    holds = {
-        m: await _own_holds(ctx, model, c, now, riding) for m, c in members.items() if c is not None
-    }
-    if holds[newest.service]:
-        await _tell_held(ctx, newest, holds[newest.service], sha256)
-        return
-    missing = [
-        await _why_not_ready(ctx, m, environment, members[m], holds.get(m, []))
-        for m in train.services
-        if members[m] is None or holds.get(m)
-    ]
-    ready = {m for m in train.services if members[m] is not None and not holds.get(m)}
-    train_hold = rules.train_hold(train, environment, ready)
-    if train_hold is not None:
-        held = [rules.Hold("train", f"{train_hold.reason} ({'; '.join(missing)})")]
-        for m, c in members.items():  # every cleared member hears what the train waits for
-            if c is not None and not holds.get(m):
-                await _tell_held(ctx, c, held, sha256)
-        return
-    cleared = [c for c in members.values() if c is not None]
-    ready_since = max(c.created_at for c in cleared)
-    if (departure := rules.train_departure_hold(train, environment, ready_since, now)) is not None:
-        for member_candidate in cleared:
-            await _tell_held(ctx, member_candidate, [departure], sha256)
-        return
-    for member in _dependency_order(model, train.services):
-        rider = members[member]
-        assert rider is not None
-        await _approve(ctx, rider, sha256, train.name, now)
+async def _record(
+    ctx: HandlerContext, look: decide.Look, environment: str, sha256: str, now: datetime
+) -> list[tuple[str, decide.Approve]]:
+    """Write what a look decided; the approvals made now, with their promotion ids (one
+    already made, by a redelivery or an earlier look, is not made again)."""
+    await store.set_state(ctx.conn, look.superseded, "superseded")
+    await store.set_holds(ctx.conn, look.held)
+    if look.held:
+        ctx.span.set_attribute("lockstep.outcome", f"held for {environment}")
+    promotions = [(_promotion_id(a.candidate, sha256), a) for a in look.approved]
+    await store.set_state(ctx.conn, [a.candidate for a in look.approved], "approved")
+    made = await store.add_promotions(
+        ctx.conn, [(pid, a.candidate, a.train) for pid, a in promotions], now
+    )
+    if made:
+        ctx.span.set_attribute("lockstep.outcome", f"promoted to {environment}")
+    return [(pid, a) for pid, a in promotions if pid in made]
 
 
-def _dependency_order(model: ReleaseModel, services: list[str]) -> list[str]:
-    """``services`` with each one after the members it depends on (otherwise as listed)."""
-    ordered: list[str] = []
-
-    def place(service: str, seen: frozenset[str]) -> None:
-        if service in ordered or service in seen:
-            return
-        for dep in model.dependencies.get(service, []):
-            if dep.service in services:
-                place(dep.service, seen | {service})
-        ordered.append(service)
-
-    for service in services:
-        place(service, frozenset())
-    return ordered
-
-
-async def _own_holds(
+async def _tell(
     ctx: HandlerContext,
-    model: ReleaseModel,
-    c: store.Candidate,
-    now: datetime,
-    riding: dict[str, str] | None = None,
-) -> list[rules.Hold]:
-    found: list[rules.Hold] = []
-    if (h := rules.stop_the_line_hold(model, c.label)) is not None:
-        found.append(h)
-    if (h := rules.window_hold(model, c.environment, now)) is not None:
-        found.append(h)
-    runs_in = await store.where_runs(ctx.conn, c.service, c.version)
-    if (h := rules.previous_environment_hold(model, c.environment, c.label, runs_in)) is not None:
-        found.append(h)
-    for kind, why in await store.rollback_holds(ctx.conn, c.service, c.version, c.environment):
-        if kind == "incident":
-            found.append(rules.Hold(kind, f"{why} (until it is resolved or released)"))
-        else:
-            found.append(rules.Hold(kind, f"{c.label} was {why}; release it to promote it again"))
-    running = {s: r.version for s, r in (await store.running(ctx.conn, c.environment)).items()}
-    found += rules.dependency_holds(model, c.service, c.environment, running | (riding or {}))
-    return found
-
-
-async def _why_not_ready(
-    ctx: HandlerContext,
-    member: str,
-    environment: str,
-    waiting: store.Candidate | None,
-    holds: list[rules.Hold],
-) -> str:
-    if waiting is not None:
-        return f"{waiting.label}: {', '.join(h.reason for h in holds)}"
-    failed = await store.candidates(ctx.conn, member, environment, ("gate-failed",))
-    if failed:
-        return f"{_newest_first(failed)[0].label} failed its gate"
-    return f"{member}: no build has passed its gate"
-
-
-async def _tell_held(
-    ctx: HandlerContext, c: store.Candidate, held: list[rules.Hold], sha256: str
+    news: list[decide.Tell],
+    approved: list[tuple[str, decide.Approve]],
+    sha256: str,
 ) -> None:
-    views = [
-        {"kind": h.kind, "reason": h.reason, "until": h.until.isoformat() if h.until else None}
-        for h in held
-    ]
-    until = [h.until for h in held if h.until is not None]
-    await store.set_holds(ctx.conn, c, views, min(until) if until else None)
-    ctx.span.set_attribute("lockstep.outcome", f"held for {c.environment}")
-    if [v["reason"] for v in views] == [h.get("reason") for h in c.holds]:
-        return  # told already
-    holds = [HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in held]
-    with _in_trace_of(ctx, c):
-        ctx.emit(_blocked(c.service, c.version, c.environment, holds, sha256))
+    """Emit the holds that changed and the promotions made, each in its gate decision's trace
+    (the threads read in one round trip)."""
+    told = [t.candidate for t in news] + [a.candidate for _, a in approved]
+    if not told:
+        return
+    await ctx.recall(*(thread_of(c.service, c.version, c.environment) for c in told))
+    for t in news:
+        c = t.candidate
+        holds = [HoldView(kind=h.kind, reason=h.reason, until=h.until) for h in t.holds]
+        async with _continuing(ctx, c):
+            ctx.emit(_blocked(c.service, c.version, c.environment, holds, sha256))
+    for pid, a in approved:
+        c, previous = a.candidate, a.previous
+        async with _continuing(ctx, c):
+            ctx.emit(
+                _approved(
+                    ApprovedContent(
+                        promotion_id=pid, service=c.service, version=c.version, digest=c.digest,
+                        artifact_id=c.purl, environment=c.environment, train=a.train,
+                        policy_sha256=sha256,
+                        previous_version=previous.version if previous else None,
+                        previous_digest=previous.digest if previous else None,
+                    )
+                )
+            )  # fmt: skip
+
+
+def _promotion_id(c: decide.Candidate, sha256: str) -> str:
+    return promotion_id(c.service, c.version, c.digest, c.environment, sha256)
+
+
+def _continuing(ctx: HandlerContext, c: decide.Candidate) -> AbstractAsyncContextManager[Thread]:
+    """What is said about ``c`` continues the trace of its gate decision."""
+    return ctx.continuing(
+        thread_of(c.service, c.version, c.environment),
+        f"promotion: look again at {c.environment}",
+        {"lockstep.artifact": c.label, "lockstep.environment": c.environment},
+    )
 
 
 def _blocked(
@@ -382,55 +325,8 @@ def _blocked(
     )
 
 
-async def _approve(
-    ctx: HandlerContext, c: store.Candidate, sha256: str, train: str | None, now: datetime
-) -> None:
-    pid = promotion_id(c.service, c.version, c.digest, c.environment, sha256)
-    await store.set_state(ctx.conn, c, "approved")
-    if not await store.add_promotion(ctx.conn, promotion_id=pid, c=c, train=train, at=now):
-        return
-    previous = (await store.running(ctx.conn, c.environment)).get(c.service)
-    ctx.span.set_attribute("lockstep.outcome", f"promoted to {c.environment}")
-    with _in_trace_of(ctx, c):
-        ctx.emit(
-            _approved(
-                ApprovedContent(
-                    promotion_id=pid, service=c.service, version=c.version, digest=c.digest,
-                    artifact_id=c.purl, environment=c.environment, train=train,
-                    policy_sha256=sha256,
-                    previous_version=previous.version if previous else None,
-                    previous_digest=previous.digest if previous else None,
-                )
-            )
-        )  # fmt: skip
-
-
 def _approved(content: ApprovedContent) -> PromotionApproved:
     return PromotionApproved(
         context=PromotionApproved.new_context(SOURCE),
         subject=ApprovedSubject(id=content.promotion_id, content=content),
     )
-
-
-def _in_trace_of(ctx: HandlerContext, c: store.Candidate) -> AbstractContextManager[None]:
-    return in_trace_of(
-        ctx.tracer,
-        c.traceparent,
-        f"promotion: look again at {c.environment}",
-        {"lockstep.artifact": c.label, "lockstep.environment": c.environment},
-    )
-
-
-def _newest_first(found: list[store.Candidate]) -> list[store.Candidate]:
-    def order(c: store.Candidate) -> tuple[Any, ...]:
-        try:
-            return (1, Version(c.version), c.created_at)
-        except InvalidVersion:
-            return (0, c.created_at)
-
-    return sorted(found, key=order, reverse=True)
-
-
-async def _model_in_force(ctx: HandlerContext) -> ReleaseModel | None:
-    found = await in_force(ctx.conn)
-    return found[1] if found is not None else None

@@ -1,37 +1,27 @@
-"""The promotion service's tables (its own schema)."""
+"""The promotion service's tables (its own schema). ``snapshot`` reads, in one round trip,
+everything a look at a service (or a train) in an environment needs (``decide.look_at``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from services.promotion.decide import (
+    BadVersion,
+    Candidate,
+    IncidentHold,
+    Running,
+    Snapshot,
+    Tell,
+)
 
-@dataclass(frozen=True)
-class Candidate:
-    service: str
-    version: str
-    environment: str
-    digest: str
-    purl: str
-    state: str
-    holds: list[dict[str, Any]]
-    traceparent: str | None
-    created_at: datetime
+__all__ = ["Candidate", "Running", "Snapshot"]
 
-    @property
-    def label(self) -> str:
-        return f"{self.service}@{self.version}"
-
-
-@dataclass(frozen=True)
-class Running:
-    version: str
-    digest: str
-    deployed_at: datetime
+_CANDIDATE = "service, version, environment, digest, purl, state, holds::text, created_at"
 
 
 async def lock_environment(conn: asyncpg.Connection, environment: str) -> None:
@@ -45,26 +35,27 @@ async def lock_environment(conn: asyncpg.Connection, environment: str) -> None:
 
 async def upsert_candidate(
     conn: asyncpg.Connection, *, service: str, version: str, environment: str, digest: str,
-    purl: str, state: str, traceparent: str | None, at: datetime,
-) -> None:  # fmt: skip
-    """A gate decision arrived; an approved candidate stays approved."""
-    await conn.execute(
-        """INSERT INTO candidates (service, version, environment, digest, purl, state, traceparent,
-                                   created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    purl: str, state: str, at: datetime,
+) -> bool:  # fmt: skip
+    """A gate decision arrived; an approved (or superseded) candidate stays so. False: it did
+    and nothing changed."""
+    changed = await conn.fetchval(
+        """INSERT INTO candidates (service, version, environment, digest, purl, state, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (service, version, environment) DO UPDATE
-           SET state = EXCLUDED.state, traceparent = EXCLUDED.traceparent
-           WHERE candidates.state NOT IN ('approved', 'superseded')""",
-        service, version, environment, digest, purl, state, traceparent, at,
+           SET state = EXCLUDED.state
+           WHERE candidates.state NOT IN ('approved', 'superseded')
+           RETURNING 1""",
+        service, version, environment, digest, purl, state, at,
     )  # fmt: skip
+    return changed is not None
 
 
-def _candidate(row: asyncpg.Record) -> Candidate:
+def _candidate(row: Sequence[Any]) -> Candidate:
+    service, version, environment, digest, purl, state, holds, created_at = row
     return Candidate(
-        service=row["service"], version=row["version"], environment=row["environment"],
-        digest=row["digest"], purl=row["purl"], state=row["state"],
-        holds=json.loads(row["holds"]), traceparent=row["traceparent"],
-        created_at=row["created_at"],
+        service=service, version=version, environment=environment, digest=digest, purl=purl,
+        state=state, holds=json.loads(holds), created_at=created_at,
     )  # fmt: skip
 
 
@@ -72,10 +63,51 @@ async def candidates(
     conn: asyncpg.Connection, service: str, environment: str, states: tuple[str, ...]
 ) -> list[Candidate]:
     rows = await conn.fetch(
-        "SELECT * FROM candidates WHERE service = $1 AND environment = $2 AND state = ANY($3)",
+        f"SELECT {_CANDIDATE} FROM candidates "
+        "WHERE service = $1 AND environment = $2 AND state = ANY($3)",
         service, environment, list(states),
     )  # fmt: skip
-    return [_candidate(r) for r in rows]
+    return [_candidate(tuple(r)) for r in rows]
+
+
+_SNAPSHOT = f"""
+SELECT ARRAY(SELECT ROW({_CANDIDATE}) FROM candidates
+              WHERE environment = $2 AND service = ANY($1::text[])
+                AND state IN ('waiting', 'gate-failed')) AS candidates,
+       ARRAY(SELECT ROW(service, version, digest, deployed_at) FROM ledger
+              WHERE environment = $2) AS running,
+       ARRAY(SELECT ROW(service, version, environment) FROM ledger
+              WHERE service = ANY($1::text[])) AS runs,
+       ARRAY(SELECT ROW(service, incident_id, reason, since) FROM incident_holds
+              WHERE environment = $2 AND service = ANY($1::text[])) AS incident_holds,
+       ARRAY(SELECT ROW(service, version, environment, incident_id, reason, marked_at)
+               FROM bad_versions WHERE service = ANY($1::text[])) AS bad_versions
+"""
+
+
+async def snapshot(conn: asyncpg.Connection, services: Sequence[str], environment: str) -> Snapshot:
+    """What is known of ``services`` in ``environment``: their waiting and gate-failed builds
+    here, what runs here (every service's), where each of their versions runs, their incident
+    holds here and their versions marked bad. One round trip."""
+    row = await conn.fetchrow(_SNAPSHOT, list(services), environment)
+    assert row is not None
+    waiting: dict[str, list[Candidate]] = {}
+    gate_failed: dict[str, list[Candidate]] = {}
+    for r in row["candidates"]:
+        c = _candidate(r)
+        (waiting if c.state == "waiting" else gate_failed).setdefault(c.service, []).append(c)
+    runs_in: dict[tuple[str, str], set[str]] = {}
+    for service, version, env in row["runs"]:
+        runs_in.setdefault((service, version), set()).add(env)
+    return Snapshot(
+        environment=environment,
+        waiting=waiting,
+        gate_failed=gate_failed,
+        running={s: Running(v, d, at) for s, v, d, at in row["running"]},
+        runs_in=runs_in,
+        incident_holds=[IncidentHold(*r) for r in row["incident_holds"]],
+        bad_versions=[BadVersion(*r) for r in row["bad_versions"]],
+    )
 
 
 async def waiting_pairs(conn: asyncpg.Connection) -> list[tuple[str, str]]:
@@ -87,26 +119,40 @@ async def waiting_pairs(conn: asyncpg.Connection) -> list[tuple[str, str]]:
 
 async def due(conn: asyncpg.Connection, now: datetime) -> list[Candidate]:
     rows = await conn.fetch(
-        "SELECT * FROM candidates WHERE state = 'waiting' AND next_check <= $1 ORDER BY next_check",
+        f"SELECT {_CANDIDATE} FROM candidates WHERE state = 'waiting' AND next_check <= $1 "
+        "ORDER BY next_check",
         now,
     )
-    return [_candidate(r) for r in rows]
+    return [_candidate(tuple(r)) for r in rows]
 
 
-async def set_state(conn: asyncpg.Connection, c: Candidate, state: str) -> None:
+async def set_state(conn: asyncpg.Connection, found: Sequence[Candidate], state: str) -> None:
+    """Move each of ``found`` to ``state`` (one round trip)."""
+    if not found:
+        return
     await conn.execute(
-        "UPDATE candidates SET state = $4 WHERE service = $1 AND version = $2 AND environment = $3",
-        c.service, c.version, c.environment, state,
+        """UPDATE candidates SET state = $4
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS c(service, version, environment)
+            WHERE (candidates.service, candidates.version, candidates.environment)
+                = (c.service, c.version, c.environment)""",
+        [c.service for c in found], [c.version for c in found], [c.environment for c in found],
+        state,
     )  # fmt: skip
 
 
-async def set_holds(
-    conn: asyncpg.Connection, c: Candidate, holds: list[dict[str, Any]], next_check: datetime | None
-) -> None:
+async def set_holds(conn: asyncpg.Connection, told: Sequence[Tell]) -> None:
+    """What holds each candidate, and when to look at it again (one round trip)."""
+    if not told:
+        return
     await conn.execute(
-        "UPDATE candidates SET holds = $4::jsonb, next_check = $5 "
-        "WHERE service = $1 AND version = $2 AND environment = $3",
-        c.service, c.version, c.environment, json.dumps(holds), next_check,
+        """UPDATE candidates SET holds = c.holds::jsonb, next_check = c.next_check
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                  AS c(service, version, environment, holds, next_check)
+            WHERE (candidates.service, candidates.version, candidates.environment)
+                = (c.service, c.version, c.environment)""",
+        [t.candidate.service for t in told], [t.candidate.version for t in told],
+        [t.candidate.environment for t in told], [json.dumps(t.views) for t in told],
+        [t.next_check for t in told],
     )  # fmt: skip
 
 
@@ -116,13 +162,6 @@ async def running(conn: asyncpg.Connection, environment: str) -> dict[str, Runni
         environment,
     )
     return {r["service"]: Running(r["version"], r["digest"], r["deployed_at"]) for r in rows}
-
-
-async def where_runs(conn: asyncpg.Connection, service: str, version: str) -> set[str]:
-    rows = await conn.fetch(
-        "SELECT environment FROM ledger WHERE service = $1 AND version = $2", service, version
-    )
-    return {r["environment"] for r in rows}
 
 
 async def record_deployment(
@@ -153,18 +192,26 @@ async def record_failure(
     )  # fmt: skip
 
 
-async def add_promotion(
-    conn: asyncpg.Connection, *, promotion_id: str, c: Candidate, train: str | None, at: datetime
-) -> bool:
-    """False if this promotion was already made (a redelivery, a second look)."""
-    made = await conn.fetchval(
+async def add_promotions(
+    conn: asyncpg.Connection, made: Sequence[tuple[str, Candidate, str | None]], at: datetime
+) -> set[str]:
+    """Record each (promotion id, candidate, train); the ids recorded now (one already made,
+    by a redelivery or a second look, is not). One round trip."""
+    if not made:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO promotions (promotion_id, service, version, environment, digest, train,
                                   state, approved_at)
-           VALUES ($1, $2, $3, $4, $5, $6, 'approved', $7)
-           ON CONFLICT DO NOTHING RETURNING 1""",
-        promotion_id, c.service, c.version, c.environment, c.digest, train, at,
+           SELECT p.promotion_id, p.service, p.version, p.environment, p.digest, p.train,
+                  'approved', $7
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  AS p(promotion_id, service, version, environment, digest, train)
+           ON CONFLICT DO NOTHING RETURNING promotion_id""",
+        [pid for pid, _, _ in made], [c.service for _, c, _ in made],
+        [c.version for _, c, _ in made], [c.environment for _, c, _ in made],
+        [c.digest for _, c, _ in made], [train for _, _, train in made], at,
     )  # fmt: skip
-    return made is not None
+    return {r["promotion_id"] for r in rows}
 
 
 async def matrix(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -238,25 +285,6 @@ async def hold_for_incident(
            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
         service, environment, incident_id, reason, at,
     )  # fmt: skip
-
-
-async def rollback_holds(
-    conn: asyncpg.Connection, service: str, version: str, environment: str
-) -> list[tuple[str, str]]:
-    """(kind, reason) of what a rollback left holding this build here, in one round trip:
-    an open incident on the service in the environment, and the version marked bad."""
-    rows = await conn.fetch(
-        """SELECT 'incident' AS kind, 'incident ' || incident_id || ': ' || reason AS reason,
-                  since AS at
-             FROM incident_holds WHERE service = $1 AND environment = $3
-           UNION ALL
-           SELECT 'bad-version', 'rolled back in ' || environment || ' (' || incident_id
-                  || ': ' || reason || ')', marked_at
-             FROM bad_versions WHERE service = $1 AND version = $2
-           ORDER BY at, kind DESC""",
-        service, version, environment,
-    )  # fmt: skip
-    return [(r["kind"], r["reason"]) for r in rows]
 
 
 async def release_incident_holds(
