@@ -12,8 +12,9 @@
   consumed from Kafka, and -> the change visible to an OFREP client; and the real command
   line (``lockstep flags disable``, Python start-up included) -> ``flag.changed`` consumed.
 
-Everything runs in a throwaway namespace (topics, schemas and groups removed at the end).
-Results: a table here, and JSON under bench/results/.
+Everything runs in a throwaway namespace (topics, schemas and groups removed at the end, also
+on failure or interruption; ``bench/harness``). Results: JSON here, and in
+``bench/results/flags_eval-<UTC stamp>.json``.
 """
 
 from __future__ import annotations
@@ -21,30 +22,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import artifacts_latency as base
 import asyncpg
+import harness  # noqa: F401 - first: it puts the repository on sys.path
 import httpx
-from arrivals import Arrivals
+from harness import REPO
+from harness.arrivals import Arrivals
+from harness.children import Child
+from harness.machine import machine_info
+from harness.results import write_result
+from harness.run import Run, guarded
+from harness.run import main as run_main
+from harness.stats import summary_ms
 
 from events import CDEvent, FlagChanged
 from services.flags import keys
 from services.flags.changes import Change, apply_now, import_flag_set
 from services.flags.evaluator import FlagSet
 from services.flags.flag_sets import document
-from shared.bus.admin import delete_namespace_topics, ensure_topics
-from shared.db import BUS_MIGRATIONS, create_pool, drop_namespace_schemas, migrate
+from shared.bus.admin import ensure_topics
+from shared.db import BUS_MIGRATIONS, create_pool, migrate
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -136,17 +138,11 @@ async def http_phase(
         "requests": len(latencies),
         "errors": errors,
         "requests_per_s": round(len(latencies) / elapsed),
-        "latency_ms": base.summary_ms(latencies),
+        "latency_ms": summary_ms(latencies),
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_http(url: str, key: str, child: base.Child) -> None:
+async def wait_http(url: str, key: str, child: Child) -> None:
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}) as http:
         for _ in range(300):
             child.alive()
@@ -204,94 +200,98 @@ async def changes(
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cli", "flags", action, "switch",
                 "--env", "bench", "--reason", "bench cli", "--by", "bench",
-                env=env, cwd=base.REPO, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            await proc.wait()
+            _, stderr = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f"`lockstep flags {action}` exited {proc.returncode}: "
+                    + stderr.decode(errors="replace")[-2000:]
+                )
             arrived = await watcher.wait(("bench/switch", int(rows) + 1))
             cli_to_kafka.append((arrived - t0) * 1000)
     finally:
         provider.shutdown()
         await watcher.stop()
     return {
-        "change_to_flag_changed_consumed_ms": base.summary_ms(to_kafka),
-        "change_to_visible_over_ofrep_ms": base.summary_ms(to_client),
-        "cli_command_to_flag_changed_consumed_ms": base.summary_ms(cli_to_kafka),
+        "change_to_flag_changed_consumed_ms": summary_ms(to_kafka),
+        "change_to_visible_over_ofrep_ms": summary_ms(to_client),
+        "cli_command_to_flag_changed_consumed_ms": summary_ms(cli_to_kafka),
         "changes": n,
         "cli_changes": len(cli_to_kafka),
     }
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    namespace = "bench_flags_" + uuid.uuid4().hex[:8]
-    port = free_port()
-    settings = Settings(namespace=namespace, flags_http_port=port)
+async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    settings = run.settings
+    port = settings.flags_http_port
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "LOCKSTEP_NAMESPACE": namespace,
-        "LOCKSTEP_FLAGS_HTTP_PORT": str(port),
-        "LOCKSTEP_LOG_LEVEL": "WARNING",
-        "LOCKSTEP_TRACE_DIR": "",
-    }
-    result: dict[str, Any] = {"machine": await base.machine_info(settings), "args": vars(args)}
+    env = run.env(LOCKSTEP_FLAGS_HTTP_PORT=str(port))
+    result: dict[str, Any] = {"machine": await machine_info(settings), "args": vars(args)}
     doc = flag_set()
     print(f"in-process: {args.in_process} evaluations per flag kind…", flush=True)
     result["in_process"] = in_process(doc, args.in_process)
     await ensure_topics(settings)
     schema = settings.db_schema("flags")
     pool = await create_pool(settings.pg_dsn, schema, max_size=4)
-    log = Path(f"/tmp/{namespace}-flags.log")
-    child = base.Child("flags", [sys.executable, "-m", "cli", "run", "flags"], env, log)
+    run.closing(pool.close)
+    child = run.child("flags", [sys.executable, "-m", "cli", "run", "flags"], "flags.log", env)
     provider = tracer_provider(settings, "bench")
-    try:
-        from services.flags.app import SPEC
+    run.closing(provider.shutdown)
+    from services.flags.app import SPEC
 
-        await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
-        await import_flag_set(
-            pool, settings, "bench", doc, by="bench", reason="bench", source="cli",
-            tracer=tracer(provider),
-        )  # fmt: skip
-        async with pool.acquire() as conn:
-            key = await keys.create(conn, "bench", "evaluate", "bench", datetime.now(UTC))
-            served, _ = await document(conn, "bench")
-        assert set(served["flags"]) == set(doc["flags"])
-        child.start()
-        await wait_http(url, key, child)
-        single = "/ofrep/v1/evaluate/flags/split"
-        print("HTTP single, one at a time…", flush=True)
-        await http_phase(url, key, path=single, concurrency=1, seconds=None, requests=300)
-        result["http_single_sequential"] = await http_phase(
-            url, key, path=single, concurrency=1, seconds=None, requests=args.sequential
-        )
-        print(f"HTTP single, {args.concurrency} clients for {args.seconds}s…", flush=True)
-        result["http_single_loaded"] = await http_phase(
-            url, key, path=single, concurrency=args.concurrency, seconds=args.seconds,
-            requests=None,
-        )  # fmt: skip
-        print(f"HTTP bulk (20 flags), {args.concurrency} clients for {args.seconds}s…", flush=True)
-        bulk = await http_phase(
-            url, key, path="/ofrep/v1/evaluate/flags", concurrency=args.concurrency,
-            seconds=args.seconds, requests=None,
-        )  # fmt: skip
-        bulk["flag_evals_per_s"] = bulk["requests_per_s"] * len(doc["flags"])
-        result["http_bulk_loaded"] = bulk
-        print(f"{args.changes} changes -> flag.changed consumed / visible over OFREP…", flush=True)
-        result["changes"] = await changes(pool, settings, url, key, args.changes, env)
-        child.alive()
-    finally:
-        provider.shutdown()
-        await child.stop()
-        await pool.close()
-        await delete_namespace_topics(settings)
-        await drop_namespace_schemas(settings)
-        await base.delete_groups(settings, [f"{namespace}.flags", f"{namespace}.bench-watch"])
+    await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
+    await import_flag_set(
+        pool, settings, "bench", doc, by="bench", reason="bench", source="cli",
+        tracer=tracer(provider),
+    )  # fmt: skip
+    async with pool.acquire() as conn:
+        key = await keys.create(conn, "bench", "evaluate", "bench", datetime.now(UTC))
+        served, _ = await document(conn, "bench")
+    assert set(served["flags"]) == set(doc["flags"])
+    child.start()
+    await wait_http(url, key, child)
+    single = "/ofrep/v1/evaluate/flags/split"
+    print("HTTP single, one at a time…", flush=True)
+    await http_phase(url, key, path=single, concurrency=1, seconds=None, requests=300)
+    result["http_single_sequential"] = await http_phase(
+        url, key, path=single, concurrency=1, seconds=None, requests=args.sequential
+    )
+    print(f"HTTP single, {args.concurrency} clients for {args.seconds}s…", flush=True)
+    result["http_single_loaded"] = await http_phase(
+        url, key, path=single, concurrency=args.concurrency, seconds=args.seconds,
+        requests=None,
+    )  # fmt: skip
+    print(f"HTTP bulk (20 flags), {args.concurrency} clients for {args.seconds}s…", flush=True)
+    bulk = await http_phase(
+        url, key, path="/ofrep/v1/evaluate/flags", concurrency=args.concurrency,
+        seconds=args.seconds, requests=None,
+    )  # fmt: skip
+    bulk["flag_evals_per_s"] = bulk["requests_per_s"] * len(doc["flags"])
+    result["http_bulk_loaded"] = bulk
+    print(f"{args.changes} changes -> flag.changed consumed / visible over OFREP…", flush=True)
+    result["changes"] = await changes(pool, settings, url, key, args.changes, env)
+    child.alive()
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    run = Run("bench_flags", bench_spans=True, flags_http_port=free_port())
+    result, error = await guarded(run, lambda: measure(run, args), timeout_s=None)
+    if error is not None or result is None:
+        return 1
+    result["cleanup_errors"] = run.errors
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = base.RESULTS / f"flags_eval-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    out = write_result("flags_eval", result)
     print(f"wrote {out}")
-    return 0
+    return 1 if run.errors else 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequential", type=int, default=2000, help="one-at-a-time requests")
     parser.add_argument("--in-process", type=int, default=50_000, help="evaluations per kind")
     parser.add_argument("--changes", type=int, default=30, help="changes timed to Kafka")
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    return run_main(lambda: main_async(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ reported (1.0.0, then 2.0.0), as a deployer reports them.
 - **Signals/s.** ``--signals`` non-breaching signals published as fast as Kafka takes them;
   the figure is how many the service recorded per second until it had them all.
 
-Results: a table here, JSON under bench/results/.
+Everything runs in a throwaway namespace (topics, schemas and groups removed at the end, also
+on failure or interruption; ``bench/harness``). Results: JSON here, and in
+``bench/results/incidents_rollback-<UTC stamp>.json``.
 """
 
 from __future__ import annotations
@@ -26,29 +28,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import socket
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import artifacts_latency as base
 import asyncpg
-from arrivals import Arrivals
+import harness  # noqa: F401 - first: it puts the repository on sys.path
+from harness.arrivals import Arrivals
+from harness.machine import machine_info
+from harness.results import write_result
+from harness.run import Run, guarded
+from harness.run import main as run_main
+from harness.stats import summary_ms
 
 from events import ArtifactRef, CDEvent, Reference, ServiceDeployed, ServiceRolledBack
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.signals import SignalObserved
 from policy import load_text, policy_updated
 from shared.bus import Publisher
-from shared.bus.admin import delete_namespace_topics, ensure_topics
-from shared.db import drop_namespace_schemas
-from shared.settings import Settings
+from shared.bus.admin import ensure_topics
 
 MODEL = b"""\
 version: 1
@@ -88,111 +89,96 @@ def rolled_back_service(event: CDEvent) -> str | None:
     return event.ref().service if isinstance(event, ServiceRolledBack) else None
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    namespace = "bench_inc_" + uuid.uuid4().hex[:8]
-    settings = Settings(namespace=namespace, incidents_http_port=base_free_port())
-    env = {
-        **os.environ,
-        "LOCKSTEP_NAMESPACE": namespace,
-        "LOCKSTEP_LOG_LEVEL": "WARNING",
-        "LOCKSTEP_TRACE_DIR": "",
-        "LOCKSTEP_INCIDENTS_HTTP_PORT": str(settings.incidents_http_port),
-    }
-    result: dict[str, Any] = {"machine": await base.machine_info(settings), "args": vars(args)}
+async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    settings = run.settings
+    env = run.env(LOCKSTEP_INCIDENTS_HTTP_PORT=str(settings.incidents_http_port))
+    result: dict[str, Any] = {"machine": await machine_info(settings), "args": vars(args)}
     await ensure_topics(settings)
-    logs = Path(f"/tmp/{namespace}")
-    logs.mkdir(parents=True, exist_ok=True)
     children = [
-        base.Child(name, [sys.executable, "-m", "cli", *argv], env,
-                   logs / f"{name}.log")
+        run.child(name, [sys.executable, "-m", "cli", *argv], f"{name}.log", env)
         for name, argv in (
             ("promotion", ["run", "promotion"]),
             ("incidents", ["run", "incidents"]),
             ("deployer", ["deployer", "--agent", "bench", "--env", "dev", "--state-dir",
-                          str(logs / "deployer")]),
+                          str(run.tmp / "deployer")]),
         )
     ]  # fmt: skip
     watch = Arrivals(settings, "deployments", rolled_back_service)
+    run.closing(watch.stop)
     services = [f"svc-{i:03d}" for i in range(args.services)]
-    try:
-        for child in children:
-            child.start()
-        await watch.start()
-        now = datetime.now(UTC)
-        async with Publisher(settings, client_id="bench") as pub:
-            await pub.publish(policy_updated(load_text(MODEL), updated_by="bench"))
-            for service in services:
-                await pub.publish(deployed(service, "1.0.0", now - timedelta(hours=1)))
-                await pub.publish(deployed(service, "2.0.0", now - timedelta(minutes=10)))
-            await asyncio.sleep(3.0)  # both services have taken the deployments in
-            for child in children:
-                child.alive()
-            print(f"rollback latency: {args.services} services at {args.rate}/s…", flush=True)
-            sent: dict[str, float] = {}
-            deploy_at = now - timedelta(minutes=10)
-            for service in services:
-                await pub.publish(signal(service, 0.2, deploy_at + timedelta(minutes=1)))
-                sent[service] = time.perf_counter()
-                await pub.publish(signal(service, 0.3, deploy_at + timedelta(minutes=6)))
-                sent[service] = time.perf_counter()
-                await asyncio.sleep(1.0 / args.rate)
-            deadline = time.perf_counter() + 60
-            while len(watch.seen) < len(services) and time.perf_counter() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            latencies = [(watch.seen[s] - sent[s]) * 1000 for s in services
-                         if s in watch.seen]  # fmt: skip
-            result["rollback"] = {
-                "services": len(services),
-                "rolled_back": len(latencies),
-                "confirming_signal_to_rolledback_ms": base.summary_ms(latencies),
-            }
-            print(f"signals/s: {args.signals} signals…", flush=True)
-            conn = await asyncpg.connect(settings.pg_dsn)
-            try:
-                table = f'"{settings.db_schema("incidents")}".signals'
-                before = await conn.fetchval(f"SELECT count(*) FROM {table}")
-                t0 = time.perf_counter()
-                calm = [
-                    signal(services[i % len(services)], 0.001, now) for i in range(args.signals)
-                ]
-                for start in range(0, len(calm), 500):  # as fast as the producer takes them
-                    await asyncio.gather(*(pub.publish(s) for s in calm[start : start + 500]))
-                published = time.perf_counter() - t0
-                while await conn.fetchval(f"SELECT count(*) FROM {table}") < before + args.signals:
-                    if time.perf_counter() - t0 > 300:
-                        raise RuntimeError("the incidents service did not take every signal")
-                    await asyncio.sleep(0.1)
-                taken = time.perf_counter() - t0
-            finally:
-                await conn.close()
-            result["signals"] = {
-                "signals": args.signals,
-                "publish_s": round(published, 2),
-                "all_recorded_s": round(taken, 2),
-                "signals_per_s": round(args.signals / taken),
-            }
+    for child in children:
+        child.start()
+    await watch.start()
+    now = datetime.now(UTC)
+    async with Publisher(settings, client_id="bench") as pub:
+        await pub.publish(policy_updated(load_text(MODEL), updated_by="bench"))
+        for service in services:
+            await pub.publish(deployed(service, "1.0.0", now - timedelta(hours=1)))
+            await pub.publish(deployed(service, "2.0.0", now - timedelta(minutes=10)))
+        await asyncio.sleep(3.0)  # both services have taken the deployments in
         for child in children:
             child.alive()
-    finally:
-        await watch.stop()
-        for child in children:
-            await child.stop()
-        await delete_namespace_topics(settings)
-        await drop_namespace_schemas(settings)
-        await base.delete_groups(settings, [f"{namespace}.{g}" for g in
-                                            ("promotion", "incidents", "deployer.bench",
-                                             "bench-watch")])  # fmt: skip
+        print(f"rollback latency: {args.services} services at {args.rate}/s…", flush=True)
+        sent: dict[str, float] = {}
+        deploy_at = now - timedelta(minutes=10)
+        for service in services:
+            await pub.publish(signal(service, 0.2, deploy_at + timedelta(minutes=1)))
+            sent[service] = time.perf_counter()
+            await pub.publish(signal(service, 0.3, deploy_at + timedelta(minutes=6)))
+            sent[service] = time.perf_counter()
+            await asyncio.sleep(1.0 / args.rate)
+        deadline = time.perf_counter() + 60
+        while len(watch.seen) < len(services) and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        latencies = [(watch.seen[s] - sent[s]) * 1000 for s in services
+                     if s in watch.seen]  # fmt: skip
+        result["rollback"] = {
+            "services": len(services),
+            "rolled_back": len(latencies),
+            "confirming_signal_to_rolledback_ms": summary_ms(latencies),
+        }
+        print(f"signals/s: {args.signals} signals…", flush=True)
+        conn = await asyncpg.connect(settings.pg_dsn)
+        try:
+            table = f'"{settings.db_schema("incidents")}".signals'
+            before = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            t0 = time.perf_counter()
+            calm = [signal(services[i % len(services)], 0.001, now) for i in range(args.signals)]
+            for start in range(0, len(calm), 500):  # as fast as the producer takes them
+                await asyncio.gather(*(pub.publish(s) for s in calm[start : start + 500]))
+            published = time.perf_counter() - t0
+            while await conn.fetchval(f"SELECT count(*) FROM {table}") < before + args.signals:
+                if time.perf_counter() - t0 > 300:
+                    raise RuntimeError("the incidents service did not take every signal")
+                await asyncio.sleep(0.1)
+            taken = time.perf_counter() - t0
+        finally:
+            await conn.close()
+        result["signals"] = {
+            "signals": args.signals,
+            "publish_s": round(published, 2),
+            "all_recorded_s": round(taken, 2),
+            "signals_per_s": round(args.signals / taken),
+        }
+    for child in children:
+        child.alive()
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    run = Run("bench_inc", incidents_http_port=free_port())
+    result, error = await guarded(run, lambda: measure(run, args), timeout_s=None)
+    if error is not None or result is None:
+        return 1
+    result["cleanup_errors"] = run.errors
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = base.RESULTS / f"incidents_rollback-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    out = write_result("incidents_rollback", result)
     print(f"wrote {out}")
-    return 0 if result["rollback"]["rolled_back"] == len(services) else 1
+    everything = result["rollback"]["rolled_back"] == result["rollback"]["services"]
+    return 0 if everything and not run.errors else 1
 
 
-def base_free_port() -> int:
-    import socket
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -203,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=40)
     parser.add_argument("--rate", type=float, default=4.0, help="services set off per second")
     parser.add_argument("--signals", type=int, default=20_000)
-    return asyncio.run(main_async(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    return run_main(lambda: main_async(args))
 
 
 if __name__ == "__main__":

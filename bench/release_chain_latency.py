@@ -19,38 +19,41 @@ service@version). Observers on the intermediate topics split it into stages.
 
 Floor: the same number of records (the encoded ``artifact.packaged``, so the same size) at the
 same rate through a bare aiokafka chain with the same three consume->produce hops between four
-topics (three hop processes, each bench/artifacts_latency.py's ``--hop-worker``).
+topics (three hop processes, ``bench/harness/hop.py``).
 
 Everything else (open-loop load, fresh namespace, clean-up on failure, machine figures, the
-JSON file) is bench/artifacts_latency.py's, imported from it.
+JSON file) is ``bench/harness``'s; this file is the scenario.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import hashlib
-import json
-import logging
-import math
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import artifacts_latency as base
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+import harness  # noqa: F401 - first: it puts the repository on sys.path
+from harness.arrivals import Matcher, Observer, header
+from harness.cpu import cpu_figures, cpu_sample
+from harness.floor import Floor
+from harness.latency import LatencyBench, run_latency_bench
+from harness.load import (
+    KEEP_UP_P99_MS,
+    KEEP_UP_SHARE,
+    Item,
+    Phase,
+    figures,
+    find_max_summary,
+    run_phase,
+    service_names,
+    step_up,
+)
+from harness.report import grid, say
+from harness.run import main as run_main
+from harness.stats import p50_p99, summary_ms
 
 from events import (
     ArtifactPackaged,
@@ -63,14 +66,11 @@ from events import (
     PromotionBlocked,
     TestSuiteRunFinished,
     decode,
-    encode,
     topics,
 )
 from policy import load_text, policy_updated
 from shared.bus import Publisher
-from shared.bus.admin import ensure_topics, partitions_of
 from shared.bus.consumer import record_from_kafka
-from shared.settings import Settings
 
 SERVICES = ("artifacts", "gates", "promotion")
 MODEL = """\
@@ -126,12 +126,12 @@ class ReleaseFactory:
         return f"{service}@{version}", tests, packaged
 
 
-def match_label(wanted: str, counts_as: dict[str, str] | None = None) -> base.Matcher:
+def match_label(wanted: str, counts_as: dict[str, str] | None = None) -> Matcher:
     """service@version of each record of type ``wanted``; other types named in ``counts_as``
     are counted under their name."""
 
     def match(record: Any, counts: Counter[str]) -> str | None:
-        ce_type = base.header(record, "ce_type")
+        ce_type = header(record, "ce_type")
         if ce_type == wanted:
             return decode(record_from_kafka(record)).event.artifact_label()
         if counts_as and ce_type in counts_as:
@@ -144,50 +144,20 @@ def match_label(wanted: str, counts_as: dict[str, str] | None = None) -> base.Ma
 # --- the bench ---------------------------------------------------------------------------------
 
 
-class ChainBench(base.Bench):
-    def __init__(self, args: argparse.Namespace, settings: Settings, tmp: Path) -> None:
-        super().__init__(args, settings, tmp)
-        self.floor_topics = [f"{self.ns}.bench_chain_{i}" for i in range(4)]
-        self.hop_groups = [f"{self.ns}.bench-chain-hop{i}" for i in range(3)]
+class ChainBench(LatencyBench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
         self.releases: ReleaseFactory | None = None
 
-    async def run(self) -> dict[str, Any]:
-        settings = self.settings
-        result: dict[str, Any] = {"namespace": self.ns}
-        result["machine"] = await base.machine_info(settings)
-        pg_started = await base.postmaster_start(settings)
-        await ensure_topics(settings)
-        artifacts = await partitions_of(settings, [settings.topic(topics.ARTIFACTS)])
-        await base.wait_for_leaders(settings.kafka_bootstrap, settings.all_topics())
-        self.releases = ReleaseFactory(self.ns, base.service_names(len(artifacts)))
-        result["postgres_commit_probe_ms"] = await base.pg_commit_probe(settings)
-        async with Publisher(settings, client_id="bench-platform") as publisher:
+    async def prepare(self, result: dict[str, Any]) -> None:
+        self.releases = ReleaseFactory(self.ns, service_names(len(self.artifacts)))
+        async with Publisher(self.settings, client_id="bench-platform") as publisher:
             loaded = load_text(MODEL.encode())
             await publisher.publish(policy_updated(loaded, updated_by="bench"))
         result["model_sha256"] = loaded.sha256
-        if self.args.find_max:
-            result["find_max"] = await self.lockstep(find_max=True)
-        else:
-            result["lockstep"] = await self.lockstep(find_max=False)
-            if not self.args.no_floor:
-                result["floor"] = await self.floor()
-                lp, fp = result["lockstep"]["figures"], result["floor"]["figures"]
-                result["ratio_lockstep_over_floor"] = {
-                    q: round(lp["latency_ms"][q] / fp["latency_ms"][q], 2)
-                    if fp["latency_ms"][q]
-                    else math.nan
-                    for q in ("p50", "p99")
-                }
-        result["postgres_restarted"] = await base.postmaster_start(settings) != pg_started
-        result["client_warning_sample"] = base.WARNINGS.sample
-        return result
 
-    async def _observer(self, logical: str, match: base.Matcher) -> base.Observer:
-        parts = await partitions_of(self.settings, [self.settings.topic(logical)])
-        observer = base.Observer(self.settings.kafka_bootstrap, parts, match)
-        await observer.start()
-        self.closers.append(observer.stop)
-        return observer
+    async def _observer(self, logical: str, match: Matcher) -> Observer:
+        return await self.observer(self.settings.topic(logical), match)
 
     # -- the Lockstep path --
 
@@ -198,20 +168,18 @@ class ChainBench(base.Bench):
             topics.PROMOTIONS,
             match_label(PromotionApproved.TYPE, {PromotionBlocked.TYPE: "blocked"}),
         )
-        stage_observers: dict[str, base.Observer] = {}
+        stage_observers: dict[str, Observer] = {}
         if not args.no_stages:
             for logical, ce_type, name in STAGES:
                 counts = {GateFailed.TYPE: "gate_failed"} if logical == topics.GATES else None
                 stage_observers[name] = await self._observer(logical, match_label(ce_type, counts))
         services = []
         for name in SERVICES:
-            child = base.Child(
+            child = self.child(
                 f"{name} service",
                 [sys.executable, "-m", "cli", "run", name],
-                self.child_env(),
-                self.tmp / f"{name}-service.log",
+                f"{name}-service.log",
             )
-            self.children.append(child)
             child.start()
             services.append(child)
 
@@ -222,11 +190,11 @@ class ChainBench(base.Bench):
         # packaged publish start per release: (perf_counter, wall ns), and the evidence ack time
         packaged_start: dict[str, tuple[float, int]] = {}
         evidence_ms: dict[str, float] = {}
-        phases: list[tuple[base.Phase, dict[str, Any]]] = []
+        phases: list[tuple[Phase, dict[str, Any]]] = []
         out: dict[str, Any] = {}
         async with Publisher(settings, client_id="bench-ci") as publisher:
 
-            def make_item() -> base.Item:
+            def make_item() -> Item:
                 key, tests, packaged = releases.next()
 
                 async def send() -> None:
@@ -234,7 +202,7 @@ class ChainBench(base.Bench):
                     await publisher.publish(tests)  # the evidence is in Kafka before the build
                     t1 = time.perf_counter()
                     evidence_ms[key] = (t1 - t0) * 1000
-                    packaged_start[key] = (t1, base.now_wall_ns())
+                    packaged_start[key] = (t1, time.time_ns())
                     await publisher.publish(packaged)
 
                 return key, send
@@ -242,8 +210,8 @@ class ChainBench(base.Bench):
             out["ready_s"] = await self.probe(make_item, deployer, alive)
 
             async def phase_at(rate: float, warmup: float, seconds: float) -> dict[str, Any]:
-                before = {c.name: base.cpu_sample(c.pid) for c in services}
-                phase = await base.run_phase(
+                before = {c.name: cpu_sample(c.pid) for c in services}
+                phase = await run_phase(
                     "lockstep",
                     rate=rate,
                     warmup_s=warmup,
@@ -253,15 +221,15 @@ class ChainBench(base.Bench):
                     drain_timeout_s=args.drain_timeout,
                     alive=alive,
                 )
-                after = {c.name: base.cpu_sample(c.pid) for c in services}
+                after = {c.name: cpu_sample(c.pid) for c in services}
                 # measure from the packaged publish, not from the evidence publish before it
                 for key, s in phase.sent.items():
                     if key in packaged_start:
                         s.start, s.start_wall_ns = packaged_start[key]
                 kept = {k: phase.figures[k] for k in ("client_warnings", "cpu")}
-                f = base.figures(phase, deployer) | kept
+                f = figures(phase, deployer) | kept
                 cpu = {
-                    c.name: base.cpu_figures(before[c.name], after[c.name], len(phase.ids))
+                    c.name: cpu_figures(before[c.name], after[c.name], len(phase.ids))
                     for c in services
                 }
                 f["cpu_services"] = {
@@ -271,7 +239,7 @@ class ChainBench(base.Bench):
                 f["cpu_services_total_percent"] = round(
                     sum(c["worker_percent"] for c in cpu.values()), 1
                 )
-                f["evidence_publish_ms"] = base.summary_ms(
+                f["evidence_publish_ms"] = summary_ms(
                     [evidence_ms[k] for k in phase.measured if k in evidence_ms]
                 )
                 f["stages_ms"] = chain_stages(phase, deployer, stage_observers)
@@ -279,36 +247,18 @@ class ChainBench(base.Bench):
                 return f
 
             if find_max:
-                steps: list[dict[str, Any]] = []
-                for rate in args.steps:
-                    base.say(f"lockstep: {rate:g}/s for {args.step_seconds:g}s")
-                    f = await phase_at(rate, args.step_warmup, args.step_seconds)
-                    f["throughput_kept"] = (
-                        f["lost"] == 0
-                        and f["send_errors"] == 0
-                        and f["throughput_per_s"] >= base.KEEP_UP_SHARE * rate
-                    )
-                    f["keeps_up"] = (
-                        f["throughput_kept"] and f["latency_ms"]["p99"] < base.KEEP_UP_P99_MS
-                    )
-                    steps.append(f)
-                    base.say(base.step_line(f))
-                    if not f["throughput_kept"]:
-                        break  # saturated: the backlog only grows from here
-                sustained = 0.0
-                for f in steps:
-                    if not f["keeps_up"]:
-                        break
-                    sustained = f["offered_rate"]
-                out["steps"] = steps
-                out["sustained_releases_per_s"] = sustained
-                out["max_registered_per_s"] = max(f["throughput_per_s"] for f in steps)
-                out["criterion"] = (
-                    f"approved/s >= {base.KEEP_UP_SHARE:.0%} of offered, "
-                    f"p99 < {base.KEEP_UP_P99_MS:g} ms, nothing lost"
+                steps = await step_up(
+                    args.steps,
+                    lambda rate: phase_at(rate, args.step_warmup, args.step_seconds),
+                    lambda rate: f"lockstep: {rate:g}/s for {args.step_seconds:g}s",
+                )
+                out |= find_max_summary(
+                    steps,
+                    f"approved/s >= {KEEP_UP_SHARE:.0%} of offered, "
+                    f"p99 < {KEEP_UP_P99_MS:g} ms, nothing lost",
                 )
             else:
-                base.say(f"lockstep: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s)")
+                say(f"lockstep: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s)")
                 out["figures"] = await phase_at(args.rate, args.warmup, args.seconds)
         out["blocked"] = deployer.counts["blocked"]
         out["gate_failed"] = (
@@ -326,87 +276,32 @@ class ChainBench(base.Bench):
                 out[f"{c.name} log tail"] = c.tail()
         for observer in [deployer, *stage_observers.values()]:
             await observer.stop()
-            self.closers.remove(observer.stop)
+            self.closed(observer.stop)
         return out
 
     # -- the floor: three bare consume->produce hops --
 
     async def floor(self) -> dict[str, Any]:
         assert self.releases is not None
-        releases, settings, args = self.releases, self.settings, self.args
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.kafka_bootstrap, client_id="bench-admin"
+        releases, args, ns = self.releases, self.args, self.ns
+        floor = Floor(
+            self,
+            [f"{ns}.bench_chain_{i}" for i in range(4)],
+            [f"{ns}.bench-chain-hop{i}" for i in range(3)],
+            [f"floor hop {i}" for i in range(3)],
         )
-        await admin.start()
-        try:
-            brokers = len((await admin.describe_cluster()).get("brokers", [])) or 1
-            await admin.create_topics(
-                [
-                    NewTopic(t, settings.topic_partitions, max(1, min(3, brokers)))
-                    for t in self.floor_topics
-                ]
-            )
-        finally:
-            await admin.close()
-        await base.wait_for_leaders(settings.kafka_bootstrap, self.floor_topics)
-        last: list[TopicPartition] = await partitions_of(settings, [self.floor_topics[-1]])
-        observer = base.Observer(settings.kafka_bootstrap, last, base.match_ce_id)
-        await observer.start()
-        self.closers.append(observer.stop)
-        hops = []
-        for i, group in enumerate(self.hop_groups):
-            hop = base.Child(
-                f"floor hop {i}",
-                [
-                    sys.executable,
-                    str(Path(base.__file__).resolve()),
-                    "--hop-worker",
-                    f"--hop-src={self.floor_topics[i]}",
-                    f"--hop-dst={self.floor_topics[i + 1]}",
-                    f"--hop-group={group}",
-                    f"--hop-bootstrap={settings.kafka_bootstrap}",
-                    f"--hop-linger-ms={settings.producer_linger_ms}",
-                ],
-                self.child_env(),
-                self.tmp / f"floor-hop{i}.log",
-            )
-            self.children.append(hop)
-            hop.start()
-            hops.append(hop)
+        await floor.start()
+        observer, hops = floor.observer, floor.hops
+        assert observer is not None
 
-        def alive() -> None:
-            for hop in hops:
-                hop.alive()
-
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id="bench-floor-producer",
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=settings.producer_linger_ms,
-        )
-        await producer.start()
-        self.closers.append(producer.stop)
-        src = self.floor_topics[0]
-        sizes: list[int] = []
-
-        def make_item() -> base.Item:
+        def make_item() -> Item:
             _, _, packaged = releases.next()
-            record = encode(packaged, topic=src)
-            sizes.append(len(record.value or b""))
+            return floor.item(packaged)
 
-            async def send() -> None:
-                future = await producer.send(
-                    src, value=record.value, key=record.key, headers=list(record.headers)
-                )
-                await future
-
-            return base.header(record, "ce_id") or "", send
-
-        out: dict[str, Any] = {"ready_s": await self.probe(make_item, observer, alive)}
-        base.say(f"floor: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s warm-up)")
-        before = [base.cpu_sample(h.pid) for h in hops]
-        phase = await base.run_phase(
+        out: dict[str, Any] = {"ready_s": await self.probe(make_item, observer, floor.alive)}
+        say(f"floor: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s warm-up)")
+        before = [cpu_sample(h.pid) for h in hops]
+        phase = await run_phase(
             "floor",
             rate=args.rate,
             warmup_s=args.warmup,
@@ -414,42 +309,32 @@ class ChainBench(base.Bench):
             make_item=make_item,
             observer=observer,
             drain_timeout_s=args.drain_timeout,
-            alive=alive,
+            alive=floor.alive,
         )
-        after = [base.cpu_sample(h.pid) for h in hops]
+        after = [cpu_sample(h.pid) for h in hops]
         out["figures"] = phase.figures
         out["figures"]["cpu_hops_total_percent"] = round(
             sum(
-                base.cpu_figures(b, a, len(phase.ids))["worker_percent"]
+                cpu_figures(b, a, len(phase.ids))["worker_percent"]
                 for b, a in zip(before, after, strict=True)
             ),
             1,
         )
-        out["value_bytes"] = round(sum(sizes) / len(sizes)) if sizes else None
+        out["value_bytes"] = floor.value_bytes
         out["duplicates"] = observer.duplicates
         out["redelivered"] = observer.redelivered
-        await producer.stop()
-        self.closers.remove(producer.stop)
-        await observer.stop()
-        self.closers.remove(observer.stop)
-        out["hop_exit_codes"] = {h.name: await h.stop() for h in hops}
+        out["hop_exit_codes"] = await floor.stop()
         out["hop_exit_code"] = max(
             (abs(code) for code in out["hop_exit_codes"].values() if code is not None),
             default=None,
         )
         return out
 
-    async def _delete_groups(self) -> None:
-        groups = [self.settings.group_id(s) for s in SERVICES] + self.hop_groups
-        await base.delete_groups(self.settings, groups)
-
 
 # --- where the time goes -----------------------------------------------------------------------
 
 
-def chain_stages(
-    phase: base.Phase, deployer: base.Observer, stages: dict[str, base.Observer]
-) -> dict[str, Any]:
+def chain_stages(phase: Phase, deployer: Observer, stages: dict[str, Observer]) -> dict[str, Any]:
     """packaged publish -> artifact.published seen -> gate.passed seen -> approved seen (each
     "seen" by the bench's own observers), plus evidence.recorded relative to published."""
     if not stages:
@@ -471,10 +356,7 @@ def chain_stages(
         parts["gate_passed_to_approved"].append((a.perf - g.perf) * 1000)
         if e is not None:
             parts["evidence_recorded_after_published"].append((e.perf - p.perf) * 1000)
-    return {
-        k: {"p50": round(base.pct(v, 50), 2), "p99": round(base.pct(v, 99), 2)}
-        for k, v in parts.items()
-    }
+    return p50_p99(parts)
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -519,7 +401,7 @@ def table(result: dict[str, Any]) -> str:
             )
             for f in fm["steps"]
         ]
-        lines += base.grid((*head, "keeps up"), rows)
+        lines += grid((*head, "keeps up"), rows)
         lines += [
             "",
             f"sustained releases/s before p99 exceeds 100 ms: {fm['sustained_releases_per_s']:g}"
@@ -539,7 +421,7 @@ def table(result: dict[str, Any]) -> str:
         if "floor" in result:
             ff = result["floor"]["figures"]
             rows.append(row("floor", ff, ff["cpu_hops_total_percent"]))
-        lines += base.grid(head, rows)
+        lines += grid(head, rows)
         if "ratio_lockstep_over_floor" in result:
             r = result["ratio_lockstep_over_floor"]
             lines += ["", f"lockstep / floor:  p50 x{r['p50']}   p99 x{r['p99']}"]
@@ -572,7 +454,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=50.0, help="releases per second (50)")
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds (15)")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (3)")
-    p.add_argument("--out", type=Path, help="JSON result (default bench/results/<stamp>.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="JSON result (default bench/results/release_chain_latency-<stamp>.json)",
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the bare-Kafka floor")
     p.add_argument("--no-stages", action="store_true", help="no intermediate-topic observers")
     p.add_argument("--find-max", action="store_true", help="step the rate up; report the max")
@@ -593,75 +479,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    tmp = Path(tempfile.mkdtemp(prefix="lockstep-chain-bench-"))
-    log_file = tmp / "bench.log"
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[logging.FileHandler(log_file), base.WARNINGS],
-    )
-    settings = Settings(namespace="bench_" + uuid.uuid4().hex[:8], trace_dir=tmp / "traces")
-    base.check_loopback(settings)
-    bench = ChainBench(args, settings, tmp)
-    base.say(f"namespace {settings.namespace}; temp dir {tmp}")
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    try:
-        async with asyncio.timeout(args.timeout):
-            result = await bench.run()
-    except TimeoutError:
-        error = f"overall timeout of {args.timeout:g}s reached"
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        base.say("cleaning up (processes, topics, consumer groups, schemas)…")
-        await bench.cleanup()
-        for child in bench.children:
-            if child.exit_code not in (0, None) or child.killed:
-                base.say(f"{child.name}: exit code {child.exit_code}; log tail:\n{child.tail()}")
-        if error is not None:
-            with contextlib.suppress(OSError):
-                lines = log_file.read_text(errors="replace").splitlines()
-                base.say("\n".join(lines[-15:]))
-        if args.keep_temp:
-            base.say(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if error is not None or result is None:
-        base.say(f"bench failed: {error}")
-        for message in bench.cleanup_errors:
-            base.say(f"clean-up: {message}")
-        return 1
-    result["machine"]["loadavg_at_end"] = base.loadavg()
-    result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result["cleanup_errors"] = bench.cleanup_errors
-    problems = base.failures(result) + [f"clean-up: {m}" for m in bench.cleanup_errors]
-    result["problems"] = problems
-    out = args.out
-    if out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        mode = "find-max" if args.find_max else f"rate{args.rate:g}"
-        out = base.RESULTS / f"release_chain_latency-{stamp}-{mode}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(base.jsonable(result), indent=2, default=str) + "\n")
-    print(table(result))
-    print(f"\nresult written to {out}")
-    for problem in problems:
-        print(f"PROBLEM: {problem}")
-    return 1 if problems else 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        return asyncio.run(main_async(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        base.say("interrupted (cleaned up)")
-        return 130
+    return run_main(lambda: run_latency_bench("release_chain_latency", ChainBench(args), table))
 
 
 if __name__ == "__main__":
