@@ -12,8 +12,6 @@ import asyncpg
 from services.gates.decide import Build, BuildSnapshot, Decision
 from services.gates.scoring import EvidenceFact
 
-__all__ = ["Build", "BuildSnapshot"]
-
 
 async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> None:
     """Serialise, until commit, the judging of one build: its registration and its evidence
@@ -32,14 +30,6 @@ async def add_build(conn: asyncpg.Connection, build: Build) -> bool:
         build.service, build.version, build.digest, build.purl,
     )  # fmt: skip
     return added is not None
-
-
-async def build(conn: asyncpg.Connection, service: str, version: str) -> Build | None:
-    row = await conn.fetchrow(
-        "SELECT service, version, digest, purl FROM builds WHERE service = $1 AND version = $2",
-        service, version,
-    )  # fmt: skip
-    return Build(**dict(row)) if row is not None else None
 
 
 async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
@@ -128,31 +118,6 @@ async def record_decisions(
     )  # fmt: skip
 
 
-async def evidence(
-    conn: asyncpg.Connection, service: str, version: str
-) -> list[tuple[str, EvidenceFact]]:
-    rows = await conn.fetch(
-        "SELECT event_id, kind, passed, details FROM evidence WHERE service = $1 AND version = $2 "
-        "ORDER BY recorded_at, event_id",
-        service, version,
-    )  # fmt: skip
-    return [
-        (r["event_id"], EvidenceFact(r["kind"], r["passed"], json.loads(r["details"])))
-        for r in rows
-    ]
-
-
-async def decision(
-    conn: asyncpg.Connection, service: str, version: str, environment: str
-) -> tuple[str, str] | None:
-    row = await conn.fetchrow(
-        "SELECT result, policy_sha256 FROM decisions "
-        "WHERE service = $1 AND version = $2 AND environment = $3",
-        service, version, environment,
-    )  # fmt: skip
-    return (row["result"], row["policy_sha256"]) if row is not None else None
-
-
 async def record_deployment(
     conn: asyncpg.Connection, environment: str, service: str, version: str, at: datetime
 ) -> None:
@@ -168,21 +133,6 @@ async def record_deployment(
     )  # fmt: skip
 
 
-async def deployed_at(conn: asyncpg.Connection, service: str, version: str) -> dict[str, datetime]:
-    rows = await conn.fetch(
-        "SELECT environment, deployed_at FROM deployments WHERE service = $1 AND version = $2",
-        service, version,
-    )  # fmt: skip
-    return {r["environment"]: r["deployed_at"] for r in rows}
-
-
-async def running_version(conn: asyncpg.Connection, environment: str, service: str) -> str | None:
-    version: str | None = await conn.fetchval(
-        "SELECT version FROM running WHERE environment = $1 AND service = $2", environment, service
-    )
-    return version
-
-
 async def record_approval(
     conn: asyncpg.Connection, service: str, version: str, environment: str, responder: str,
     decision: str,
@@ -194,17 +144,6 @@ async def record_approval(
            SET decision = EXCLUDED.decision, decided_at = now()""",
         service, version, environment, responder, decision,
     )  # fmt: skip
-
-
-async def approvals(
-    conn: asyncpg.Connection, service: str, version: str, environment: str
-) -> dict[str, str]:
-    rows = await conn.fetch(
-        "SELECT responder, decision FROM approvals "
-        "WHERE service = $1 AND version = $2 AND environment = $3",
-        service, version, environment,
-    )  # fmt: skip
-    return {r["responder"]: r["decision"] for r in rows}
 
 
 async def soak_until(
