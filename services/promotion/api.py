@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from events.promotions import HoldReleased, HoldReleasedContent, HoldReleasedSubject
+from services.promotion import store
 from shared.settings import Settings
 
 SERVICE = "promotion"
@@ -45,12 +46,7 @@ async def what_runs_where(settings: Settings) -> list[Placement]:
         settings.pg_dsn, server_settings={"search_path": settings.db_schema(SERVICE)}
     )
     try:
-        # The ledger (services/promotion/migrations/001_promotion.sql): one row per
-        # (environment, service), replaced by each deployment.
-        rows = await conn.fetch(
-            "SELECT environment, service, version, digest, deployed_at FROM ledger "
-            "ORDER BY service, environment"
-        )
+        rows = await store.matrix(conn)
     except asyncpg.UndefinedTableError:
         return []
     finally:

@@ -19,8 +19,6 @@ from services.promotion.decide import (
     Tell,
 )
 
-__all__ = ["Candidate", "Running", "Snapshot"]
-
 _CANDIDATE = "service, version, environment, digest, purl, state, holds::text, created_at"
 
 
@@ -57,17 +55,6 @@ def _candidate(row: Sequence[Any]) -> Candidate:
         service=service, version=version, environment=environment, digest=digest, purl=purl,
         state=state, holds=json.loads(holds), created_at=created_at,
     )  # fmt: skip
-
-
-async def candidates(
-    conn: asyncpg.Connection, service: str, environment: str, states: tuple[str, ...]
-) -> list[Candidate]:
-    rows = await conn.fetch(
-        f"SELECT {_CANDIDATE} FROM candidates "
-        "WHERE service = $1 AND environment = $2 AND state = ANY($3)",
-        service, environment, list(states),
-    )  # fmt: skip
-    return [_candidate(tuple(r)) for r in rows]
 
 
 _SNAPSHOT = f"""
@@ -215,6 +202,9 @@ async def add_promotions(
 
 
 async def matrix(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """What runs where: the ledger's rows (environment, service, version, digest,
+    deployed_at), one per (environment, service), replaced by each deployment; by service
+    then environment."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT environment, service, version, digest, deployed_at FROM ledger "
         "ORDER BY service, environment"
