@@ -8,6 +8,8 @@ instances starting together do not race.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -71,6 +73,27 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def read_only_connection(
+    settings: Settings, service: str
+) -> AsyncIterator[asyncpg.Connection]:
+    """One connection on ``service``'s own schema, for reading (its transactions are
+    read-only). Applies no migrations and creates nothing: reading never shapes the schema.
+    Where the service has never run, its tables are missing (``asyncpg.UndefinedTableError``
+    on a query), which the reader takes as "nothing there"."""
+    conn = await asyncpg.connect(
+        settings.pg_dsn,
+        server_settings={
+            "search_path": settings.db_schema(service),
+            "default_transaction_read_only": "on",
+        },
+    )
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 async def migrate(pool: asyncpg.Pool, schema: str, sets: list[MigrationSet]) -> list[str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +52,38 @@ class ServiceSpec:
     companions: Callable[[RunningService], list[Companion]] | None = None
 
 
+async def create_service_pool(
+    spec: ServiceSpec, settings: Settings, *, max_size: int = 2
+) -> tuple[asyncpg.Pool, list[str]]:
+    """A pool on the service's own schema (``settings.db_schema(spec.name)``, created if
+    missing) with its migrations applied, the bus's then its own, as ``lockstep run`` applies
+    them; and the migration files applied now. Closed again if migrating fails. The caller
+    closes it (``service_pool`` does)."""
+    schema = settings.db_schema(spec.name)
+    pool = await create_pool(settings.pg_dsn, schema, max_size=max_size)
+    try:
+        applied = await migrate(pool, schema, [BUS_MIGRATIONS, *spec.migrations])
+    except BaseException:
+        await pool.close()
+        raise
+    return pool, applied
+
+
+@asynccontextmanager
+async def service_pool(
+    spec: ServiceSpec, settings: Settings, *, max_size: int = 2
+) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the service's own schema, migrated first if the service has never run
+    (``create_service_pool``); closed on leaving. For a service's public face, which may be
+    used before the service ever ran. Errors (Postgres unreachable, a migration failing) are
+    the caller's to tell."""
+    pool, _ = await create_service_pool(spec, settings, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 class RunningService:
     def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
         self.spec = spec
@@ -76,11 +109,9 @@ class RunningService:
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet."""
-        self.pool = await create_pool(
-            self.settings.pg_dsn, self.schema, max_size=self.settings.pg_pool_size
+        self.pool, applied = await create_service_pool(
+            self.spec, self.settings, max_size=self.settings.pg_pool_size
         )
-        sets = [BUS_MIGRATIONS, *self.spec.migrations]
-        applied = await migrate(self.pool, self.schema, sets)
         if applied:
             log.info("%s: applied migrations %s", self.spec.name, ", ".join(applied))
         self.provider = tracer_provider(self.settings, self.spec.name)
