@@ -148,6 +148,7 @@ def asyncapi(
 ) -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document of Lockstep's topics, from Lockstep's point of view: the
     topics of installation ``namespace``, on the Kafka cluster at ``bootstrap``."""
+    _plain_namespace(namespace)
     try:
         app_version = version("lockstep")
     except PackageNotFoundError:
@@ -217,6 +218,17 @@ def _write(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
+def _plain_namespace(namespace: object) -> None:
+    # A settings object passed where the namespace goes (the old signature) would be written
+    # into a shared document as text, database password included: refuse it.
+    if not isinstance(namespace, str):
+        raise TypeError(
+            f"namespace must be a str such as 'lockstep', not {type(namespace).__name__}; "
+            "pass settings.namespace, bootstrap=settings.kafka_bootstrap, "
+            "partitions=settings.topic_partitions"
+        )
+
+
 def export(
     directory: Path,
     namespace: str = topics.DEFAULT_NAMESPACE,
@@ -228,6 +240,7 @@ def export(
 
     ``namespace``, ``bootstrap`` and ``partitions`` only change the AsyncAPI document (topic
     names, the server, the partition count); the event schemas are the same everywhere."""
+    _plain_namespace(namespace)
     directory.mkdir(parents=True, exist_ok=True)
     written = [_write(directory / f"{m.TYPE}.json", event_schema(m)) for m in EVENT_TYPES]
     document = asyncapi(namespace, bootstrap=bootstrap, partitions=partitions)

@@ -3,6 +3,7 @@ nothing else in Lockstep reads the environment."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,20 @@ from events import topics
 from events._envelope import DEFAULT_MAX_EVENT_BYTES
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+# The checkout this runtime comes from; `infra/lockstep-infra` keeps its state (Kafka, the
+# flagd schemas it fetches) in its .lockstep/ folder.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def user_state_dir() -> Path:
+    """Where Lockstep keeps what it writes for a user by default (spans, the reference
+    deployer's record): ``$XDG_STATE_HOME/lockstep``, else ``~/.local/state/lockstep``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lockstep"
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -48,12 +63,14 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"
     )
     producer_linger_ms: int = Field(default=2, ge=0)
+    # Nothing is written into the working directory unless a path names it: spans go to the
+    # user's state directory by default.
     trace_dir: Path | None = Field(
-        default=Path(".lockstep/traces"),
+        default_factory=lambda: user_state_dir() / "traces",
         description="Where spans are kept locally for `lockstep trace` (empty: keep none)",
     )
     flagd_schema_dir: Path = Field(
-        default=Path(".lockstep/flagd-schemas"),
+        default=CHECKOUT / ".lockstep" / "flagd-schemas",
         description="The official flagd schemas (flags.json, targeting.json); "
         "`infra/lockstep-infra up` fetches them",
     )
@@ -93,6 +110,14 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: object) -> object:
+        # Python's logging takes `debug` as well as `DEBUG`; so does this setting.
+        if isinstance(value, str) and value.strip().upper() in _LOG_LEVELS:
+            return value.strip().upper()
+        return value  # refused as given, so the error shows what was written
 
     @field_validator("namespace")
     @classmethod
