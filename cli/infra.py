@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 from pathlib import Path
 
 import typer
@@ -27,6 +28,16 @@ def _infra(root: Root, command: str) -> None:
         )
     # The script gets this process's environment (subprocess's default), LOCKSTEP_* included.
     raise typer.Exit(subprocess.call(["bash", str(script), command]))
+
+
+def demo(ctx: typer.Context) -> None:
+    """Run the demo (examples/demo.py, as scripts/demo does once the infrastructure is up)."""
+    root = of(ctx)
+    script = REPO_ROOT / "examples" / "demo.py"
+    if not script.exists():
+        raise root.fail(f"{script} not found: the demo is part of a checkout of Lockstep")
+    # The demo gets this process's environment (subprocess's default), LOCKSTEP_* included.
+    raise typer.Exit(subprocess.call([sys.executable, str(script)]))
 
 
 @infra_app.command("up")

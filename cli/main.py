@@ -11,7 +11,7 @@ from cli.artifacts import artifacts_app
 from cli.env import env_app
 from cli.flags import flags_app
 from cli.incidents import drill_app, hold_app, incidents_app
-from cli.infra import infra_app, topics_app
+from cli.infra import demo, infra_app, topics_app
 from cli.model import model_app
 from cli.publish import publish_app
 from cli.root import Root
@@ -34,6 +34,7 @@ app.command()(run)
 app.command()(approve)
 app.command()(reject)
 app.command()(deployer)
+app.command()(demo)
 app.add_typer(publish_app, name="publish")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(infra_app, name="infra")

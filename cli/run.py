@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from cli.root import Root, of
+from shared.settings import user_state_dir
 
 
 def run(
@@ -42,7 +43,9 @@ def _run_all(root: Root, names: list[str]) -> int:
     """One child process per service; SIGTERM/SIGINT is passed on and every child awaited."""
     # Each child builds its own settings from the same environment, passed on as it is.
     children = {
-        name: subprocess.Popen([sys.executable, "-m", "cli", "run", name], env=os.environ.copy())
+        name: subprocess.Popen(
+            [sys.executable, "-P", "-m", "cli", "run", name], env=os.environ.copy()
+        )
         for name in names
     }
     stopping = False
@@ -76,9 +79,12 @@ def deployer(
     ctx: typer.Context,
     agent: Annotated[str, typer.Option(help="This agent's name (its consumer group)")],
     env: Annotated[list[str], typer.Option(help="An environment it deploys to (repeatable)")],
-    state_dir: Annotated[Path, typer.Option(help="Where it records what runs where")] = Path(
-        ".lockstep/deployer"
-    ),
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where it records what runs where [default: ~/.local/state/lockstep/deployer]"
+        ),
+    ] = None,
     fail: Annotated[list[str] | None, typer.Option(help="Fail deployments of this service")] = None,
 ) -> None:
     """Run the reference deployer agent until SIGTERM."""
@@ -95,7 +101,8 @@ def deployer(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         provider = tracer_provider(settings, f"deployer-{agent}")
-        target = LocalStateDeployer(state_dir, fail_for=set(fail or []))
+        where = state_dir if state_dir is not None else user_state_dir() / "deployer"
+        target = LocalStateDeployer(where, fail_for=set(fail or []))
         try:
             await DeployerAgent(
                 target, settings, agent=agent, environments=env, tracer=tracer(provider)

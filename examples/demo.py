@@ -67,29 +67,31 @@ WATCHED = (
     topics.INCIDENTS,
     topics.DLQ,
 )
-RELEASE_MODEL = Path(__file__).resolve().parents[1] / "infra" / "demo-release-model.yaml"
+CHECKOUT = Path(__file__).resolve().parents[1]
+RELEASE_MODEL = CHECKOUT / "infra" / "demo-release-model.yaml"
+STATE = CHECKOUT / ".lockstep"  # the checkout's git-ignored state, as infra/lockstep-infra's
 
 
 def run_demo(out: Console, settings: Settings) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         out.print(f"created topics: {', '.join(created)}")
-    log_path = Path(".lockstep/demo-services.log")
+    log_path = STATE / "demo-services.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out.print(f"starting services: {', '.join(SERVICES)} (log: {log_path})")
     out.print("starting the reference deployer agent for every environment")
-    deployer_args = ["deployer", "--agent", "demo", "--state-dir", ".lockstep/deployer"]
+    deployer_args = ["deployer", "--agent", "demo", "--state-dir", str(STATE / "deployer")]
     for environment in ("dev", "staging", "prod-eu", "prod-us"):
         deployer_args += ["--env", environment]
     with log_path.open("ab") as log:
         services = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "all"],
+            [sys.executable, "-P", "-m", "cli", "run", "all"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
         )
         agent = subprocess.Popen(
-            [sys.executable, "-m", "cli", *deployer_args],
+            [sys.executable, "-P", "-m", "cli", *deployer_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
@@ -373,7 +375,7 @@ async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: Artifa
 def _resolve(out: Console, incident_id: str) -> bool:
     """On-call resolves the incident (so the next demo run starts clean)."""
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "incidents", "resolve", incident_id,
+        [sys.executable, "-P", "-m", "cli", "incidents", "resolve", incident_id,
          "--by", "on-call", "--reason", "payments provider recovered"],
         capture_output=True, text=True, env=os.environ.copy(), check=False,
     )  # fmt: skip
