@@ -47,7 +47,8 @@ def utc_now() -> datetime:
 
 
 class Model(BaseModel):
-    """Base of every wire model: camelCase on the wire, unknown fields ignored (DESIGN §2)."""
+    """Base of every wire model: camelCase on the wire, unknown fields ignored
+    (docs/architecture.md, "Records")."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 

@@ -1,4 +1,4 @@
-"""Logical topics (DESIGN §2). The physical name is ``<namespace>.<topic>``; the default
+"""Logical topics (docs/architecture.md). The physical name is ``<namespace>.<topic>``; the default
 namespace is ``lockstep``, so ``artifacts`` is the Kafka topic ``lockstep.artifacts``."""
 
 from __future__ import annotations

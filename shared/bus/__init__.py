@@ -1,6 +1,7 @@
 """The bus every service runs on: read events from Kafka, handle each exactly once against
 Postgres (inbox), publish what handlers emit through the outbox, dead-letter what cannot be read
-or handled, and commit offsets only after the database has committed (DESIGN §3)."""
+or handled, and commit offsets only after the database has committed (docs/architecture.md,
+"Effectively once")."""
 
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.publisher import Publisher

@@ -13,8 +13,8 @@ from shared.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the topics of DESIGN §2 under the settings' namespace, and wait until each of
-    their partitions has a leader; returns those created."""
+    """Create the topics (docs/architecture.md, "Topics") under the settings' namespace, and
+    wait until each of their partitions has a leader; returns those created."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
     )

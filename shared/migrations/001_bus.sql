@@ -1,4 +1,4 @@
--- The bus's tables in every service's schema (DESIGN §3).
+-- The bus's tables in every service's schema (docs/architecture.md, "Effectively once").
 
 -- Inbox: the events this service has handled. Written in the handler's own transaction, so a
 -- redelivered event finds its row and is skipped. Records that could not be read at all are

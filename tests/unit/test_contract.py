@@ -1,6 +1,6 @@
 """The event contract against the world outside: the official CDEvents schemas, what other
 CDEvents producers send, the official CloudEvents SDK, and the exported JSON Schemas and
-AsyncAPI document (DESIGN §2). No servers."""
+AsyncAPI document (docs/architecture.md). No servers."""
 
 from __future__ import annotations
 
