@@ -57,6 +57,30 @@ class Thread:
 NO_THREAD = Thread()
 
 
+@contextmanager
+def continued_span(
+    tracer: Tracer | None, thread: Thread, name: str, attributes: Attributes
+) -> Iterator[Span | None]:
+    """The span work of ``thread``'s subject runs in, current meanwhile: a new span ``name``
+    of the remembered trace, linked to the current span, when the current span is of another
+    trace; a new trace of its own with neither a current span nor anything remembered; None
+    (no span of its own: the current one goes on) when the current span is in the remembered
+    trace already, when nothing is remembered but a span is current, and without a tracer."""
+    here = trace.get_current_span().get_span_context()
+    headers = {"traceparent": thread.traceparent or "", "tracestate": thread.tracestate or ""}
+    parent = context_from_headers(headers)
+    theirs = trace.get_current_span(parent).get_span_context()
+    same = theirs.is_valid and theirs.trace_id == here.trace_id
+    if tracer is None or same or (here.is_valid and not theirs.is_valid):
+        yield None
+        return
+    links = [Link(here)] if here.is_valid else []
+    with tracer.start_as_current_span(
+        name, context=parent, links=links, attributes=attributes
+    ) as span:
+        yield span
+
+
 @dataclass
 class HandlerContext:
     conn: asyncpg.Connection
@@ -73,8 +97,11 @@ class HandlerContext:
 
     async def remember(self, key: str) -> None:
         """Keep the current span as the one later work about ``key`` continues (replacing
-        what was kept; its links stay)."""
+        what was kept; its links stay). Outside any span there is nothing to keep, and what
+        was kept stays."""
         headers = current_trace_headers()
+        if not headers.get("traceparent"):
+            return
         await self.conn.execute(
             """INSERT INTO trace_threads (key, traceparent, tracestate) VALUES ($1, $2, $3)
                ON CONFLICT (key) DO UPDATE SET traceparent = EXCLUDED.traceparent,
@@ -126,31 +153,13 @@ class HandlerContext:
         current span and nothing remembered, the body runs in a new trace of its own. Yields
         the thread (its links, for a span that weighs several inputs)."""
         thread = (await self.recall(key))[key]
-        with self._continued(thread, name, attributes or {}) as span:
+        with continued_span(self.tracer, thread, name, attributes or {}) as span:
             before = self.span
             self.span = span or before
             try:
                 yield thread
             finally:
                 self.span = before
-
-    @contextmanager
-    def _continued(
-        self, thread: Thread, name: str, attributes: Attributes
-    ) -> Iterator[Span | None]:
-        here = trace.get_current_span().get_span_context()
-        headers = {"traceparent": thread.traceparent or "", "tracestate": thread.tracestate or ""}
-        parent = context_from_headers(headers)
-        theirs = trace.get_current_span(parent).get_span_context()
-        same = theirs.is_valid and theirs.trace_id == here.trace_id
-        if self.tracer is None or same or (here.is_valid and not theirs.is_valid):
-            yield None
-            return
-        links = [Link(here)] if here.is_valid else []
-        with self.tracer.start_as_current_span(
-            name, context=parent, links=links, attributes=attributes
-        ) as span:
-            yield span
 
     def emit(self, event: CDEvent) -> None:
         """Queue ``event`` for the outbox of this transaction (written if the handler succeeds),
