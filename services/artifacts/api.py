@@ -15,6 +15,7 @@ import asyncpg
 
 from services.artifacts import queries
 from services.artifacts.queries import ArtifactSummary, ArtifactView, Commit, EvidenceView
+from shared.db import read_only_connection
 from shared.settings import Settings
 
 SERVICE = "artifacts"
@@ -61,10 +62,5 @@ class Artifacts:
 @asynccontextmanager
 async def open_artifacts(settings: Settings) -> AsyncIterator[Artifacts]:
     """The registry's read side. Applies no migrations: reading never shapes the schema."""
-    conn = await asyncpg.connect(
-        settings.pg_dsn, server_settings={"search_path": settings.db_schema(SERVICE)}
-    )
-    try:
+    async with read_only_connection(settings, SERVICE) as conn:
         yield Artifacts(conn)
-    finally:
-        await conn.close()

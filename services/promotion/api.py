@@ -16,6 +16,7 @@ import asyncpg
 
 from events.promotions import HoldReleased, HoldReleasedContent, HoldReleasedSubject
 from services.promotion import store
+from shared.db import read_only_connection
 from shared.settings import Settings
 
 SERVICE = "promotion"
@@ -42,15 +43,11 @@ async def what_runs_where(settings: Settings) -> list[Placement]:
     """Every (service, environment) the ledger knows, by service then environment (none
     where the service has never run). Applies no migrations: reading never shapes the
     schema."""
-    conn = await asyncpg.connect(
-        settings.pg_dsn, server_settings={"search_path": settings.db_schema(SERVICE)}
-    )
-    try:
-        rows = await store.matrix(conn)
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
+    async with read_only_connection(settings, SERVICE) as conn:
+        try:
+            rows = await store.matrix(conn)
+        except asyncpg.UndefinedTableError:
+            return []
     return [Placement(**dict(r)) for r in rows]
 
 
