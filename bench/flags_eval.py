@@ -46,7 +46,7 @@ from services.flags.changes import Change, apply_now, import_flag_set
 from services.flags.evaluator import FlagSet
 from services.flags.flag_sets import document
 from shared.bus.admin import ensure_topics
-from shared.db import BUS_MIGRATIONS, create_pool, migrate
+from shared.service import create_service_pool
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -233,15 +233,13 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
     print(f"in-process: {args.in_process} evaluations per flag kind…", flush=True)
     result["in_process"] = in_process(doc, args.in_process)
     await ensure_topics(settings)
-    schema = settings.db_schema("flags")
-    pool = await create_pool(settings.pg_dsn, schema, max_size=4)
+    from services.flags.app import SPEC
+
+    pool, _ = await create_service_pool(SPEC, settings, max_size=4)
     run.closing(pool.close)
     child = run.child("flags", [sys.executable, "-m", "cli", "run", "flags"], "flags.log", env)
     provider = tracer_provider(settings, "bench")
     run.closing(provider.shutdown)
-    from services.flags.app import SPEC
-
-    await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
     await import_flag_set(
         pool, settings, "bench", doc, by="bench", reason="bench", source="cli",
         tracer=tracer(provider),

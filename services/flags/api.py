@@ -28,10 +28,8 @@ from services.flags.rollouts import ScheduleError, Step, parse_schedule
 from services.flags.rollouts import describe as describe_schedule
 from services.flags.stale import StaleFlag, stale_flags
 from services.flags.store import ChangeRow, Rollout, StoredFlag
-from shared.db import BUS_MIGRATIONS, create_pool, migrate
+from shared.service import service_pool
 from shared.settings import Settings
-
-SERVICE = "flags"
 
 __all__ = [
     "ApiKeyInfo",
@@ -182,10 +180,5 @@ async def open_flags(settings: Settings, *, tracer: Tracer | None = None) -> Asy
     are (default: none kept)."""
     from services.flags.app import SPEC  # the service's assembly names its migrations
 
-    schema = settings.db_schema(SERVICE)
-    pool = await create_pool(settings.pg_dsn, schema, max_size=2)
-    try:
-        await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
+    async with service_pool(SPEC, settings, max_size=2) as pool:
         yield Flags(pool, settings, tracer or trace.get_tracer("lockstep.flags.api"))
-    finally:
-        await pool.close()

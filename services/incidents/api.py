@@ -29,7 +29,7 @@ from services.incidents.postmortem import markdown as postmortem_markdown
 from services.incidents.store import Drill, Incident, RunbookRun, TimelineRow
 from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
-from shared.db import BUS_MIGRATIONS, create_pool, migrate
+from shared.service import service_pool
 from shared.settings import Settings
 
 SERVICE = "incidents"
@@ -153,10 +153,5 @@ async def open_incidents(
     commands are (default: none kept)."""
     from services.incidents.app import SPEC  # the service's assembly names its migrations
 
-    schema = settings.db_schema(SERVICE)
-    pool = await create_pool(settings.pg_dsn, schema, max_size=2)
-    try:
-        await migrate(pool, schema, [BUS_MIGRATIONS, *SPEC.migrations])
+    async with service_pool(SPEC, settings, max_size=2) as pool:
         yield Incidents(pool, settings, tracer or trace.get_tracer("lockstep.incidents.api"))
-    finally:
-        await pool.close()
