@@ -1,11 +1,13 @@
 """What the incidents service does, whatever set it off (a signal, a clock, a person):
 open an incident (one per dedup key), ask for a rollback, pull kill switches, tell people,
 acknowledge and resolve. Each runs in the caller's transaction and emits through its outbox;
-an incident's events belong to the trace of the release it is about."""
+an incident's events belong to the trace of the release it is about: the incident's trace
+thread (the runtime's, ``store.incident_thread``), begun in the deployment's when it opens."""
 
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -28,8 +30,8 @@ from events.incidents import (
 from policy.model import ReleaseModel, Webhook, parse_duration
 from services.incidents import store
 from services.incidents.store import Deployment, Incident
-from shared.bus.handlers import HandlerContext
-from shared.telemetry import in_trace_of
+from shared.bus.handlers import HandlerContext, Thread
+from shared.telemetry import current_trace_headers
 
 SOURCE = "lockstep/incidents"
 
@@ -43,16 +45,24 @@ class ActionRefused(ValueError):
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``Incident.traceparent``: its trace thread's)."""
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 else None
 
 
-def _in_trace(ctx: HandlerContext, incident: Incident, name: str) -> Any:
-    return in_trace_of(
-        ctx.tracer, incident.traceparent, f"incidents: {name}",
-        {"lockstep.incident": incident.id, "lockstep.service": incident.service,
-         "lockstep.environment": incident.environment},
-    )  # fmt: skip
+def _attributes(incident: Incident) -> dict[str, str]:
+    return {"lockstep.incident": incident.id, "lockstep.service": incident.service,
+            "lockstep.environment": incident.environment}  # fmt: skip
+
+
+def _in_trace(
+    ctx: HandlerContext, incident: Incident, name: str
+) -> AbstractAsyncContextManager[Thread]:
+    """Work about ``incident`` runs in its trace: a span ``name`` of it, linked to the span
+    that set the work off (a signal, an acknowledgement, a clock)."""
+    return ctx.continuing(
+        store.incident_thread(incident.id), f"incidents: {name}", _attributes(incident)
+    )
 
 
 def _facts(incident: Incident, *, by: str | None = None) -> IncidentFacts:
@@ -106,7 +116,7 @@ async def open_incident(
         digest=deployment.digest if deployment else None,
         purl=deployment.purl if deployment else None,
         promotion_id=deployment.promotion_id if deployment else None,
-        traceparent=deployment.traceparent if deployment else None, drill=drill, signals=1,
+        traceparent=None, drill=drill, signals=1,
         first_signal_at=first_signal_at, detected_at=now, acknowledged_at=None,
         acknowledged_by=None, rollback_at=None, rolled_back_at=None, rolled_back_to=None,
         resolved_at=None, resolved_by=None, escalation_level=-1,
@@ -124,7 +134,14 @@ async def open_incident(
     await store.note(ctx.conn, incident.id, first_signal_at, "first signal", title)
     await store.note(ctx.conn, incident.id, now, "detected", f"incident {incident.id} opened")
     ctx.span.set_attribute("lockstep.incident", incident.id)
-    with _in_trace(ctx, incident, f"incident detected: {title}"):
+    # The incident joins the trace of the deployment it is about (none: the current trace
+    # goes on, and the incident has no trace of its own to continue).
+    thread = store.incident_thread(incident.id) if deployment is None else deployment.thread
+    name = f"incidents: incident detected: {title}"
+    async with ctx.continuing(thread, name, _attributes(incident)) as release:
+        if release.traceparent is not None:
+            await ctx.remember(store.incident_thread(incident.id))
+            incident = replace(incident, traceparent=current_trace_headers().get("traceparent"))
         ctx.emit(
             IncidentDetected(
                 context=IncidentDetected.new_context(SOURCE),
@@ -149,7 +166,7 @@ async def request_rollback(
         ctx.conn, incident.id, now, "rollback requested",
         f"roll back {incident.service}@{deployment.version} in {incident.environment}: {reason}",
     )  # fmt: skip
-    with _in_trace(ctx, incident, "rollback requested"):
+    async with _in_trace(ctx, incident, "rollback requested"):
         ctx.emit(
             RollbackRequested(
                 context=RollbackRequested.new_context(SOURCE),
@@ -190,7 +207,7 @@ async def set_flag(
 ) -> None:
     """Ask the flags service to turn ``flag`` off (or on) in the incident's environment."""
     await store.note(ctx.conn, incident.id, ctx.now(), "flag", f"{action} {flag}: {why}")
-    with _in_trace(ctx, incident, f"{action} flag {flag}"):
+    async with _in_trace(ctx, incident, f"{action} flag {flag}"):
         ctx.emit(
             FlagChangeRequested.build(
                 environment=incident.environment, flag_key=flag,
@@ -239,7 +256,7 @@ async def notify(
     await store.note(
         ctx.conn, incident.id, now, "notified", f"level {level}: {recipient}: {message}"
     )
-    with _in_trace(ctx, incident, f"notify {recipient}"):
+    async with _in_trace(ctx, incident, f"notify {recipient}"):
         ctx.emit(
             IncidentNotified(
                 context=IncidentNotified.new_context(SOURCE),
@@ -299,7 +316,7 @@ async def acknowledge(
                        acknowledged_by=by)  # fmt: skip
     incident = replace(incident, state="acknowledged", acknowledged_at=now, acknowledged_by=by)
     await store.note(ctx.conn, incident_id, now, "acknowledged", f"by {by}")
-    with _in_trace(ctx, incident, f"acknowledged by {by}"):
+    async with _in_trace(ctx, incident, f"acknowledged by {by}"):
         ctx.emit(
             IncidentAcknowledged(
                 context=IncidentAcknowledged.new_context(SOURCE),
@@ -334,7 +351,7 @@ async def resolve(
         "AND state IN ('running', 'paused')",
         incident_id,
     )
-    with _in_trace(ctx, incident, f"resolved by {by}"):
+    async with _in_trace(ctx, incident, f"resolved by {by}"):
         ctx.emit(
             IncidentResolved(
                 context=IncidentResolved.new_context(SOURCE),
@@ -351,15 +368,21 @@ async def resolve(
 
 
 async def escalate_due(ctx: HandlerContext, model: ReleaseModel) -> None:
-    """Incidents nobody has acknowledged move up a level when its time comes."""
+    """Incidents nobody has acknowledged move up a level when its time comes (the trace
+    threads of those that do read in one round trip)."""
     now = ctx.now()
-    for incident in await store.unacknowledged(ctx.conn):
-        if incident.drill:
-            continue
-        for level, spec in enumerate(model.escalation.levels):
-            if (
-                level > incident.escalation_level
-                and incident.detected_at + parse_duration(spec.after) <= now
-            ):
-                await escalate_to(ctx, model, incident, level)
-                incident = await store.get(ctx.conn, incident.id) or incident
+
+    def due(incident: Incident) -> list[int]:
+        return [
+            level for level, spec in enumerate(model.escalation.levels)
+            if level > incident.escalation_level
+            and incident.detected_at + parse_duration(spec.after) <= now
+        ]  # fmt: skip
+
+    moving = [(i, due(i)) for i in await store.unacknowledged(ctx.conn) if not i.drill]
+    moving = [(incident, levels) for incident, levels in moving if levels]
+    await ctx.recall(*(store.incident_thread(incident.id) for incident, _ in moving))
+    for incident, levels in moving:
+        for level in levels:
+            await escalate_to(ctx, model, incident, level)
+            incident = await store.get(ctx.conn, incident.id) or incident

@@ -5,8 +5,9 @@
   criterion's kill switches, starts its runbook, and — within the criterion's window after a
   deployment — asks for a rollback. An alert (Alertmanager, PagerDuty) opens, acknowledges or
   resolves the incident with its dedup key.
-- ``service.deployed`` / ``service.rolledback``: what runs where, with its trace; a rollback
-  is noted on the incidents that asked for it (and ends a drill).
+- ``service.deployed`` / ``service.rolledback``: what runs where, its trace kept as the
+  deployment's trace thread (an incident about it joins that trace); a rollback is noted on
+  the incidents that asked for it (and ends a drill).
 - ``policy.updated``: the model in force.
 - every few seconds: escalation of unacknowledged incidents, and runbooks that wait.
 """
@@ -21,7 +22,6 @@ from services.incidents import actions, criteria, runbooks, store
 from services.incidents.criteria import Streak
 from services.incidents.store import Deployment, StreakRow
 from shared.bus import HandlerContext, Router
-from shared.telemetry import current_trace_headers
 
 router = Router()
 
@@ -49,10 +49,10 @@ async def on_deployed(event: ServiceDeployed | ServiceRolledBack, ctx: HandlerCo
             environment=environment, service=ref.service, version=ref.version,
             digest=ref.digest, purl=event.subject.content.artifact_id,
             promotion_id=event.custom_data.promotion_id, rollback=rollback,
-            traceparent=current_trace_headers().get("traceparent"),
             deployed_at=event.context.timestamp,
         ),
     )  # fmt: skip
+    await ctx.remember(store.deployment_thread(ref.service, ref.version, environment))
     if not rollback:
         return
     model = await model_of(ctx)

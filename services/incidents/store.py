@@ -1,14 +1,32 @@
-"""The incidents service's tables, read and written in the caller's transaction."""
+"""The incidents service's tables, read and written in the caller's transaction.
+
+The traces work about a deployment or an incident continues are kept by the runtime (the
+bus's ``trace_threads``: ``HandlerContext.remember``, ``.continuing``) under the keys
+``deployment_thread`` and ``incident_thread`` name; the ``traceparent`` columns of
+``deployments`` and ``incidents`` are neither written nor read any more.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+
+def deployment_thread(service: str, version: str, environment: str) -> str:
+    """The key of a deployment's trace thread: the span that handled the newest report of
+    ``service@version`` running in ``environment`` (an incident about it joins that trace)."""
+    return f"deploy:{service}@{version}:{environment}"
+
+
+def incident_thread(incident_id: str) -> str:
+    """The key of an incident's trace thread: the span that detected it, in the trace of the
+    release it is about; work about the incident continues it."""
+    return f"incident:{incident_id}"
 
 
 @dataclass(frozen=True)
@@ -20,17 +38,20 @@ class Deployment:
     purl: str
     promotion_id: str
     rollback: bool
-    traceparent: str | None
     deployed_at: datetime
+
+    @property
+    def thread(self) -> str:
+        return deployment_thread(self.service, self.version, self.environment)
 
 
 async def record_deployment(conn: asyncpg.Connection, d: Deployment) -> None:
     await conn.execute(
         """INSERT INTO deployments (environment, service, version, digest, purl, promotion_id,
-                                    rollback, traceparent, deployed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+                                    rollback, deployed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
         d.environment, d.service, d.version, d.digest, d.purl, d.promotion_id, d.rollback,
-        d.traceparent, d.deployed_at,
+        d.deployed_at,
     )  # fmt: skip
 
 
@@ -40,7 +61,7 @@ async def deployment_at(
     """What ran at ``at``: the newest deployment at or before it."""
     row = await conn.fetchrow(
         """SELECT environment, service, version, digest, purl, promotion_id, rollback,
-                  traceparent, deployed_at
+                  deployed_at
            FROM deployments WHERE service = $1 AND environment = $2 AND deployed_at <= $3
            ORDER BY deployed_at DESC, id DESC LIMIT 1""",
         service, environment, at,
@@ -53,7 +74,7 @@ async def latest_deployment(
 ) -> Deployment | None:
     row = await conn.fetchrow(
         """SELECT environment, service, version, digest, purl, promotion_id, rollback,
-                  traceparent, deployed_at
+                  deployed_at
            FROM deployments WHERE service = $1 AND environment = $2
            ORDER BY deployed_at DESC, id DESC LIMIT 1""",
         service, environment,
@@ -150,7 +171,7 @@ class Incident:
     digest: str | None
     purl: str | None
     promotion_id: str | None
-    traceparent: str | None
+    traceparent: str | None  # the incident's trace thread (not a column of its own)
     drill: bool
     signals: int
     first_signal_at: datetime
@@ -165,7 +186,13 @@ class Incident:
     escalation_level: int
 
 
-_INCIDENT = "SELECT * FROM incidents"
+_COLUMNS = [f.name for f in fields(Incident) if f.name != "traceparent"]
+# An incident with the span its trace thread continues (the thread is the runtime's table;
+# a subquery, not a join, so that FOR UPDATE locks the incident alone).
+_INCIDENT = (
+    f"SELECT {', '.join(_COLUMNS)}, (SELECT t.traceparent FROM trace_threads t "
+    f"WHERE t.key = '{incident_thread('')}' || incidents.id) AS traceparent FROM incidents"
+)
 
 
 def new_id() -> str:
@@ -195,8 +222,9 @@ async def listed(conn: asyncpg.Connection, include_resolved: bool) -> list[Incid
 
 
 async def insert(conn: asyncpg.Connection, incident: Incident) -> bool:
-    """False if another open incident has the key (a concurrent duplicate)."""
-    values = incident.__dict__
+    """False if another open incident has the key (a concurrent duplicate). Its trace
+    thread is the caller's to remember."""
+    values = {name: getattr(incident, name) for name in _COLUMNS}
     columns = ", ".join(values)
     marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     made = await conn.fetchval(

@@ -1,11 +1,13 @@
 """The incidents service on the real Kafka and Postgres (in-process, its clock in the test's
 hands): alerts from Alertmanager and PagerDuty through its webhook edge, de-duplication,
-breaches outside the deployment window, relative criteria, and escalation."""
+breaches outside the deployment window, relative criteria, escalation, and an incident's work
+in the trace of the release it is about."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ import pytest
 
 from events import (
     ArtifactRef,
+    CDEvent,
     IncidentDetected,
     IncidentResolved,
     Reference,
@@ -26,6 +29,8 @@ from events import (
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.incidents import IncidentAcknowledged, IncidentNotified
 from policy import load_text, policy_updated
+from policy.model import Webhook
+from services.incidents import actions, store
 from services.incidents.app import SPEC
 from shared.clock import ManualClock
 from shared.http_edge import HttpServer
@@ -41,6 +46,7 @@ environments:
   - name: staging
 owners:
   api: {team: api-team, escalation: [api-lead, cto]}
+  traced: {team: traced-team, escalation: [traced-lead]}
 rollback:
   - name: errors
     metric: error_rate
@@ -76,7 +82,16 @@ class Incidents:
         )
         return found
 
-    async def deploy(self, service: str, version: str, at: datetime) -> None:
+    def trace_of(self, event: CDEvent) -> str | None:
+        """The trace id the record of ``event`` carries."""
+        for record in self.ns.log.records:
+            if record.header("ce_id") == event.id:
+                return actions.trace_id_of(record.header("traceparent"))
+        return None
+
+    async def deploy(
+        self, service: str, version: str, at: datetime, traceparent: str | None = None
+    ) -> None:
         ref = ArtifactRef(service, version, digest(f"{service} {version}"))
         event = ServiceDeployed(
             context=ServiceDeployed.new_context("lockstep/deployer/test"),
@@ -91,7 +106,7 @@ class Incidents:
         event = event.model_copy(
             update={"context": event.context.model_copy(update={"timestamp": at})}
         )
-        await self.ns.publish(event)
+        await self.ns.publish(event, traceparent=traceparent)
         await self.ns.log.wait_for(lambda: [
             e for e in self.events(ServiceDeployed) if e.id == event.id])  # fmt: skip
         await asyncio.sleep(0.5)  # the service has taken it in (same partition as the signals)
@@ -251,3 +266,59 @@ async def test_a_relative_criterion_compares_with_the_previous_versions_level(
     assert {p["event_action"] for p in pagerduty} == {"trigger"}
     assert pagerduty[0]["routing_key"] == "R0UT1NG" and pagerduty[0]["dedup_key"] == incident_id
     assert pagerduty[0]["payload"]["component"] == "api"
+
+
+async def test_an_incidents_work_is_in_the_trace_of_the_release_it_is_about(
+    incidents: Incidents,
+) -> None:
+    trace_id = secrets.token_hex(16)
+    now = incidents.clock()
+    await incidents.deploy(
+        "traced", "1.0.0", now - MIN, traceparent=f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    )
+    await incidents.ns.publish(SignalObserved.build(  # a trace of its own
+        service="traced", environment="staging", metric="error_rate", value=0.2,
+        source="prometheus", observed_at=now))  # fmt: skip
+    [opened] = await incidents.wait(IncidentDetected, lambda e: e.service_name() == "traced")
+    incident_id = opened.subject.id
+    [rollback] = await incidents.wait(
+        RollbackRequested, lambda e: e.subject.content.incident_id == incident_id
+    )
+    assert opened.custom_data is not None and opened.custom_data.trace_id == trace_id
+    assert incidents.trace_of(opened) == incidents.trace_of(rollback) == trace_id
+
+    # Later work, set off by a clock (no span of its own) and by a person's acknowledgement
+    # (a trace of its own), continues the incident's trace.
+    incidents.clock.advance(11 * MIN)
+    assert incidents.running.periodic is not None
+    await incidents.running.periodic.turn()
+    [escalated] = await incidents.wait(IncidentNotified, lambda e: (
+        e.subject.content.incident_id, e.subject.content.level) == (incident_id, 1))  # fmt: skip
+    await incidents.ns.publish(SignalObserved.build(
+        service="traced", environment="staging", metric="error_rate", value=None,
+        source="pagerduty", kind="alert", status="acknowledged",
+        dedup_key=opened.custom_data.dedup_key))  # fmt: skip
+    [acknowledged] = await incidents.wait(
+        IncidentAcknowledged, lambda e: e.subject.content.incident_id == incident_id
+    )
+    assert incidents.trace_of(escalated) == incidents.trace_of(acknowledged) == trace_id
+
+    # The trace is the runtime's thread, not the service's own columns; what the read models
+    # and the webhooks say of it comes from there.
+    async with incidents.ns.connect("incidents") as conn:
+        found = await store.get(conn, incident_id)
+        kept = await conn.fetch(
+            "SELECT key FROM trace_threads WHERE key = ANY($1::text[])",
+            [store.incident_thread(incident_id), store.deployment_thread("traced", "1.0.0",
+                                                                          "staging")],
+        )  # fmt: skip
+        own = await conn.fetch(
+            "SELECT traceparent FROM incidents WHERE id = $1 UNION ALL "
+            "SELECT traceparent FROM deployments WHERE service = 'traced'",
+            incident_id,
+        )
+    assert len(kept) == 2 and [r["traceparent"] for r in own] == [None, None]
+    assert found is not None and actions.trace_id_of(found.traceparent) == trace_id
+    generic = Webhook.model_validate({"url": "http://127.0.0.1:9/x"})
+    payload = actions.webhook_payload(generic, found, 1, "traced-lead", "m", "trigger")
+    assert payload["traceId"] == trace_id
