@@ -8,16 +8,14 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Tracer
+from opentelemetry.trace import Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.settings import Settings
@@ -109,24 +107,6 @@ def tracer_provider(settings: Settings, service: str) -> TracerProvider:
         endpoint = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider
-
-
-@contextmanager
-def in_trace_of(
-    tracer: Tracer | None, traceparent: str | None, name: str, attributes: dict[str, Any]
-) -> Iterator[None]:
-    """Work about a build belongs to the build's trace. When something else set it off (a
-    dependency deployed, a person's approval, a clock), it runs in a span of the build's
-    trace, linked to the span that set it off; events emitted inside carry that span."""
-    here = trace.get_current_span().get_span_context()
-    parent = context_from_headers({"traceparent": traceparent or ""})
-    theirs = trace.get_current_span(parent).get_span_context()
-    if tracer is None or not theirs.is_valid or theirs.trace_id == here.trace_id:
-        yield
-        return
-    links = [Link(here)] if here.is_valid else []
-    with tracer.start_as_current_span(name, context=parent, links=links, attributes=attributes):
-        yield
 
 
 def tracer(provider: TracerProvider) -> Tracer:
