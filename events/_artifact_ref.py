@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from packageurl import PackageURL
 
@@ -30,11 +31,18 @@ class ArtifactRefError(ValueError):
 
 
 def check_digest(digest: str) -> str:
+    """``digest`` if it is an OCI sha256 digest as written: ``sha256:`` and 64 lower-case hex.
+
+    Upper case is refused, never folded: the OCI image spec writes digests in lower case, and
+    Lockstep compares them as written, so a build registered as one spelling and evidence
+    naming another would not meet. The reason shows the lower-case form to send instead."""
     if DIGEST_RE.match(digest):
         return digest
-    if digest.lower() != digest and DIGEST_RE.match(digest.lower()):
+    if DIGEST_RE.match(digest.lower()):
         raise ArtifactRefError(
-            "invalid_digest", f"digest {digest!r} has upper-case hex; write it in lower case"
+            "invalid_digest",
+            f"digest {digest!r} has upper-case letters (OCI digests are lower-case hex): "
+            f"write it in lower case, {digest.lower()!r}",
         )
     raise ArtifactRefError(
         "invalid_digest",
@@ -116,7 +124,8 @@ def _from_purl(purl: str, require_digest: bool) -> ArtifactRef:
     digest: str | None = None
     version: str | None = None
     if parsed.version and parsed.version.startswith("sha256:"):
-        digest = parsed.version
+        # packageurl lower-cases an oci purl's version; the digest is judged as it was written
+        digest = _written_version(purl) or parsed.version
         version = qualifiers.get("tag")
     else:
         version = parsed.version
@@ -140,3 +149,12 @@ def _from_purl(purl: str, require_digest: bool) -> ArtifactRef:
             "'tag' qualifier, e.g. ?tag=1.4.2",
         )
     return ArtifactRef(check_service(parsed.name), check_version(version), digest)
+
+
+def _written_version(purl: str) -> str | None:
+    """The purl's version as written (percent-decoded, not case-folded)."""
+    try:
+        raw = PackageURL.from_string(purl, normalize_purl=False).version
+    except ValueError:
+        return None
+    return unquote(raw) if raw else None

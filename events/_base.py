@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 CDEVENTS_SPEC_VERSION = "0.5.1"
 
@@ -48,12 +49,44 @@ def utc_now() -> datetime:
 
 class Model(BaseModel):
     """Base of every wire model: camelCase on the wire, unknown fields ignored
-    (docs/architecture.md, "Records")."""
+    (docs/architecture.md, "Records"), numbers finite (JSON has no NaN or infinity, and
+    Postgres refuses them in jsonb: refused here, at the edge, with the field's path)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(
+        extra="ignore", populate_by_name=True, frozen=True, allow_inf_nan=False
+    )
 
 
 MAX_ID_LENGTH = 1024  # ids and sources are keys in Postgres: bounded, and never a NUL
+
+# When an event may say it happened: not before 2000 (no CI system, deployer or alert of
+# Lockstep's ran earlier; an earlier time is a zero, an epoch or a typo) and not more than a
+# day after now (a day covers any clock skew and time zone mix-up; a later time, such as year
+# 9999, would sort after everything and never be "in the past").
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_LEEWAY = timedelta(days=1)
+
+
+def check_event_time(moment: datetime) -> datetime:
+    """``moment`` if it is a time an event can have happened at; else the error says why."""
+    if moment < EARLIEST_TIME:
+        raise PydanticCustomError(
+            "time_out_of_range",
+            f"{moment.isoformat()} is before {EARLIEST_TIME.year}; "
+            "give the time the event happened, in RFC 3339 (e.g. 2026-05-04T10:00:00Z)",
+        )
+    latest = utc_now() + FUTURE_LEEWAY
+    if moment > latest:
+        raise PydanticCustomError(
+            "time_out_of_range",
+            f"{moment.isoformat()} is more than a day in the future (after "
+            f"{latest.isoformat(timespec='seconds')}); give the time the event happened, "
+            "and check the sender's clock",
+        )
+    return moment
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(check_event_time)]
 
 
 # customData is JSON, and says so (CDEvents customDataContentType)
@@ -67,7 +100,9 @@ class Context(Model):
     id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     source: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^\S+$")
     type: str = Field(min_length=1)
-    timestamp: AwareDatetime
+    timestamp: EventTime = Field(
+        description="When it happened (RFC 3339): from 2000 to at most a day from now"
+    )
     schema_uri: str | None = Field(default=None, alias="schemaUri", min_length=1)
     chain_id: str | None = Field(default=None, alias="chainId", min_length=1)
 

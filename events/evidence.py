@@ -239,7 +239,7 @@ class SecurityScanFinished(_AboutArtifact):
 
 
 class Measurement(Model):
-    value: float
+    value: float = Field(description="A finite number (no NaN or infinity)")
     unit: str = Field(min_length=1, description="e.g. ms, req/s, MiB")
     higher_is_better: bool = Field(default=False, alias="higherIsBetter")
 
@@ -364,7 +364,10 @@ class EvidenceRecorded(CDEvent):
 
 class EvidenceRejectedContent(Model):
     artifact_id: str = Field(alias="artifactId")
-    code: Literal["digest_mismatch", "invalid_artifact_id"]
+    code: Literal["digest_mismatch", "invalid_artifact_id", "expired"] = Field(
+        description="expired: its artifact was not registered within the wait "
+        "(LOCKSTEP_PENDING_EVIDENCE_TTL_S)"
+    )
     reason: str
     source_event_id: str = Field(alias="sourceEventId")
 
@@ -376,7 +379,8 @@ class EvidenceRejectedSubject(Model):
 
 
 class EvidenceRejected(CDEvent):
-    """Evidence that cannot belong to the artifact it names (e.g. another digest)."""
+    """Evidence that cannot belong to the artifact it names (e.g. another digest), or whose
+    artifact never came (``expired``)."""
 
     TYPE: ClassVar[str] = "dev.cdeventsx.lockstep-evidence.rejected.0.1.0"
     TOPIC: ClassVar[str] = topics.EVIDENCE

@@ -387,6 +387,25 @@ def _evidence_rejected(
     )
 
 
+@_sample_of(EvidenceRejected)
+def _evidence_expired(
+    *, service: str = SERVICE, version: str = VERSION, source: str = "lockstep/artifacts"
+) -> CDEvent:
+    source_id = str(uuid.uuid4())
+    return EvidenceRejected(
+        context=EvidenceRejected.new_context(source),
+        subject=EvidenceRejectedSubject(
+            id=source_id,
+            content=EvidenceRejectedContent(
+                artifact_id=_ref(service, version, None).purl(),
+                code="expired",
+                reason=f"{service}@{version} was not registered within 7d of this evidence",
+                source_event_id=source_id,
+            ),
+        ),
+    )
+
+
 # --- the release model and gates ---------------------------------------------------------------
 
 RELEASE_MODEL: dict[str, Any] = {

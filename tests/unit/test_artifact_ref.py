@@ -89,3 +89,35 @@ def test_a_checksum_without_sha256_is_a_missing_digest() -> None:
             f"pkg:generic/checkout@1.4.2?checksum=sha512:{'a' * 128}", require_digest=True
         )
     assert caught.value.code == "missing_digest"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        DIGEST.upper(),  # SHA256:0123…
+        DIGEST.upper().replace("SHA256", "sha256"),
+        DIGEST[:-4] + "ABCD",
+    ],
+)
+def test_an_upper_case_digest_is_refused_and_shown_in_lower_case(written: str) -> None:
+    with pytest.raises(ArtifactRefError) as caught:
+        check_digest(written)
+    assert caught.value.code == "invalid_digest"
+    assert repr(written.lower()) in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "purl",
+    [
+        f"pkg:oci/checkout@{DIGEST.upper()}?tag=1.4.2",
+        f"pkg:oci/checkout@sha256:{DIGEST[7:].upper()}?tag=1.4.2",
+        f"pkg:oci/checkout@sha256%3A{DIGEST[7:].upper()}?tag=1.4.2",
+        f"pkg:generic/checkout@1.4.2?checksum=sha256:{DIGEST[7:].upper()}",
+    ],
+)
+def test_a_purl_with_an_upper_case_digest_is_not_folded_to_lower_case(purl: str) -> None:
+    # the purl library lower-cases an oci purl's version; Lockstep judges it as written
+    with pytest.raises(ArtifactRefError) as caught:
+        ArtifactRef.from_purl(purl, require_digest=False)
+    assert caught.value.code == "invalid_digest"
+    assert repr(DIGEST) in caught.value.reason

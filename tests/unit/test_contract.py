@@ -10,7 +10,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,9 @@ from events import (
     ArtifactRef,
     ArtifactRefError,
     ArtifactRejected,
+    BenchmarkFinished,
     CDEvent,
+    InvalidEvent,
     KafkaRecord,
     decode,
     encode,
@@ -41,6 +43,7 @@ from events.artifacts import (
     RejectedContent,
     RejectedSubject,
 )
+from events.evidence import Measurement
 from events.policy import PolicyUpdated
 from events.schema import DEFAULT_BOOTSTRAP, DEFAULT_PARTITIONS, export, schema_id
 from events.testing import sample, variants
@@ -657,3 +660,92 @@ def test_asyncapi_dead_letter_matches_what_the_bus_writes(asyncapi: dict[str, An
     assert _errors(headers, as_text | {f"{HEADER_PREFIX}stage": "sometime"})
     missing = {k: v for k, v in as_text.items() if k != f"{HEADER_PREFIX}error"}
     assert _errors(headers, missing)
+
+
+# --- f. the edges of input: what JSON, Postgres and OCI cannot carry is refused at decode ------
+
+
+def _benchmark_doc(value: Any) -> dict[str, Any]:
+    doc = _doc(sample(BenchmarkFinished))
+    doc["subject"]["content"]["metrics"]["p99_latency"]["value"] = value
+    return doc
+
+
+@pytest.mark.parametrize("written", ["NaN", "Infinity", "-Infinity"])
+def test_a_benchmark_value_that_is_not_a_finite_number_is_refused_with_its_path(
+    written: str,
+) -> None:
+    # what Python's json writes for float('nan') and float('inf'): not JSON, yet often sent
+    doc = _benchmark_doc(123456.789)
+    record = _record_of(doc, topic="lockstep.evidence")
+    value = json.dumps(doc).replace("123456.789", written)
+    assert f'"value": {written}' in value
+    record = KafkaRecord(record.topic, record.key, value.encode(), record.headers)
+    with pytest.raises(InvalidEvent) as caught:
+        decode(record)
+    assert "subject.content.metrics.p99_latency.value" in caught.value.reason
+    assert "finite number" in caught.value.reason
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "NaN", "inf"])
+def test_a_measurement_cannot_be_built_with_nan_or_infinity(value: Any) -> None:
+    with pytest.raises(pydantic.ValidationError, match="finite number"):
+        Measurement(value=value, unit="ms")
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "words"),
+    [
+        ("9999-12-31T23:59:59Z", "more than a day in the future"),
+        ("2999-01-01T00:00:00+02:00", "more than a day in the future"),
+        ("1999-12-31T23:59:59Z", "before 2000"),
+        ("1970-01-01T00:00:00Z", "before 2000"),
+    ],
+)
+def test_an_event_time_out_of_range_is_refused_with_the_bounds(timestamp: str, words: str) -> None:
+    doc = _foreign_packaged(f"pkg:oci/checkout@{DIGEST}?tag=1.4.2")
+    doc["context"]["timestamp"] = timestamp
+    with pytest.raises(InvalidEvent) as caught:
+        decode(_record_of(doc))
+    assert caught.value.field == "context.timestamp"
+    assert words in caught.value.reason
+    assert "Value error" not in caught.value.reason
+
+
+def test_an_event_time_within_a_day_ahead_is_clock_skew_and_accepted() -> None:
+    doc = _foreign_packaged(f"pkg:oci/checkout@{DIGEST}?tag=1.4.2")
+    ahead = datetime.now(UTC) + timedelta(hours=23)
+    doc["context"]["timestamp"] = ahead.isoformat()
+    assert decode(_record_of(doc)).event.context.timestamp == ahead
+    doc["context"]["timestamp"] = (ahead + timedelta(hours=2)).isoformat()
+    with pytest.raises(InvalidEvent):
+        decode(_record_of(doc))
+
+
+@pytest.mark.parametrize(
+    "purl",
+    [
+        f"pkg:oci/checkout@{DIGEST.upper().replace('SHA256', 'sha256')}?tag=1.4.2",
+        f"pkg:oci/checkout@{DIGEST.upper()}?tag=1.4.2",
+        f"pkg:oci/checkout@{DIGEST.upper().replace(':', '%3A')}?tag=1.4.2",
+        f"pkg:generic/checkout@1.4.2?checksum={DIGEST.upper()}",
+    ],
+)
+def test_a_raw_upper_case_digest_is_refused_with_the_lower_case_form(purl: str) -> None:
+    # the CLI refuses `--digest SHA256:…`; an event written by hand is held to the same rule
+    event = decode(_record_of(_foreign_packaged(purl))).event
+    assert isinstance(event, ArtifactPackaged)
+    with pytest.raises(ArtifactRefError) as caught:
+        event.ref()
+    assert caught.value.code == "invalid_digest"
+    assert "upper-case" in caught.value.reason
+    assert repr(DIGEST) in caught.value.reason  # the form to write instead
+
+
+def test_evidence_naming_an_upper_case_digest_is_refused_too() -> None:
+    doc = _doc(sample(BenchmarkFinished))
+    doc["subject"]["content"]["artifactId"] = f"pkg:oci/checkout@{DIGEST.upper()}?tag=1.4.2"
+    event = decode(_record_of(doc, topic="lockstep.evidence")).event
+    assert isinstance(event, BenchmarkFinished)
+    with pytest.raises(ArtifactRefError, match="upper-case"):
+        event.artifact_ref()
