@@ -4,7 +4,8 @@ SDK, and the admin API for tools that change flags.
 OFREP is served at ``/ofrep/v1/...`` (the key's own environment) and at
 ``/environments/{env}/ofrep/v1/...`` (an OFREP provider's base URL names the environment).
 A request without a valid key gets 401; a key for another environment gets 403. A malformed
-body or context gets the OFREP error (400), never a 500."""
+body or context gets the OFREP error (400), never a 500; a body over 1 MiB gets 413 and JSON
+nested more than 64 deep 400, before either is read whole or parsed (``BodyLimits``)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from services.flags.flag_sets import document
 from services.flags.keys import ALL_ENVIRONMENTS, ApiKey, KeyRing
 from services.flags.live import LiveFlagSets
 from shared.clock import Clock
-from shared.http_edge import HttpServer
+from shared.http_edge import BodyLimits, HttpServer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def create_app(
         description="OFREP flag evaluation and the flags admin API",
         version="1",
     )
+    app.add_middleware(BodyLimits)
 
     @app.exception_handler(Denied)
     async def denied(_request: Request, exc: Denied) -> Response:
@@ -140,7 +142,7 @@ def create_app(
             return {}
         try:
             payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ContextError(f"the request body is not JSON: {exc}") from exc
         if not isinstance(payload, dict):
             raise ContextError("the request body must be a JSON object with a `context`")
@@ -245,7 +247,7 @@ def create_app(
     async def json_body(request: Request) -> dict[str, Any]:
         try:
             payload = json.loads(await request.body() or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise Denied(400, f"the request body is not JSON: {exc}") from exc
         if not isinstance(payload, dict):
             raise Denied(400, "the request body must be a JSON object")

@@ -2,7 +2,8 @@
 ``signal.observed`` on Kafka (written to the outbox, so a 2xx means the signals will be
 published). Prometheus Alertmanager posts to ``/webhooks/alertmanager``; a PagerDuty Events
 API v2 sender posts to ``/webhooks/pagerduty`` (or ``/v2/enqueue``). A malformed payload gets
-400 with every reason, and nothing of it is published."""
+400 with every reason, and nothing of it is published; a body over 1 MiB gets 413 and JSON
+nested more than 64 deep 400, before either is read whole or parsed (``BodyLimits``)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,18 @@ from events import encode
 from events.signals import SignalObserved
 from services.incidents.webhooks import PayloadRefused, from_alertmanager, from_pagerduty
 from shared.bus.outbox import write_and_wake
+from shared.http_edge import BodyLimits
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Lockstep incidents", description="Webhooks in: health signals", version="1"
     )
+    app.add_middleware(BodyLimits)
     schema = settings.db_schema("incidents")
 
     def authorised(request: Request) -> bool:
@@ -44,12 +46,9 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
         return hmac.compare_digest(given.encode(), token.encode())
 
     async def body_of(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise PayloadRefused([f"the body is {len(raw)} bytes; at most {MAX_BODY_BYTES}"])
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        try:  # BodyLimits has seen to its size and its depth
+            return json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise PayloadRefused([f"the body is not JSON: {exc}"]) from exc
 
     async def publish(signals: list[SignalObserved]) -> None:
