@@ -92,14 +92,19 @@ async def on_deployed(event: ServiceDeployed | ServiceRolledBack, ctx: HandlerCo
     environment = event.subject.content.environment.id
     assert ref.digest is not None
     await store.lock_environment(ctx.conn, environment)
-    await store.record_deployment(
-        ctx.conn, environment=environment, service=ref.service, version=ref.version,
-        digest=ref.digest, promotion_id=event.custom_data.promotion_id, at=event.context.timestamp,
-    )  # fmt: skip
-    await store.record_history(
+    if not await store.record_history(
         ctx.conn, environment=environment, service=ref.service, version=ref.version,
         digest=ref.digest, promotion_id=event.custom_data.promotion_id,
         rollback=isinstance(event, ServiceRolledBack), at=event.context.timestamp,
+    ):  # fmt: skip
+        # The same deployment reported again (a deployer that re-sent its report, perhaps
+        # under another id): taken in already. Recording it again would move the ledger back
+        # to it if something newer has been deployed since.
+        ctx.span.set_attribute("lockstep.outcome", "deployment reported again")
+        return
+    await store.record_deployment(
+        ctx.conn, environment=environment, service=ref.service, version=ref.version,
+        digest=ref.digest, promotion_id=event.custom_data.promotion_id, at=event.context.timestamp,
     )  # fmt: skip
     if isinstance(event, ServiceRolledBack):
         return  # a rollback moves nothing onward

@@ -215,13 +215,17 @@ async def matrix(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 async def record_history(
     conn: asyncpg.Connection, *, environment: str, service: str, version: str, digest: str,
     promotion_id: str, rollback: bool, at: datetime,
-) -> None:  # fmt: skip
-    await conn.execute(
+) -> bool:  # fmt: skip
+    """Keep one deployment in the history; False if it is there already (its deployer
+    reported it again, under the same event id or another): one row per deployment."""
+    made = await conn.fetchval(
         """INSERT INTO deployment_history (environment, service, version, digest, promotion_id,
                                            rollback, deployed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT ON CONSTRAINT deployment_history_once DO NOTHING RETURNING 1""",
         environment, service, version, digest, promotion_id, rollback, at,
     )  # fmt: skip
+    return made is not None
 
 
 async def last_good(
