@@ -15,17 +15,16 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import KafkaError
 
 from events import KafkaRecord
-from shared.bus.producer import ReliableProducer
+from shared.bus.producer import (
+    RECORD_FAULTS,
+    Fault,
+    NotAcknowledged,
+    ReliableProducer,
+    classify,
+)
 from shared.db import is_transient
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,11 @@ _INSERT = (
 SENT_RETENTION = "1 day"  # sent records are kept this long, to see what a service emitted
 CLEANUP_EVERY_S = 300.0
 
-# What Kafka will never accept, however often it is sent. (aiokafka marks a timeout as not
-# retriable too, so "not retriable" is no test: a broker that is away must be waited for.)
-REFUSED_FOR_GOOD: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-    CorruptRecordException,
-)
+# What Kafka will never accept, however often it is sent (shared.bus.producer.classify).
+REFUSED_FOR_GOOD = RECORD_FAULTS
+# How long one batch may take to reach Kafka before the relay commits what did and tries the
+# rest again (the producer resends, with a fresh producer where it must, within this).
+DELIVER_WITHIN_S = 30.0
 
 
 def channel_for(schema: str) -> str:
@@ -89,6 +84,7 @@ class OutboxRelay:
         schema: str,
         batch: int = 500,
         poll_s: float = 1.0,
+        deliver_within_s: float = DELIVER_WITHIN_S,
     ) -> None:
         self._pool = pool
         self._producer = producer
@@ -97,6 +93,7 @@ class OutboxRelay:
         self._channel = channel_for(schema)
         self._batch = batch
         self._poll_s = poll_s
+        self._deliver_within_s = deliver_within_s
         self._wake = asyncio.Event()
         self._lock_key = int.from_bytes(
             hashlib.sha256(f"relay:{schema}".encode()).digest()[:8], "big", signed=True
@@ -126,14 +123,12 @@ class OutboxRelay:
                         continue  # more waiting: go straight on
                     await self._sleep_until_woken(stop)
                 except Exception as exc:
-                    expected = isinstance(exc, KafkaError) or is_transient(exc)
+                    expected = isinstance(exc, KafkaError | NotAcknowledged) or is_transient(exc)
                     log.log(
                         logging.WARNING if expected else logging.ERROR,
                         "outbox relay of %s: %r; retrying in %.1fs", self._schema, exc, backoff,
                         exc_info=not expected,
                     )  # fmt: skip
-                    if isinstance(exc, KafkaError):
-                        await self._producer.reset()  # a fresh producer at the next try
                     if listener is not None:
                         await _close_quietly(listener)
                     listener = None
@@ -147,10 +142,13 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish up to one batch of unsent records; returns how many were published.
 
-        Records the broker acknowledged are stamped sent even when others in the batch were
-        not, so a failure does not send them again and again. A record Kafka refuses for good
-        (too large, an invalid topic) is set aside with the reason and no longer blocks the
-        rest; any other failure is raised after the stamps are committed, and retried."""
+        The producer resends within the batch what the broker did not acknowledge (with a
+        fresh producer after a restart or a fencing: see shared.bus.producer), for at most
+        ``deliver_within_s``. Records the broker acknowledged are stamped sent even when others
+        in the batch were not, so a failure does not send them again and again. A record Kafka
+        refuses for good (too large, an invalid topic) is set aside with the reason and no
+        longer blocks the rest; any other failure is raised after the stamps are committed,
+        and retried. A record resent may be on the topic twice; consumers skip it by id."""
         retry_error: BaseException | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
@@ -162,7 +160,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            results = await self._producer.send_each(
+            results = await self._producer.deliver(
                 [
                     KafkaRecord(
                         topic=row["topic"],
@@ -171,7 +169,8 @@ class OutboxRelay:
                         headers=tuple(zip(row["header_names"], row["header_values"], strict=True)),
                     )
                     for row in rows
-                ]
+                ],
+                within_s=self._deliver_within_s,
             )
             sent = [row["id"] for row, error in zip(rows, results, strict=True) if error is None]
             await conn.execute(
@@ -180,7 +179,7 @@ class OutboxRelay:
             for row, error in zip(rows, results, strict=True):
                 if error is None:
                     continue
-                if isinstance(error, REFUSED_FOR_GOOD):
+                if classify(error) is Fault.RECORD:
                     log.error(
                         "outbox of %s: record %d to %s refused by Kafka for good, set aside: %r",
                         self._schema, row["id"], row["topic"], error,

@@ -1,84 +1,324 @@
-"""An idempotent Kafka producer (acks=all) that can be rebuilt after a fatal error.
+"""An idempotent Kafka producer (acks=all) that recovers by itself.
 
-aiokafka's idempotent producer can stay stuck on OutOfOrderSequenceNumber after a broker blip
-(aio-libs/aiokafka#1017); ``reset`` drops it and the next send starts a fresh one.
+After a broker restart, a leader change or a fencing, aiokafka's idempotent producer can stay
+stuck: every send to a partition fails with OutOfOrderSequenceNumber (or UnknownProducerId,
+InvalidProducerEpoch) until the process restarts (aio-libs/aiokafka#1017), because a batch that
+failed after it was given a sequence number leaves a gap that the producer never closes.
+``ReliableProducer.deliver`` sends records until the broker has them, and on such an error
+drops the producer and resends what was not acknowledged with a fresh one.
+
+Every error the producer can answer with is put in one of three classes (``classify``):
+
+``Fault.RETRY``
+    the broker or the network is away for a while (connection refused, no leader yet, a
+    request timeout); the same producer tries again.
+``Fault.FRESH_PRODUCER``
+    the producer's own state is no longer good (its sequence numbers, its id or epoch, a
+    send stalled with no answer); a fresh producer resends.
+``Fault.RECORD``
+    the record's own fault (too large, an invalid topic): Kafka will never take it, however
+    often it is sent, so it is not sent again and the error goes back to the caller.
+
+A resend with a fresh producer may put a record on the topic twice: the old producer may have
+written it without the acknowledgement coming back, and the new producer has a new producer id,
+so the broker cannot tell. That is accepted by design: every consumer de-duplicates by the
+CloudEvents id (its inbox). What the caller was told the broker has is never lost: a record
+counts as delivered only on the broker's acknowledgement with acks=all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalStateError,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownProducerId,
+)
 
 from events import KafkaRecord
 from events.topics import DLQ_MAX_MESSAGE_BYTES
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_MS = 15000
+# A send that the broker has not answered within this is taken as stalled: the producer is
+# replaced and the record resent. (aiokafka's idempotent producer never gives up on a batch by
+# itself, so without this a send could wait for ever.)
+STALL_S = REQUEST_TIMEOUT_MS / 1000 + 5
+CLOSE_S = 5.0  # how long an old producer may take to flush and close before it is abandoned
+BACKOFF_S = (0.1, 2.0)  # the first wait between two rounds, and the longest
+
+
+class Fault(enum.Enum):
+    RETRY = "retry with the same producer"
+    FRESH_PRODUCER = "retry with a fresh producer"
+    RECORD = "the record's own fault"
+
+
+# What Kafka will never accept, however often it is sent. (aiokafka marks a timeout as not
+# retriable too, so its ``retriable`` flag alone is no test: a broker that is away must be
+# waited for, not given up on.)
+RECORD_FAULTS: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+
+
+class NotAcknowledged(TimeoutError):
+    """The broker did not acknowledge a record in time (it may or may not have it)."""
+
+
+# What says the producer itself is no longer good.
+PRODUCER_FAULTS: tuple[type[BaseException], ...] = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    InvalidProducerIdMapping,
+    ProducerClosed,
+    IllegalStateError,
+    KafkaTimeoutError,
+    NotAcknowledged,  # a send that stalled with no answer
+)
+
+
+def classify(exc: BaseException) -> Fault:
+    """What to do about an error a send ended with."""
+    if isinstance(exc, RECORD_FAULTS):
+        return Fault.RECORD
+    if isinstance(exc, PRODUCER_FAULTS):
+        return Fault.FRESH_PRODUCER
+    if isinstance(exc, KafkaError) and exc.retriable:
+        return Fault.RETRY  # connection, no leader (yet), request timed out, not enough replicas
+    if isinstance(exc, OSError | TimeoutError):
+        return Fault.RETRY
+    # Anything else Kafka says (an error this code does not know): a fresh producer is cheap,
+    # and the caller's deadline bounds the tries.
+    return Fault.FRESH_PRODUCER
+
+
+def new_kafka_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=settings.producer_linger_ms,
+        # Room for a dead letter: any record the broker accepted, plus why it failed.
+        max_request_size=DLQ_MAX_MESSAGE_BYTES,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+    )
+
 
 class ReliableProducer:
-    def __init__(self, settings: Settings, *, client_id: str) -> None:
+    """One producer at a time, replaced when it goes bad.
+
+    ``factory`` builds the underlying producer (an ``AIOKafkaProducer`` by default; tests pass
+    a stand-in with ``start``, ``stop`` and ``send``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client_id: str,
+        factory: Callable[[], Any] | None = None,
+        stall_s: float = STALL_S,
+        close_s: float = CLOSE_S,
+        backoff_s: tuple[float, float] = BACKOFF_S,
+    ) -> None:
         self._settings = settings
         self._client_id = client_id
-        self._producer: AIOKafkaProducer | None = None
-
-    def _new(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            client_id=self._client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=self._settings.producer_linger_ms,
-            # Room for a dead letter: any record the broker accepted, plus why it failed.
-            max_request_size=DLQ_MAX_MESSAGE_BYTES,
-            request_timeout_ms=15000,
-        )
+        self._factory = factory or (lambda: new_kafka_producer(settings, client_id))
+        self._stall_s = stall_s
+        self._close_s = close_s
+        self._backoff_s = backoff_s
+        self._producer: Any = None
+        self.resets = 0  # how many times a producer was replaced (for logs and tests)
 
     async def start(self) -> None:
         if self._producer is None:
-            producer = self._new()
+            producer = self._factory()
             try:
                 await producer.start()
             except BaseException:
-                await producer.stop()  # a producer that failed to start still holds sockets
+                await self._close(producer)  # a producer that failed to start holds sockets
                 raise
             self._producer = producer
 
     async def stop(self) -> None:
+        """Flush and close, within a bounded time (a broker that is away is not waited for:
+        what it has not acknowledged was not reported delivered)."""
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            await self._close(producer)
 
     async def reset(self) -> None:
         """Drop the producer (it may be wedged); the next send starts a fresh one."""
+        self.resets += 1
         with contextlib.suppress(Exception):  # a broken producer may fail to close
             await self.stop()
         self._producer = None
 
-    async def send_each(self, records: Sequence[KafkaRecord]) -> list[BaseException | None]:
-        """Send every record; wait for each acknowledgement. Returns, per record, None if the
-        broker has it, or the error. Raises only if the producer cannot start at all."""
-        await self.start()
-        assert self._producer is not None
-        futures: list[asyncio.Future[object]] = []
-        for r in records:
+    async def deliver(
+        self, records: Sequence[KafkaRecord], *, within_s: float
+    ) -> list[BaseException | None]:
+        """Send every record until the broker has acknowledged it (acks=all), for at most
+        ``within_s`` seconds. Returns, per record: None if the broker has it; the error if it
+        is the record's own fault (``Fault.RECORD``: sent once, not again); else, for a record
+        still not acknowledged when the time ran out, the last error it met (the broker may or
+        may not have it).
+
+        Errors are handled as ``classify`` says: waited out with the same producer, or with a
+        fresh one to which whatever was not acknowledged is resent (in order), with a bounded
+        backoff between rounds. A resend may duplicate a record on the topic (see the module's
+        docstring); consumers skip it by CloudEvents id."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        results: list[BaseException | None] = [
+            NotAcknowledged(f"not acknowledged within {within_s:.0f}s") for _ in records
+        ]
+        pending = list(range(len(records)))
+        backoff = self._backoff_s[0]
+        while pending and (left := deadline - loop.time()) > 0:
             try:
-                futures.append(
-                    await self._producer.send(
-                        r.topic, value=r.value, key=r.key, headers=list(r.headers)
+                await asyncio.wait_for(self.start(), left)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("producer %s cannot start: %r; retrying", self._client_id, exc)
+                for i in pending:
+                    results[i] = exc
+                await _sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, self._backoff_s[1])
+                continue
+            outcome = await self._send_round(
+                [records[i] for i in pending], wait_s=min(self._stall_s, left)
+            )
+            still: list[int] = []
+            fresh_needed = False
+            for i, error in zip(pending, outcome, strict=True):
+                results[i] = error
+                if error is None:
+                    continue
+                fault = classify(error)
+                if fault is Fault.RECORD:
+                    continue  # the caller hears why; sending it again would fail again
+                still.append(i)
+                fresh_needed = fresh_needed or fault is Fault.FRESH_PRODUCER
+            if not still:
+                break
+            first = results[still[0]]
+            log.warning(
+                "producer %s: %d of %d records not acknowledged (%r); %s",
+                self._client_id, len(still), len(pending), first,
+                "resending with a fresh producer" if fresh_needed else "retrying",
+            )  # fmt: skip
+            if len(still) < len(pending):
+                backoff = self._backoff_s[0]  # progress: the broker is answering
+            pending = still
+            if fresh_needed:
+                await self.reset()
+            await _sleep(min(backoff, max(0.0, deadline - loop.time())))
+            backoff = min(backoff * 2, self._backoff_s[1])
+        return results
+
+    async def _send_round(
+        self, records: Sequence[KafkaRecord], *, wait_s: float
+    ) -> list[BaseException | None]:
+        """Hand every record to the producer, then wait (up to ``wait_s``) for each answer.
+        A record with no answer by then is ``NotAcknowledged``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        producer = self._producer
+        assert producer is not None
+        queued: list[asyncio.Future[Any] | BaseException] = []
+        for r in records:
+            left = deadline - loop.time()
+            if left <= 0:
+                queued.append(NotAcknowledged(f"not queued within {wait_s:.0f}s"))
+                continue
+            try:
+                # Cancelling send() itself (not its future) keeps the record from being sent.
+                queued.append(
+                    await asyncio.wait_for(
+                        producer.send(r.topic, value=r.value, key=r.key, headers=list(r.headers)),
+                        left,
                     )
                 )
-            except KafkaError as exc:  # refused before it was queued (e.g. too large)
-                failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-                failed.set_exception(exc)
-                futures.append(failed)
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        return [r if isinstance(r, BaseException) else None for r in results]
+            except TimeoutError:
+                queued.append(NotAcknowledged(f"not queued within {wait_s:.0f}s"))
+            except KafkaError as exc:  # refused before it was queued (too large, no metadata)
+                queued.append(exc)
+        futures = [f for f in queued if isinstance(f, asyncio.Future)]
+        if futures:
+            await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        outcome: list[BaseException | None] = []
+        for f in queued:
+            if isinstance(f, BaseException):
+                outcome.append(f)
+            elif not f.done():
+                # Left to the producer: it may still deliver (a duplicate, then) or fail when
+                # it is replaced; either way nobody waits for this future any more.
+                f.add_done_callback(_forget)
+                outcome.append(NotAcknowledged(f"not acknowledged within {wait_s:.0f}s"))
+            elif f.cancelled():
+                outcome.append(NotAcknowledged("the send was cancelled"))
+            else:
+                outcome.append(f.exception())
+        return outcome
 
-    async def send_all(self, records: Sequence[KafkaRecord]) -> None:
-        """Send every record and wait until the broker has acknowledged all of them."""
-        for error in await self.send_each(records):
-            if error is not None:
-                raise error
+    async def _close(self, producer: Any) -> None:
+        """Stop a producer; one that cannot flush in time (a broker away, a wedged sender) is
+        closed without flushing."""
+        try:
+            await asyncio.wait_for(producer.stop(), self._close_s)
+            return
+        except TimeoutError:
+            log.warning(
+                "producer %s did not flush within %.0fs; closed without it",
+                self._client_id, self._close_s,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("producer %s failed to stop cleanly: %r", self._client_id, exc)
+        # What stop() did not get to. These are aiokafka's internals (0.14): fail what is
+        # still queued so that nothing waits on it, end the sender task, close the sockets.
+        accumulator = getattr(producer, "_message_accumulator", None)
+        if accumulator is not None:
+            with contextlib.suppress(Exception):
+                accumulator.fail_all(ProducerClosed())
+        for part in (getattr(producer, "_sender", None), getattr(producer, "client", None)):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(part.close(), self._close_s)
+
+
+def _forget(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so that asyncio does not log it as never retrieved
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
