@@ -88,12 +88,23 @@ def deployer(
     fail: Annotated[list[str] | None, typer.Option(help="Fail deployments of this service")] = None,
 ) -> None:
     """Run the reference deployer agent until SIGTERM."""
-    from services.deployer.api import DeployerAgent, LocalStateDeployer
+    from services.deployer.api import (
+        AgentConfig,
+        ConfigError,
+        DeployerAgent,
+        JournalError,
+        LocalStateDeployer,
+    )
     from shared.telemetry import tracer, tracer_provider
 
     root = of(ctx)
     root.configure_logging()
     settings = root.settings
+    where = state_dir if state_dir is not None else user_state_dir() / "deployer"
+    try:  # the agent keeps its journal beside what it records
+        config = AgentConfig.from_settings(settings, agent=agent, state_dir=where)
+    except ConfigError as exc:
+        raise root.fail(str(exc)) from None
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -101,13 +112,13 @@ def deployer(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         provider = tracer_provider(settings, f"deployer-{agent}")
-        where = state_dir if state_dir is not None else user_state_dir() / "deployer"
         target = LocalStateDeployer(where, fail_for=set(fail or []))
         try:
-            await DeployerAgent(
-                target, settings, agent=agent, environments=env, tracer=tracer(provider)
-            ).run(stop)
+            await DeployerAgent(target, config, environments=env, tracer=tracer(provider)).run(stop)
         finally:
             provider.shutdown()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except JournalError as exc:
+        raise root.fail(str(exc)) from None

@@ -2,20 +2,54 @@
 reads ``promotion.approved`` for its environments, checks the digest, deploys, and reports
 CDEvents ``service.deployed`` (``service.rolledback`` for a rollback) or ``deployment.failed``.
 
-Delivery is at least once: after a crash a promotion may be handed over again, so
-``deploy`` must be idempotent (deploying the same digest twice changes nothing).
+It depends on the event contract (``events``), aiokafka and OpenTelemetry only, so a team can
+run it beside its own tooling, without Lockstep's runtime.
+
+Effectively once, across crashes
+--------------------------------
+A deployer that is killed and started again neither repeats a deployment it reported nor skips
+one it had not. Three things make it so:
+
+1. **A journal on the agent's own disk** (``journal.py``, SQLite in the state directory). When
+   ``deploy`` returns, the promotion and its report are written there *before* the report is
+   sent, and marked once Kafka acknowledges it. At start, and whenever a promotion is handed
+   over again, the journal decides: acknowledged → skip; kept but not acknowledged → send the
+   kept report, do not deploy again; absent → deploy.
+2. **A report id derived from the promotion** (``report_id``: uuid5 of the promotion id and
+   the outcome). A report sent twice (or by another instance of the agent that took the
+   partition over) is the same CloudEvent, and every consumer's inbox skips it.
+3. **Offsets committed per record acted on**, right after its report is acknowledged: at most
+   the record in flight is handed over again after a crash.
+
+Why a local journal rather than rebuilding what was done from the agent's own reports on the
+deployments topic at start: the topic holds every agent's reports for the whole retention, so
+reading it grows the start-up with the history, and it cannot know the one case that matters
+most: a deployment done whose report never reached Kafka (it would deploy again). The journal
+costs one small file write per deployment and knows that case (the report is in it). What it
+does not give is memory across hosts: an agent started on a new disk deploys again only what
+it had not committed (one record at most, see 3), and ``deploy`` is idempotent and the report
+the same event (2), so nothing downstream sees it twice. Only the window between ``deploy``
+returning and the journal's write can make ``deploy`` run twice: ``deploy`` must be
+idempotent (deploying the same digest again changes nothing).
+
+A record on the promotions topic that the contract cannot read is dead-lettered to
+``<namespace>.dlq`` with the reason (stage ``decode``) and the agent goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
 from events import (
@@ -29,6 +63,8 @@ from events import (
     ServiceDeployed,
     ServiceRolledBack,
     decode,
+    encode,
+    known_types,
     topics,
 )
 from events.deployments import (
@@ -38,12 +74,18 @@ from events.deployments import (
     FailedContent,
     FailedSubject,
 )
-from shared.bus import Publisher
-from shared.bus.consumer import record_from_kafka
-from shared.settings import Settings
-from shared.telemetry import context_from_headers, current_trace_headers
+from services.deployer.config import AgentConfig, LockstepSettings
+from services.deployer.journal import Journal
+from services.deployer.kafka import ReportProducer, dead_letter, record_of
 
 log = logging.getLogger(__name__)
+
+Report = ServiceDeployed | ServiceRolledBack | DeploymentFailed
+
+# uuid5 namespace of report ids: the same promotion and outcome always give the same id
+REPORT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:lockstep:deployer:report")
+MAX_REASON = 4000  # a report is small; a deployer's exception text may not be
+JOURNAL_KEEPS = timedelta(days=30)  # reported entries, far beyond any redelivery
 
 
 @dataclass(frozen=True)
@@ -70,9 +112,18 @@ class Deployer(ABC):
         """Make ``deployment.digest`` of the service run in the environment, or raise."""
 
 
-async def act_on(
-    promotion: PromotionApproved, deployer: Deployer, *, agent: str
-) -> ServiceDeployed | ServiceRolledBack | DeploymentFailed:
+def outcome_of(report: Report) -> str:
+    if isinstance(report, DeploymentFailed):
+        return "failed"
+    return "rolledback" if isinstance(report, ServiceRolledBack) else "deployed"
+
+
+def report_id(promotion_id: str, outcome: str) -> str:
+    """The CloudEvents id of the report of ``promotion_id``: the same each time it is made."""
+    return str(uuid.uuid5(REPORT_NAMESPACE, f"{promotion_id}/{outcome}"))
+
+
+async def act_on(promotion: PromotionApproved, deployer: Deployer, *, agent: str) -> Report:
     """Carry out one promotion and say how it went (the agent's whole job, without Kafka):
     ``service.rolledback`` for a rollback promotion, else ``service.deployed``."""
     c = promotion.subject.content
@@ -95,8 +146,11 @@ async def act_on(
         log.exception("deployer %s failed on %s", agent, c.promotion_id)
         return _failed(deployment, agent, f"{type(exc).__name__}: {exc}")
     report = ServiceRolledBack if c.rollback else ServiceDeployed
+    outcome = "rolledback" if c.rollback else "deployed"
     return report(
-        context=report.new_context(f"lockstep/deployer/{agent}"),
+        context=report.new_context(
+            f"lockstep/deployer/{agent}", id=report_id(c.promotion_id, outcome)
+        ),
         subject=DeployedSubject(
             id=c.service,
             content=DeployedContent(
@@ -108,94 +162,198 @@ async def act_on(
 
 
 def _failed(d: Deployment, agent: str, reason: str) -> DeploymentFailed:
+    text = reason.replace("\x00", "\ufffd") or "no reason given"
+    if len(text) > MAX_REASON:
+        text = text[:MAX_REASON] + " …(cut)"
     return DeploymentFailed(
-        context=DeploymentFailed.new_context(f"lockstep/deployer/{agent}"),
+        context=DeploymentFailed.new_context(
+            f"lockstep/deployer/{agent}", id=report_id(d.promotion_id, "failed")
+        ),
         subject=FailedSubject(
             id=d.service,
             content=FailedContent(
                 environment=d.environment, artifact_id=d.artifact_id,
-                promotion_id=d.promotion_id, agent=agent, reason=reason,
+                promotion_id=d.promotion_id, agent=agent, reason=text,
             ),
         ),
     )  # fmt: skip
 
 
+def _config(
+    config: AgentConfig | LockstepSettings, agent: str | None, state_dir: Path | None
+) -> AgentConfig:
+    if isinstance(config, AgentConfig):
+        if agent is not None and agent != config.agent:
+            raise ValueError(f"agent={agent!r} disagrees with the config's {config.agent!r}")
+        if state_dir is not None and state_dir != config.state_dir:
+            raise ValueError(f"state_dir={state_dir} disagrees with the config's")
+        return config
+    if agent is None:
+        raise ValueError("name the agent: DeployerAgent(..., agent='my-agent')")
+    return AgentConfig.from_settings(config, agent=agent, state_dir=state_dir)
+
+
 class DeployerAgent:
-    """Runs a ``Deployer`` against Lockstep: one consumer group per agent name."""
+    """Runs a ``Deployer`` against Lockstep: one consumer group per agent name, one journal
+    per agent in its state directory.
+
+    ``config`` is an ``AgentConfig`` (``AgentConfig.from_env(agent=...)``), or Lockstep's own
+    settings with ``agent=`` (and ``state_dir=``) given here.
+    """
 
     def __init__(
         self,
         deployer: Deployer,
-        settings: Settings,
+        config: AgentConfig | LockstepSettings,
         *,
-        agent: str,
         environments: list[str],
+        agent: str | None = None,
+        state_dir: Path | None = None,
         tracer: Tracer | None = None,
     ) -> None:
+        self.config = _config(config, agent, state_dir)
         self._tracer = tracer or trace.get_tracer("lockstep-deployer")
         self._deployer = deployer
-        self._settings = settings
-        self._agent = agent
+        self._agent = self.config.agent
         self._environments = set(environments)
-        self.handled = 0
-        self._acted_on: dict[str, None] = {}  # recent promotion ids, oldest first
+        self._known = set(known_types())
+        self.handled = 0  # promotions carried out (deployed or failed) by this run
+        self.dead_lettered = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; what was acknowledged is committed, nothing is left half."""
+        journal = Journal(self.config.journal_path)
+        journal.forget_reported_before(JOURNAL_KEEPS)
+        producer = ReportProducer(
+            self.config.bootstrap_servers, client_id=f"deployer-{self._agent}"
+        )
         consumer = AIOKafkaConsumer(
-            self._settings.topic(topics.PROMOTIONS),
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            group_id=self._settings.group_id(f"deployer.{self._agent}"),
+            self.config.topic(topics.PROMOTIONS),
+            bootstrap_servers=self.config.bootstrap_servers,
+            group_id=self.config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
         )
-        await consumer.start()
         try:
-            async with Publisher(self._settings, client_id=f"deployer-{self._agent}") as publisher:
-                while not stop.is_set():
-                    batches = await consumer.getmany(timeout_ms=200, max_records=50)
-                    for records in batches.values():
-                        for r in records:
-                            await self._handle(record_from_kafka(r), publisher)
-                    if batches:
-                        try:
-                            await consumer.commit()
-                        except KafkaError as exc:  # redelivered; deploy is idempotent
-                            log.warning("deployer %s: commit failed (%s)", self._agent, exc)
+            for entry in journal.pending():  # reports kept but never acknowledged
+                if not await producer.send_until_acked(entry.report, stop):
+                    return
+                journal.reported(entry.promotion_id)
+            await consumer.start()
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=50)
+                for tp, records in batches.items():
+                    if not await self._partition(consumer, producer, journal, tp, records, stop):
+                        return
         finally:
             await consumer.stop()
+            await producer.stop()
+            journal.close()
 
-    async def _handle(self, record: KafkaRecord, publisher: Publisher) -> None:
-        if record.header("ce_type") != PromotionApproved.TYPE:
-            return
+    async def _partition(
+        self, consumer: AIOKafkaConsumer, producer: ReportProducer, journal: Journal,
+        tp: TopicPartition, records: list[Any], stop: asyncio.Event,
+    ) -> bool:  # fmt: skip
+        """Handle one partition's records in order; False if stopped with one unfinished."""
+        done: int | None = None  # the last offset handled and not yet committed
+        for r in records:
+            if stop.is_set():
+                break
+            record = record_of(r)
+            sent = await self._handle(record, producer, journal, stop)
+            if sent is None:
+                return False  # stopped before Kafka had the report: not committed
+            done = r.offset  # the consumer's own, whatever the record held
+            if sent:  # acted on: commit now, so that a crash hands over nothing done
+                await self._commit(consumer, tp, done)
+                done = None
+        if done is not None:
+            await self._commit(consumer, tp, done)
+        return True
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
         try:
-            decoded = decode(record, max_bytes=self._settings.max_event_bytes)
-        except InvalidEvent as exc:
-            log.warning("deployer %s: unreadable promotion skipped: %s", self._agent, exc.reason)
-            return
+            await consumer.commit({tp: offset + 1})
+        except KafkaError as exc:  # redelivered then; the journal knows it was done
+            log.warning("deployer %s: commit failed (%s)", self._agent, exc)
+
+    async def _handle(
+        self, record: KafkaRecord, producer: ReportProducer, journal: Journal, stop: asyncio.Event
+    ) -> bool | None:
+        """True: something was sent and acknowledged (a report, a dead letter); False: nothing
+        to do; None: stopped before Kafka acknowledged what was to be sent."""
+        ce_type = _header(record, "ce_type")
+        if ce_type in self._known and ce_type != PromotionApproved.TYPE:
+            return False  # another kind of event on the topic (promotion.blocked, …)
+        try:
+            decoded = decode(record, max_bytes=self.config.max_event_bytes)
+            if not isinstance(decoded.event, PromotionApproved):
+                raise InvalidEvent(f"{ce_type} is not a promotion.approved", field="ce_type")
+        except Exception as exc:  # nothing a record holds may stop the agent
+            reason = exc.reason if isinstance(exc, InvalidEvent) else f"{type(exc).__name__}: {exc}"
+            log.warning("deployer %s: unreadable promotion dead-lettered: %s", self._agent, reason)
+            letter = dead_letter(
+                record, dlq_topic=self.config.topic(topics.DLQ), error=reason, stage="decode",
+                group=self.config.group_id,
+            )  # fmt: skip
+            if not await producer.send_until_acked(letter, stop):
+                return None
+            self.dead_lettered += 1
+            return True
         promotion = decoded.event
-        assert isinstance(promotion, PromotionApproved)
-        if promotion.subject.content.environment not in self._environments:
-            return
-        if promotion.id in self._acted_on:
-            return  # the same promotion sent again (a relay that re-sent it): acted on already
-        self._acted_on[promotion.id] = None
-        if len(self._acted_on) > 10_000:
-            self._acted_on.pop(next(iter(self._acted_on)))
+        c = promotion.subject.content
+        if c.environment not in self._environments:
+            return False
+        entry = journal.find(c.promotion_id)
+        if entry is not None and entry.reported:
+            return False  # handed over again after a crash: done and reported
+        if entry is None:
+            report, trace_headers = await self._carry_out(promotion, decoded.trace_headers)
+            kept = encode(
+                report, topic=self.config.topic(report.TOPIC), trace_headers=trace_headers
+            )
+            entry = journal.acted(c.promotion_id, outcome_of(report), kept)
+            self.handled += 1
+            log.info("deployer %s: %s", self._agent, report.describe())
+        else:
+            log.info(
+                "deployer %s: %s of %s was not acknowledged; sending it again",
+                self._agent, entry.outcome, c.promotion_id,
+            )  # fmt: skip
+        if not await producer.send_until_acked(entry.report, stop):
+            return None
+        journal.reported(c.promotion_id)
+        return True
+
+    async def _carry_out(
+        self, promotion: PromotionApproved, headers: dict[str, str]
+    ) -> tuple[Report, dict[str, str]]:
+        """Deploy in a span that continues the promotion's trace; the report, and the trace
+        headers it goes with (the span's)."""
         c = promotion.subject.content
         with self._tracer.start_as_current_span(
             f"{'roll back' if c.rollback else 'deploy'} to {c.environment}",
-            context=context_from_headers(decoded.trace_headers),
+            context=propagate.extract(headers),
             kind=SpanKind.CONSUMER,
             attributes={
                 "lockstep.artifact": f"{c.service}@{c.version}",
                 "lockstep.agent": self._agent,
+                "lockstep.promotion": c.promotion_id,
             },
         ) as span:
             report = await act_on(promotion, self._deployer, agent=self._agent)
-            failed = isinstance(report, DeploymentFailed)
-            outcome = "failed" if failed else "rolled back" if c.rollback else "deployed"
+            outcome = {"failed": "failed", "rolledback": "rolled back"}.get(
+                outcome_of(report), "deployed"
+            )
             span.set_attribute("lockstep.outcome", outcome)
-            await publisher.publish(report, traceparent=current_trace_headers().get("traceparent"))
-        self.handled += 1
-        log.info("deployer %s: %s", self._agent, report.describe())
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        return report, {k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")}
+
+
+def _header(record: KafkaRecord, name: str) -> str | None:
+    for k, v in record.headers:
+        if k == name:
+            return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else None
+    return None

@@ -1,0 +1,122 @@
+"""The deployer agent's own configuration: where Kafka is, which Lockstep installation
+(namespace), which agent this is (its consumer group) and where it keeps its journal.
+
+An agent runs outside Lockstep, so it does not take Lockstep's runtime settings; ``from_env``
+reads the same ``LOCKSTEP_*`` variables, so one environment serves both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from events import DEFAULT_MAX_EVENT_BYTES, topics
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    """A setting the agent cannot run with; the message says which and what to write."""
+
+
+class LockstepSettings(Protocol):
+    """What an agent takes from Lockstep's own settings object, if it is given one."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def kafka_bootstrap(self) -> str: ...
+    @property
+    def max_event_bytes(self) -> int: ...
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/lockstep/deployer``, else ``~/.local/state/lockstep/deployer``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lockstep" / "deployer"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: str
+    bootstrap_servers: str = "127.0.0.1:9092"
+    namespace: str = topics.DEFAULT_NAMESPACE
+    state_dir: Path | None = None  # None: default_state_dir()
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def __post_init__(self) -> None:
+        if not _AGENT_RE.match(self.agent):
+            raise ConfigError(
+                f"agent name {self.agent!r} is not usable: 1-100 characters of letters, digits, "
+                "'.', '_' and '-', starting with a letter or digit (it names the consumer group "
+                "and the source of every report)"
+            )
+        if not _NAMESPACE_RE.match(self.namespace):
+            raise ConfigError(
+                f"namespace {self.namespace!r} is not usable: 1-40 characters of a-z, 0-9 and "
+                "'_', starting with a letter (LOCKSTEP_NAMESPACE)"
+            )
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("no Kafka bootstrap servers: set LOCKSTEP_KAFKA_BOOTSTRAP=host:port")
+        if self.max_event_bytes < 1024:
+            raise ConfigError(
+                f"max_event_bytes {self.max_event_bytes} is below 1024 (LOCKSTEP_MAX_EVENT_BYTES)"
+            )
+
+    @classmethod
+    def from_env(
+        cls, *, agent: str, state_dir: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> AgentConfig:
+        """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``
+        (the names Lockstep itself reads) and ``LOCKSTEP_DEPLOYER_STATE_DIR``."""
+        env = os.environ if env is None else env
+        size = env.get("LOCKSTEP_MAX_EVENT_BYTES", "").strip()
+        try:
+            max_bytes = int(size) if size else DEFAULT_MAX_EVENT_BYTES
+        except ValueError:
+            raise ConfigError(
+                f"LOCKSTEP_MAX_EVENT_BYTES={size!r} is not a whole number of bytes"
+            ) from None
+        where = state_dir
+        if where is None and env.get("LOCKSTEP_DEPLOYER_STATE_DIR", "").strip():
+            where = Path(env["LOCKSTEP_DEPLOYER_STATE_DIR"])
+        return cls(
+            agent=agent,
+            bootstrap_servers=env.get("LOCKSTEP_KAFKA_BOOTSTRAP", "").strip() or "127.0.0.1:9092",
+            namespace=env.get("LOCKSTEP_NAMESPACE", "").strip() or topics.DEFAULT_NAMESPACE,
+            state_dir=where,
+            max_event_bytes=max_bytes,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: LockstepSettings, *, agent: str, state_dir: Path | None = None
+    ) -> AgentConfig:
+        """From Lockstep's own settings (the ``lockstep deployer`` command, tests)."""
+        return cls(
+            agent=agent, bootstrap_servers=settings.kafka_bootstrap,
+            namespace=settings.namespace, state_dir=state_dir,
+            max_event_bytes=settings.max_event_bytes,
+        )  # fmt: skip
+
+    def topic(self, logical: str) -> str:
+        return topics.physical(self.namespace, logical)
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.namespace}.deployer.{self.agent}"
+
+    @property
+    def source(self) -> str:
+        return f"lockstep/deployer/{self.agent}"
+
+    @property
+    def journal_path(self) -> Path:
+        """One journal per installation and agent, in the agent's state directory."""
+        base = self.state_dir if self.state_dir is not None else default_state_dir()
+        return base / ".lockstep-journal" / f"{self.namespace}.{self.agent}.sqlite3"
