@@ -28,9 +28,11 @@ def model_validate(
         loaded = load(file)
     except ModelError as exc:
         for problem in exc.problems:
-            root.err.print(str(problem), highlight=False, markup=False)
+            root.err.print(str(problem), highlight=False, markup=False, soft_wrap=True)
         problems = len(exc.problems)
         raise root.fail(f"{file}: {problems} problem(s); the model is refused", code=1) from None
+    except OSError as exc:
+        raise root.fail(f"{file}: cannot be read ({exc.strerror or exc})", code=1) from None
     m = loaded.model
     root.out.print(
         f"{file}: valid (sha256 {loaded.sha256}): {len(m.environments)} environments, "
@@ -49,8 +51,15 @@ def model_publish(
     from policy import ModelError, load, policy_updated
 
     root = of(ctx)
+    if not file.is_file():
+        raise root.fail(f"{file}: no such file")
     try:
         loaded = load(file)
-    except (ModelError, OSError) as exc:
-        raise root.fail(f"{file}: refused:\n{exc}", code=1) from None
+    except ModelError as exc:
+        for problem in exc.problems:
+            root.err.print(str(problem), highlight=False, markup=False, soft_wrap=True)
+        problems = len(exc.problems)
+        raise root.fail(f"{file}: {problems} problem(s); the model is refused", code=1) from None
+    except OSError as exc:
+        raise root.fail(f"{file}: cannot be read ({exc.strerror or exc})", code=1) from None
     publish_and_say(root, policy_updated(loaded, updated_by=by, source=str(file)), None)

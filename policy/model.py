@@ -68,6 +68,22 @@ def _constraint(text: str) -> str:
     return text
 
 
+# A fixed window's start and end: from 2000 to 2099. A time outside is a typo (9999-12-21, a
+# freeze that never ends; 0026 for 2026), not a plan; the range is the contract's event times
+# (from 2000, events/_base.py) with room for any plan ahead.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+
+
+def _window_time(moment: datetime) -> datetime:
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(
+            f"{moment.isoformat()} is outside the years {FIRST_YEAR}-{LAST_YEAR}; "
+            "write the date in full, e.g. 2026-12-21T00:00:00"
+        )
+    return moment
+
+
+WindowTime = Annotated[datetime, AfterValidator(_window_time)]
 Duration = Annotated[str, AfterValidator(_duration)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 RRule = Annotated[str, AfterValidator(_rrule)]
@@ -77,9 +93,10 @@ Severity = Literal["critical", "high", "medium", "low"]
 
 
 class Strict(BaseModel):
-    """A misspelt key is an error, not a silently ignored line."""
+    """A misspelt key is an error, not a silently ignored line; a number is finite (.inf and
+    .nan are YAML floats, but no weight, score or limit, and JSON cannot carry them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Environment(Strict):
@@ -164,8 +181,8 @@ class Window(Strict):
     timezone: TimeZone
     rrule: RRule | None = None
     duration: Duration | None = None
-    start: datetime | None = None
-    end: datetime | None = None
+    start: WindowTime | None = None
+    end: WindowTime | None = None
 
     @model_validator(mode="after")
     def _recurring_or_fixed(self) -> Window:
