@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import math
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from cli.root import Root, of
 from events import ArtifactRef, ArtifactRefError, CDEvent, InvalidEvent
+
+E = TypeVar("E", bound=CDEvent)
 
 publish_app = typer.Typer(help="Publish what CI built and verified.", no_args_is_help=True)
 evidence_app = typer.Typer(help="Publish evidence about an artifact.", no_args_is_help=True)
@@ -40,7 +45,48 @@ def publish(
     try:
         asyncio.run(go())
     except InvalidEvent as exc:
-        raise root.fail(exc.reason) from None
+        raise root.fail(exc.reason, one_line=True) from None
+    except OSError as exc:  # Kafka away (a ConnectionError): one line, not a traceback
+        raise root.fail(f"not published: {exc}", one_line=True) from None
+
+
+# The command's options by the field of the event they fill (the last part of its path).
+_OPTION_OF = {
+    "source": "--source",
+    "testSuite": "--suite",
+    "test_suite": "--suite",
+    "scanner": "--scanner",
+    "benchmark": "--name",
+    "change": "--commit",
+    "environment": "--environment",
+    "reportUri": "--report",
+    "report_uri": "--report",
+    "sbom": "--sbom",
+}
+
+
+def built(root: Root, make: Callable[[], E], parts: dict[str, str] | None = None) -> E:
+    """The event ``make`` builds from the options, or one line saying which option is wrong
+    and how (never a traceback: the contract's refusal, told in the command's terms).
+    ``parts``: the option that fills each part (a model built on its own, by its name)."""
+    try:
+        return make()
+    except ArtifactRefError as exc:
+        raise root.fail(exc.reason, one_line=True) from None
+    except ValidationError as exc:
+        said = []
+        for err in exc.errors(include_url=False):
+            names = [str(p) for p in err["loc"]]
+            option = next((_OPTION_OF[n] for n in reversed(names) if n in _OPTION_OF), None)
+            option = option or (parts or {}).get(exc.title)
+            where = option or ".".join(names) or "value"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "string_too_short":
+                message = "must not be empty"
+            elif err["type"] == "string_pattern_mismatch" and option == "--source":
+                message = "must be a URI-reference, without spaces (e.g. ci/github/acme/shop)"
+            said.append(f"{where}: {message}")
+        raise root.fail("; ".join(dict.fromkeys(said)), one_line=True) from None
 
 
 def publish_and_say(root: Root, event: CDEvent, traceparent: str | None) -> None:
@@ -68,8 +114,9 @@ def publish_artifact(
     from events import ArtifactPackaged
 
     root = of(ctx)
-    try:
-        event = ArtifactPackaged.build(
+    event = built(
+        root,
+        lambda: ArtifactPackaged.build(
             service=service,
             version=version,
             digest=digest,
@@ -77,9 +124,9 @@ def publish_artifact(
             source=source,
             repo=repo,
             sbom_uri=sbom,
-        )
-    except ArtifactRefError as exc:
-        raise root.fail(exc.reason) from None
+        ),
+        {"Reference": "--commit", "SbomRef": "--sbom"},
+    )
     publish_and_say(root, event, traceparent)
 
 
@@ -92,7 +139,7 @@ def _artifact_option(root: Root, label: str, digest: str | None) -> ArtifactRef:
     try:
         return ArtifactRef(ref.service, ref.version, check_digest(digest))
     except ArtifactRefError as exc:
-        raise root.fail(exc.reason) from None
+        raise root.fail(exc.reason, one_line=True) from None
 
 
 @evidence_app.command("tests")
@@ -115,15 +162,20 @@ def publish_tests(
     root = of(ctx)
     if outcome not in ("success", "failure", "cancel", "error"):
         raise root.fail(f"--outcome {outcome!r}: use success, failure, cancel or error")
-    event = TestSuiteRunFinished.build(
-        artifact=_artifact_option(root, artifact, digest),
-        suite=suite,
-        outcome=outcome,  # type: ignore[arg-type]
-        environment=environment,
-        passed=passed,
-        failed=failed,
-        skipped=skipped,
-        source=source,
+    ref = _artifact_option(root, artifact, digest)
+    event = built(
+        root,
+        lambda: TestSuiteRunFinished.build(
+            artifact=ref,
+            suite=suite,
+            outcome=outcome,  # type: ignore[arg-type]
+            environment=environment,
+            passed=passed,
+            failed=failed,
+            skipped=skipped,
+            source=source,
+        ),
+        {"TestSuite": "--suite", "Reference": "--environment"},
     )
     publish_and_say(root, event, traceparent)
 
@@ -147,12 +199,16 @@ def publish_scan(
     from events.evidence import Findings
 
     root = of(ctx)
-    event = SecurityScanFinished.build(
-        artifact=_artifact_option(root, artifact, digest),
-        scanner=scanner,
-        findings=Findings(critical=critical, high=high, medium=medium, low=low),
-        report_uri=report,
-        source=source,
+    ref = _artifact_option(root, artifact, digest)
+    event = built(
+        root,
+        lambda: SecurityScanFinished.build(
+            artifact=ref,
+            scanner=scanner,
+            findings=Findings(critical=critical, high=high, medium=medium, low=low),
+            report_uri=report,
+            source=source,
+        ),
     )
     publish_and_say(root, event, traceparent)
 
@@ -176,24 +232,37 @@ def publish_benchmark(
     from events.evidence import Measurement
 
     root = of(ctx)
+    ref = _artifact_option(root, artifact, digest)
     metrics: dict[str, Measurement] = {}
     for m in metric:
-        key, _, rest = m.partition("=")
-        value, _, tail = rest.partition(":")
-        unit, _, direction = tail.partition(":")
-        try:
-            metrics[key] = Measurement(
-                value=float(value), unit=unit, higher_is_better=direction == "higher"
-            )
-        except ValueError:
-            raise root.fail(
-                f"--metric {m!r}: write NAME=VALUE:UNIT[:higher], e.g. p99=12.5:ms"
-            ) from None
-    event = BenchmarkFinished.build(
-        artifact=_artifact_option(root, artifact, digest),
-        benchmark=name,
-        metrics=metrics,
-        report_uri=report,
-        source=source,
+        key, value, unit, higher = _metric(root, m)
+        if key in metrics:
+            raise root.fail(f"--metric {m!r}: {key} is given twice; give each metric once")
+        metrics[key] = Measurement(value=value, unit=unit, higher_is_better=higher)
+    event = built(
+        root,
+        lambda: BenchmarkFinished.build(
+            artifact=ref, benchmark=name, metrics=metrics, report_uri=report, source=source
+        ),
     )
     publish_and_say(root, event, traceparent)
+
+
+def _metric(root: Root, written: str) -> tuple[str, float, str, bool]:
+    """``NAME=VALUE:UNIT[:higher]`` -> its parts, or one line saying what is wrong."""
+    form = "write NAME=VALUE:UNIT[:higher], e.g. p99=12.5:ms or rps=950:req/s:higher"
+    key, eq, rest = written.partition("=")
+    value, _, tail = rest.partition(":")
+    unit, _, direction = tail.partition(":")
+    if not eq or not key.strip() or not unit or direction not in ("", "higher", "lower"):
+        raise root.fail(f"--metric {written!r}: {form}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise root.fail(f"--metric {written!r}: {value!r} is not a number; {form}") from None
+    if not math.isfinite(number):
+        raise root.fail(
+            f"--metric {written!r}: the value must be a finite number, not {value!r} "
+            "(JSON has no NaN or infinity); leave out a metric that was not measured"
+        )
+    return key, number, unit, direction == "higher"
