@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     periodic_s: float | None = Field(
         default=None, gt=0, description="How often periodic turns run (default: the service's own)"
     )
+    pending_evidence_ttl_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How long evidence waits for its artifact to be registered before it "
+        "expires (evidence.rejected, code expired); default 7 days",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="How much `lockstep run` and `lockstep deployer` log"
     )

@@ -4,11 +4,15 @@
   again, or ``artifact.rejected`` saying why and what to do.
 - evidence (test suites, scans, benchmarks) -> ``evidence.recorded`` once its artifact is
   registered; before that it waits, and is attached when the artifact arrives.
+- the periodic turn: evidence that has waited ``LOCKSTEP_PENDING_EVIDENCE_TTL_S`` for an
+  artifact that never came expires (``evidence.rejected``, code ``expired``), so CI hears of
+  it instead of waiting for ever.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from events import (
@@ -129,6 +133,7 @@ async def on_evidence(
         details=event.details(),
         event_type=event.context.type,
         state="pending",
+        received_at=ctx.now(),
     )
     if registered_digest is None:
         ctx.span.set_attribute("lockstep.outcome", "pending-artifact")
@@ -144,6 +149,30 @@ async def on_evidence(
         details=event.details(),
         event_type=event.context.type,
     )
+
+
+async def periodic(ctx: HandlerContext) -> None:
+    """Evidence whose artifact was not registered within the wait expires, and says so."""
+    wait = timedelta(seconds=ctx.settings.pending_evidence_ttl_s)
+    why = (
+        f" was not registered within {_said(wait)} of this evidence "
+        "(LOCKSTEP_PENDING_EVIDENCE_TTL_S); publish the artifact (lockstep publish artifact), "
+        "then the evidence again"
+    )
+    for row in await store.expire_pending(ctx.conn, ctx.now() - wait, why):
+        named = ArtifactRef(row["service"], row["version"], row["digest"])
+        _reject_evidence(
+            ctx, row["id"], named.purl(), "expired", row["reason"], source=row["source"]
+        )
+
+
+def _said(wait: timedelta) -> str:
+    """``7d``, ``36h``, ``90m``, ``45s``: the wait as people write it."""
+    seconds = int(wait.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 async def _settle(
@@ -229,7 +258,13 @@ async def _reject(
 
 
 def _reject_evidence(
-    ctx: HandlerContext, event_id: str, artifact_id: str, code: Any, reason: str
+    ctx: HandlerContext,
+    event_id: str,
+    artifact_id: str,
+    code: Any,
+    reason: str,
+    *,
+    source: str | None = None,
 ) -> None:
     ctx.span.set_attribute("lockstep.outcome", f"evidence-rejected:{code}")
     ctx.emit(
@@ -237,6 +272,7 @@ def _reject_evidence(
             context=EvidenceRejected.new_context(SOURCE),
             subject=EvidenceRejectedSubject(
                 id=event_id,
+                source=source,
                 content=EvidenceRejectedContent(
                     artifact_id=artifact_id, code=code, reason=reason, source_event_id=event_id
                 ),

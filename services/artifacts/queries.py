@@ -26,7 +26,7 @@ class ArtifactView:
     version: str
     digest: str | None
     commit: str | None
-    status: str  # registered | pending (evidence only) | rejected
+    status: str  # registered | pending (evidence only) | expired (all of it) | rejected
     registered_at: datetime | None
     trace_id: str | None
     evidence: list[EvidenceView] = field(default_factory=list)
@@ -103,7 +103,14 @@ async def show_artifact(
         )
         for r in ev_rows
     ]
-    status = "registered" if art is not None else ("rejected" if rej_rows else "pending")
+    if art is not None:
+        status = "registered"
+    elif rej_rows:
+        status = "rejected"
+    elif evidence and all(e.state == "expired" for e in evidence):
+        status = "expired"  # its evidence waited for it, and it never came
+    else:
+        status = "pending"
     return ArtifactView(
         service=service,
         version=version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -93,12 +94,14 @@ async def insert_evidence(
     details: dict[str, Any],
     event_type: str,
     state: str,
+    received_at: datetime,
     reason: str | None = None,
 ) -> None:
+    """``received_at``: the service clock's now (what the pending wait is measured from)."""
     await conn.execute(
         """INSERT INTO evidence (source, id, service, version, digest, kind, passed, details,
-                                 event_type, state, reason, attached_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11,
+                                 event_type, state, reason, received_at, attached_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12,
                    CASE WHEN $10 = 'attached' THEN now() END)
            ON CONFLICT (source, id) DO NOTHING""",
         source,
@@ -112,7 +115,28 @@ async def insert_evidence(
         event_type,
         state,
         reason,
+        received_at,
     )
+
+
+async def expire_pending(
+    conn: asyncpg.Connection, received_before: datetime, why: str, limit: int = 500
+) -> list[asyncpg.Record]:
+    """Mark pending evidence received before ``received_before`` expired, its reason
+    ``<service>@<version><why>`` (the oldest first, at most ``limit``; rows a registration is
+    attaching right now are skipped), and return it."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """UPDATE evidence e SET state = 'expired', reason = e.service || '@' || e.version || $2
+           FROM (SELECT source, id FROM evidence
+                 WHERE state = 'pending' AND received_at < $1
+                 ORDER BY received_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) due
+           WHERE e.source = due.source AND e.id = due.id
+           RETURNING e.source, e.id, e.service, e.version, e.digest, e.reason, e.received_at""",
+        received_before,
+        why,
+        limit,
+    )
+    return sorted(rows, key=lambda r: (r["received_at"], r["id"]))
 
 
 async def pending_evidence(

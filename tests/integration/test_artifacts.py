@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -21,9 +23,12 @@ from events import (
 )
 from events.evidence import Findings, Measurement
 from services.artifacts import queries
+from services.artifacts.api import open_artifacts
+from services.artifacts.app import SPEC as ARTIFACTS_SPEC
 from shared.bus import Publisher
+from shared.clock import ManualClock
 from shared.service import RunningService
-from tests.integration.conftest import Namespace, digest, unique_service
+from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +269,103 @@ async def test_evidence_racing_its_artifact_is_never_left_pending(
         service,
     )
     assert {r["state"]: r["n"] for r in states} == {"attached": len(refs)}
+
+
+# --- evidence whose artifact never comes ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def clocked(
+    new_namespace: NamespaceFactory,
+) -> AsyncIterator[tuple[Namespace, RunningService, ManualClock]]:
+    """The artifacts service on a clock of the test's (turns only when the test calls them),
+    evidence waiting at most an hour for its artifact."""
+    ns = await new_namespace(periodic_s=3600.0, pending_evidence_ttl_s=3600.0)
+    clock = ManualClock(datetime.now(UTC))
+    running = RunningService(ARTIFACTS_SPEC, ns.settings, clock=clock)
+    await running.setup()
+    running.start()
+    try:
+        assert running.consumer is not None
+        await asyncio.wait_for(running.consumer.assigned.wait(), 30)
+        yield ns, running, clock
+    finally:
+        await running.stop()
+
+
+def expired_for(ns: Namespace, service: str) -> list[EvidenceRejected]:
+    return [
+        e
+        for e in ns.log.events(EvidenceRejected)
+        if isinstance(e, EvidenceRejected)
+        and e.partition_key() == service
+        and e.subject.content.code == "expired"
+    ]
+
+
+async def test_evidence_for_an_artifact_that_never_comes_expires_and_says_so(
+    clocked: tuple[Namespace, RunningService, ManualClock],
+) -> None:
+    ns, running, clock = clocked
+    assert running.periodic is not None
+    never, late = unique_service(), unique_service()
+    waiting = TestSuiteRunFinished.build(
+        artifact=ArtifactRef(never, "1.0.0"), suite="it", outcome="success"
+    )
+    attached = TestSuiteRunFinished.build(
+        artifact=ArtifactRef(late, "1.0.0"), suite="it", outcome="success"
+    )
+    await ns.publish(waiting)
+    await ns.publish(attached)
+
+    async def pending(service: str) -> bool:
+        rows = await ns.sql("artifacts", "SELECT state FROM evidence WHERE service = $1", service)
+        return [r["state"] for r in rows] == ["pending"]
+
+    for service in (never, late):
+        for _ in range(300):
+            if await pending(service):
+                break
+            await asyncio.sleep(0.1)
+        assert await pending(service), f"{service}'s evidence was not taken in as pending"
+
+    clock.advance(timedelta(minutes=59))
+    await running.periodic.turn()  # within the hour: it still waits
+    assert await pending(never)
+    await register(ns, late, "1.0.0")  # this one's artifact comes: attached, never expired
+    await ns.log.wait_for(
+        lambda: [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == late]
+    )
+
+    clock.advance(timedelta(minutes=2))
+    await running.periodic.turn()
+
+    [expired] = await ns.log.wait_for(lambda: expired_for(ns, never))
+    content = expired.subject.content
+    assert expired.subject.id == content.source_event_id == waiting.id
+    assert content.artifact_id == ArtifactRef(never, "1.0.0").purl()
+    assert f"{never}@1.0.0 was not registered within 1h" in content.reason
+    assert "LOCKSTEP_PENDING_EVIDENCE_TTL_S" in content.reason
+
+    await running.periodic.turn()  # said once: nothing more to expire
+    unsent_or_sent = await ns.sql(
+        "artifacts",
+        "SELECT count(*) AS n FROM outbox WHERE topic = $1 AND key = $2",
+        ns.topic("evidence"),
+        never.encode(),
+    )
+    assert unsent_or_sent[0]["n"] == 1
+    assert not expired_for(ns, late)
+
+    async with open_artifacts(ns.settings) as artifacts:
+        view = await artifacts.show(never, "1.0.0")
+    assert view is not None
+    assert view.status == "expired"
+    [evidence] = view.evidence
+    assert (evidence.state, evidence.reason) == ("expired", content.reason)
+
+    # the artifact coming after all does not revive expired evidence: CI sends it again
+    await register(ns, never, "1.0.0")
+    rows = await ns.sql("artifacts", "SELECT state FROM evidence WHERE service = $1", never)
+    assert [r["state"] for r in rows] == ["expired"]
+    assert not [e for e in ns.log.events(EvidenceRecorded) if e.partition_key() == never]
