@@ -186,3 +186,75 @@ def test_yaml_that_does_not_parse_names_its_line() -> None:
 def test_every_fault_is_reported_at_once() -> None:
     text = BASE.replace("    soak: 1h", "    soak: soon").replace("kind: deny", "kind: never")
     assert [p for _, p, _ in refused(text)] == ["gates.prod-eu.soak", "windows.0.kind"]
+
+
+# --- any file content: a problem with its line, never another exception -----------------------
+
+
+def _problems(raw: bytes) -> list[str]:
+    with pytest.raises(ModelError) as caught:
+        load_text(raw, source="m.yaml")
+    said = [str(p) for p in caught.value.problems]
+    assert said and all(p.startswith("m.yaml:") for p in said)
+    return said
+
+
+def test_an_invalid_date_names_its_line() -> None:
+    raw = EXAMPLE.read_bytes().replace(b"start: 2026-12-21T", b"start: 2026-13-21T")
+    line = raw.split(b"2026-13-21")[0].count(b"\n") + 1
+    assert _problems(raw) == [
+        f"m.yaml:{line}: not valid YAML: '2026-13-21T00:00:00' cannot be read: "
+        "month must be in 1..12"
+    ]
+
+
+def test_a_fixed_window_outside_2000_to_2099_is_refused() -> None:
+    raw = EXAMPLE.read_bytes().replace(b"end: 2027-01-04", b"end: 9999-01-04")
+    [said] = _problems(raw)
+    assert "windows.2.end: 9999-01-04T09:00:00 is outside the years 2000-2099" in said
+
+
+def test_aliases_within_bounds_are_allowed() -> None:
+    gates = load(EXAMPLE).model.gates  # prod-us: *production
+    assert gates["prod-us"] == gates["prod-eu"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"version: 1\nenvironments: &e\n  - name: dev\n    after: *e\n",
+        b"version: 1\nx: &m\n  y: [1, *m]\n",
+    ],
+)
+def test_a_recursive_alias_is_refused_at_its_line(raw: bytes) -> None:
+    [said] = _problems(raw)
+    last_line = len(raw.splitlines())  # where the alias is
+    assert said.startswith(f"m.yaml:{last_line}: ") and "recursive" in said
+
+
+def test_aliases_that_expand_beyond_the_bound_are_refused() -> None:
+    rows = ["version: 1", "l0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    rows += [f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    [said] = _problems("\n".join(rows).encode())
+    assert "more than 10000 nodes" in said and "billion laughs" in said
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"version: 1\nenvironments:\n  - name: d\xe9v\n", "m.yaml:3: not UTF-8"),
+        (bytes(range(256)), "not UTF-8"),
+        (b"version: 1\nx: \x07\n", "m.yaml:2: not valid YAML: character #x0007"),
+        (b"a: " + b"{a: " * 2000 + b"}" * 2000, "nested too deeply"),
+        (b"x" * (2 * 1024 * 1024), "over 1048576 bytes"),
+        (b"version: " + b"7" * 10_000, "thousands of digits"),
+        (b"version: !!python/object:os.system x", "could not determine a constructor"),
+    ],
+)
+def test_garbage_is_a_problem_with_a_line(raw: bytes, words: str) -> None:
+    assert any(words in p for p in _problems(raw))
+
+
+def test_a_weight_of_infinity_is_refused() -> None:
+    raw = EXAMPLE.read_bytes().replace(b"weight: 2", b"weight: .inf", 1)
+    assert any("weight: Input should be a finite number" in p for p in _problems(raw))
