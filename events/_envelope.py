@@ -21,13 +21,22 @@ CONTENT_TYPE = "application/json"
 TRACE_HEADERS = ("traceparent", "tracestate")
 REQUIRED_CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
+MAX_KEY_BYTES = 1024  # a key is a service name
+MAX_HEADER_BYTES = 64 * 1024  # all headers together: CloudEvents attributes and a trace
+READ_HEADERS = (*REQUIRED_CE_HEADERS, "content-type")  # the headers whose value decode uses
 
-Headers = tuple[tuple[str, bytes], ...]
+# A header's value may be null on Kafka (length -1): None here, kept as None.
+Headers = tuple[tuple[str, bytes | None], ...]
+# What made a consumer record unreadable before it was even a KafkaRecord: (field, reason).
+Faults = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaRecord:
-    """A record as it is (or will be) on Kafka: bytes in, bytes out."""
+    """A record as it is (or will be) on Kafka: bytes in, bytes out.
+
+    ``faults`` lists what ``from_consumer_record`` found wrong and made safe (a header name
+    that is not UTF-8, a key that is not bytes); ``decode`` refuses a record that has any."""
 
     topic: str
     key: bytes | None
@@ -35,12 +44,141 @@ class KafkaRecord:
     headers: Headers = ()
     partition: int = -1
     offset: int = -1
+    faults: Faults = ()
 
     def header(self, name: str) -> str | None:
+        """The first header ``name`` as text (bytes that are not UTF-8 replaced by U+FFFD);
+        None if there is none, or its value is null. Never raises."""
         for k, v in self.headers:
             if k == name:
-                return v.decode("utf-8", errors="replace")
+                return _as_text(v)
         return None
+
+    @classmethod
+    def from_consumer_record(cls, r: object) -> KafkaRecord:
+        """A consumer record (aiokafka's ``ConsumerRecord``, or anything with its attributes)
+        as a KafkaRecord. Never raises: what cannot be taken as it is (a header name that is
+        not text, a key or value that is not bytes) is made safe and named in ``faults``, so
+        that ``decode`` refuses the record saying what was wrong and a dead letter keeps the
+        rest of it."""
+        try:
+            return _from_consumer_record(cls, r)
+        except Exception as exc:  # a record object that breaks every expectation
+            return cls(
+                topic=_safe_str(_attr(r, "topic", ""), "topic")[0],
+                key=None,
+                value=None,
+                partition=_int_or(_attr(r, "partition", -1)),
+                offset=_int_or(_attr(r, "offset", -1)),
+                faults=(("record", f"the record could not be read: {_exc_text(exc)}"),),
+            )
+
+
+def _from_consumer_record(cls: type[KafkaRecord], r: object) -> KafkaRecord:
+    faults: list[tuple[str, str]] = []
+    topic, fault = _safe_str(getattr(r, "topic", ""), "topic")
+    if fault:
+        faults.append(("topic", fault))
+    key, fault = _safe_bytes(getattr(r, "key", None))
+    if fault:
+        faults.append(("key", f"key {fault}"))
+    value, fault = _safe_bytes(getattr(r, "value", None))
+    if fault:
+        faults.append(("value", f"value {fault}"))
+    headers: list[tuple[str, bytes | None]] = []
+    raw_headers = getattr(r, "headers", None) or ()
+    try:
+        items = list(raw_headers)
+    except Exception:
+        items = []
+        faults.append(
+            ("headers", f"headers are {type(raw_headers).__name__}, not (name, value) pairs")
+        )
+    for item in items:
+        try:
+            raw_name, raw_value = item
+        except Exception:
+            faults.append(
+                ("headers", f"a header is {_shown(repr(item))}, not a (name, value) pair")
+            )
+            continue
+        name, fault = _safe_str(raw_name, "header name")
+        if fault:
+            faults.append((name, fault))
+        header_value, fault = _safe_bytes(raw_value)
+        if fault:
+            faults.append((name, f"header {name!r}: value {fault}"))
+        headers.append((name, header_value))
+    return cls(
+        topic=topic,
+        key=key,
+        value=value,
+        headers=tuple(headers),
+        partition=_int_or(getattr(r, "partition", -1)),
+        offset=_int_or(getattr(r, "offset", -1)),
+        faults=tuple(faults),
+    )
+
+
+def _attr(r: object, name: str, default: object) -> object:
+    try:
+        return getattr(r, name, default)
+    except Exception:
+        return default
+
+
+def _safe_str(raw: object, what: str) -> tuple[str, str | None]:
+    """``raw`` as text Postgres and Kafka can carry, and what was wrong with it (None: nothing).
+    Bytes that are not UTF-8 and lone surrogates become backslash escapes."""
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+            return raw, None
+        except UnicodeEncodeError:
+            safe = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+            return safe, f"{what} {_shown(safe)!r} is not valid Unicode text (a lone surrogate)"
+    if isinstance(raw, bytes | bytearray | memoryview):
+        data = bytes(raw)
+        try:
+            return data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            safe = data.decode("utf-8", "backslashreplace")
+            return safe, f"{what} {_shown(repr(data))} is not UTF-8 text"
+    safe = _shown(repr(raw))
+    return safe, f"{what} is {type(raw).__name__} {safe}, not text"
+
+
+def _safe_bytes(raw: object) -> tuple[bytes | None, str | None]:
+    if raw is None or isinstance(raw, bytes):
+        return raw, None
+    if isinstance(raw, bytearray | memoryview):
+        return bytes(raw), None
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "backslashreplace"), None  # a client that decoded it for us
+    return None, f"is {type(raw).__name__} {_shown(repr(raw))}, not bytes"
+
+
+def _int_or(raw: object, default: int = -1) -> int:
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) else default
+
+
+def _as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return None
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """User-supplied text quoted in a reason: bounded, so a reason stays a line."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def _exc_text(exc: BaseException) -> str:
+    return _shown(f"{type(exc).__name__}: {exc}", 300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +227,26 @@ def encode(
 
 
 def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Decoded:
-    """Read a record into its typed event, or raise InvalidEvent saying what is wrong."""
+    """Read a record into its typed event, or raise InvalidEvent saying what is wrong. Raises
+    nothing else, whatever the record holds."""
+    try:
+        return _decode(record, max_bytes)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError aside: a case not foreseen above
+        raise InvalidEvent(
+            f"the record could not be read ({_exc_text(exc)}); send a CloudEvent in Kafka "
+            "binary content mode with its JSON data as the value"
+        ) from None
+
+
+def _decode(record: KafkaRecord, max_bytes: int) -> Decoded:
+    if record.faults:
+        field_at, reason = record.faults[0]
+        more = f"; and {len(record.faults) - 1} more" if len(record.faults) > 1 else ""
+        raise InvalidEvent(f"{reason}{more}", field=field_at)
+    if not isinstance(record.value, bytes | None) or not isinstance(record.key, bytes | None):
+        raise InvalidEvent("the record's key and value must be bytes", field="value")
     if record.value is None:
         raise InvalidEvent("record has no value (a tombstone?); an event needs its JSON data")
     if len(record.value) > max_bytes:
@@ -98,16 +255,23 @@ def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
             "keep large reports (SBOMs, test logs) elsewhere and send their URI",
             field="value",
         )
+    _check_key(record.key)
     refuse_unstorable(record)
     headers = _header_map(record.headers)
-    content_type = headers.get("content-type", "")
+    content_type = headers.get("content-type") or ""
     if content_type.startswith("application/cloudevents"):
         raise InvalidEvent(
-            f"content-type {content_type!r} is CloudEvents structured mode; Lockstep reads binary "
-            "content mode: put the attributes in ce_* headers and the data alone in the value",
+            f"content-type {_shown(content_type)!r} is CloudEvents structured mode; Lockstep "
+            "reads binary content mode: put the attributes in ce_* headers and the data alone "
+            "in the value",
             field="content-type",
         )
     for name in REQUIRED_CE_HEADERS:
+        if name in headers and headers[name] is None:
+            raise InvalidEvent(
+                f"header {name} is null (it has no value); it must hold the event's {name[3:]}",
+                field=name,
+            )
         if not headers.get(name):
             raise InvalidEvent(
                 f"missing header {name}: Lockstep reads CloudEvents in Kafka binary content mode "
@@ -116,19 +280,20 @@ def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
             )
     if headers["ce_specversion"] != "1.0":
         raise InvalidEvent(
-            f"ce_specversion is {headers['ce_specversion']!r}; Lockstep reads CloudEvents 1.0",
+            f"ce_specversion is {_shown(headers['ce_specversion'] or '')!r}; "
+            "Lockstep reads CloudEvents 1.0",
             field="ce_specversion",
         )
     if content_type and content_type.split(";")[0].strip() != CONTENT_TYPE:
         raise InvalidEvent(
-            f"content-type is {content_type!r}; event data must be {CONTENT_TYPE}",
+            f"content-type is {_shown(content_type)!r}; event data must be {CONTENT_TYPE}",
             field="content-type",
         )
-    ce_type = headers["ce_type"]
+    ce_type = headers["ce_type"] or ""
     model = model_for(ce_type)
     if model is None:
         raise InvalidEvent(
-            f"unknown event type {ce_type!r}; Lockstep reads: {', '.join(known_types())}",
+            f"unknown event type {_shown(ce_type)!r}; Lockstep reads: {', '.join(known_types())}",
             field="ce_type",
         )
     try:
@@ -144,28 +309,70 @@ def decode(record: KafkaRecord, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> 
         raise InvalidEvent(explain(exc, ce_type), field=_first_loc(exc)) from None
     if split_type(event.context.type) != split_type(ce_type):
         raise InvalidEvent(
-            f"context.type {event.context.type!r} disagrees with header ce_type {ce_type!r}; "
+            f"context.type {_shown(event.context.type)!r} disagrees with header ce_type "
+            f"{_shown(ce_type)!r}; "
             "they must name the same event type",
             field="context.type",
         )
     if event.context.id != headers["ce_id"]:
         raise InvalidEvent(
-            f"context.id {event.context.id!r} disagrees with header ce_id {headers['ce_id']!r}; "
+            f"context.id {_shown(event.context.id)!r} disagrees with header ce_id "
+            f"{_shown(headers['ce_id'] or '')!r}; "
             "they must be the same event id",
             field="context.id",
         )
-    trace = {name: headers[name] for name in TRACE_HEADERS if name in headers}
+    trace = {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
     return Decoded(event=event, trace_headers=trace)
 
 
+def _check_key(key: bytes | None) -> None:
+    """The key is the name of the service the event is about (None: any partition)."""
+    if key is None:
+        return
+    if len(key) > MAX_KEY_BYTES:
+        raise InvalidEvent(
+            f"key is {len(key)} bytes, over the limit of {MAX_KEY_BYTES}; the key is the name "
+            "of the service the event is about",
+            field="key",
+        )
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent(
+            f"key {_shown(repr(key))} is not UTF-8 text; the key is the name of the service "
+            "the event is about, e.g. b'checkout'",
+            field="key",
+        ) from None
+
+
 def refuse_unstorable(record: KafkaRecord) -> None:
-    """Postgres text cannot hold a NUL character: such a record is refused at the edge."""
+    """Postgres text cannot hold a NUL character, nor a lone surrogate: such a record is
+    refused at the edge, as are headers too large for any CloudEvent."""
+    size = 0
     for name, value in record.headers:
+        if not isinstance(name, str) or not isinstance(value, bytes | None):
+            raise InvalidEvent(
+                f"header {_shown(repr(name))} is not a (text, bytes) pair", field="headers"
+            )
+        shown = _shown(name.encode("utf-8", "backslashreplace").decode("utf-8"))
         if "\x00" in name or (value is not None and b"\x00" in value):
             raise InvalidEvent(
-                f"header {name!r} holds a NUL character; header names and values must be text",
-                field=name.replace("\x00", "\\0"),
+                f"header {shown!r} holds a NUL character; header names and values must be text",
+                field=shown.replace("\x00", "\\0"),
             )
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEvent(
+                f"header name {shown!r} is not valid Unicode text", field="headers"
+            ) from None
+        size += len(name) + len(value or b"")
+    if size > MAX_HEADER_BYTES:
+        raise InvalidEvent(
+            f"headers are {size} bytes, over the limit of {MAX_HEADER_BYTES} bytes; a CloudEvent "
+            "needs only its ce_* attributes, content-type and the trace headers",
+            field="headers",
+        )
     if b"\\u0000" in (record.value or b""):
         raise InvalidEvent(
             "the data holds a \\u0000 (NUL) character, which no text field may contain",
@@ -198,13 +405,30 @@ def _first_loc(exc: ValidationError) -> str | None:
     errors = exc.errors(include_url=False)
     if not errors:
         return None
-    return ".".join(str(p) for p in errors[0]["loc"]) or None
+    return ".".join(str(p) for p in errors[0]["loc"]) or "value"  # the document as a whole
 
 
-def _header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _header_map(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, str | None]:
+    """Names in lower case; the first occurrence wins, as for HTTP. A header decode reads
+    (a ce_* attribute, content-type) given twice with different values is refused: which one
+    is the event's?"""
+    out: dict[str, str | None] = {}
     for name, value in headers:
         key = name.lower()
-        if key not in out:  # the first occurrence wins, as for HTTP
-            out[key] = value.decode("utf-8", errors="replace") if value is not None else ""
+        text = _as_text(value)
+        if key in READ_HEADERS and value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidEvent(
+                    f"header {key} {_shown(repr(value))} is not UTF-8 text", field=key
+                ) from None
+        if key not in out:
+            out[key] = text
+        elif key in READ_HEADERS and out[key] != text:
+            raise InvalidEvent(
+                f"header {key} is given twice, as {_shown(out[key] or '')!r} and "
+                f"{_shown(text or '')!r}; a CloudEvents attribute has one value",
+                field=key,
+            )
     return out
