@@ -7,6 +7,13 @@ after ``handler_max_attempts``, dead-lettered in the same transaction; the parti
 Offsets are committed to Kafka only after the transactions have committed. If Postgres is
 unreachable, or a transaction loses a deadlock, the batch is retried until it goes through:
 nothing is skipped and nothing is lost.
+
+No record stops a partition. One that cannot be read as an event is dead-lettered (stage
+``decode``); one the Kafka client itself cannot decode (a header name that is not UTF-8)
+makes the fetch fail, and is found by reading its partition one record at a time, then
+dead-lettered and passed by offset, the dead letter committed before the offset. An event
+whose id was handled before with other content is dead-lettered too (stage ``duplicate``); an
+identical redelivery is skipped.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, CorruptRecordException, KafkaError
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, model_for, short_type
@@ -35,6 +43,27 @@ from shared.telemetry import context_from_headers
 log = logging.getLogger(__name__)
 
 HANDLED, DEAD = "handled", "dead-lettered"
+
+# What the client raises while decoding fetched records it cannot read (aiokafka decodes
+# header names as UTF-8, strictly; a batch may be corrupt). Anything else from a fetch (the
+# broker away, the consumer stopped) is not the records' fault and is raised as before.
+_UNREADABLE_FETCH: tuple[type[BaseException], ...] = (
+    ValueError,  # UnicodeDecodeError among them
+    IndexError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    struct.error,
+    CorruptRecordException,
+)
+EMPTY_POLLS = 10  # while stepping through a partition: polls that find nothing before giving up
+
+
+def unreadable_fetch(exc: BaseException) -> bool:
+    """True if ``exc``, raised by a fetch, is about the records fetched."""
+    if isinstance(exc, CorruptRecordException):
+        return True
+    return isinstance(exc, _UNREADABLE_FETCH) and not isinstance(exc, KafkaError)
 
 
 class Stopping(Exception):
@@ -64,6 +93,8 @@ class EventConsumer:
         self._dlq_topic = settings.topic("dlq")
         self._topics = sorted(settings.topic(t) for t in router.topics)
         self.assigned = asyncio.Event()  # set once the group has given us partitions
+        # per partition, the offset after the last record this consumer has dealt with
+        self._next: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -79,9 +110,15 @@ class EventConsumer:
         await consumer.start()
         try:
             while not stop.is_set():
-                batches = await consumer.getmany(
-                    timeout_ms=200, max_records=self._settings.consumer_batch
-                )
+                try:
+                    batches = await consumer.getmany(
+                        timeout_ms=200, max_records=self._settings.consumer_batch
+                    )
+                except Exception as exc:
+                    if not unreadable_fetch(exc):
+                        raise
+                    await self._recover_fetch(consumer, exc, stop)
+                    continue
                 if consumer.assignment():
                     self.assigned.set()
                 if not batches:
@@ -98,11 +135,131 @@ class EventConsumer:
                         raise result
                 if any(isinstance(r, Stopping) for r in results):
                     return  # uncommitted records will be redelivered and deduplicated
-                await self._commit(
-                    consumer, {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                )
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                self._next.update(offsets)
+                await self._commit(consumer, offsets)
+        except Stopping:
+            return  # from a recovery: what it had not committed will be redelivered
         finally:
             await consumer.stop()
+
+    async def _recover_fetch(
+        self, consumer: AIOKafkaConsumer, exc: BaseException, stop: asyncio.Event
+    ) -> None:
+        """The client failed to decode what it fetched (aiokafka raises, e.g. a
+        UnicodeDecodeError for a header name that is not UTF-8, and drops the whole fetch).
+        Every assigned partition goes back to the first record not yet dealt with (records of
+        other partitions in the failed fetch were taken from the client's buffer and would
+        otherwise be skipped); each is then read one record at a time, so that the record at
+        fault is found by its offset. Records before it are handled as usual; it is
+        dead-lettered, and its offset committed, only once the dead letter is in the outbox."""
+        log.warning(
+            "%s: the Kafka client could not decode fetched records (%s: %s); reading "
+            "partition by partition to find the record at fault",
+            self._group, type(exc).__name__, exc,
+        )  # fmt: skip
+        try:
+            assigned = sorted(consumer.assignment())
+            if not assigned:
+                return
+            starts = {tp: await self._dealt_with_up_to(consumer, tp) for tp in assigned}
+            ends = await consumer.end_offsets(assigned)
+            for tp in assigned:
+                consumer.seek(tp, starts[tp])
+            for tp in assigned:
+                if starts[tp] < ends.get(tp, 0):
+                    await self._step_through(consumer, tp, starts[tp], stop)
+        except KafkaError as kafka_exc:
+            # The broker away, or a rebalance took a partition: every step so far was
+            # committed in order, so the next fetch simply starts over from there.
+            log.warning("%s: recovery interrupted (%r); fetching again", self._group, kafka_exc)
+            await asyncio.sleep(0.5)
+
+    async def _dealt_with_up_to(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+        """The offset of the first record in ``tp`` not yet dealt with, by this consumer or
+        (as committed) by any before it."""
+        committed = await consumer.committed(tp)
+        if committed is None:  # nothing committed: auto_offset_reset is "earliest"
+            committed = (await consumer.beginning_offsets([tp]))[tp]
+        return max(int(committed), self._next.get(tp, 0))
+
+    async def _step_through(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: asyncio.Event
+    ) -> None:
+        """Read ``tp`` from ``start`` one record at a time, for at most a batch, and handle
+        what was read; a record the client cannot decode is dead-lettered and passed."""
+        good: list[KafkaRecord] = []
+        empty = 0
+        while len(good) < self._settings.consumer_batch and empty < EMPTY_POLLS:
+            try:
+                got = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+            except Exception as exc:
+                if not unreadable_fetch(exc):
+                    raise
+                bad = await consumer.position(tp)  # the client stops before what it cannot read
+                await self._handle_batch(good, stop)
+                await self._dead_letter_unreadable(tp, bad, exc, stop)
+                self._next[tp] = bad + 1
+                await self._commit(consumer, {tp: bad + 1})
+                consumer.seek(tp, bad + 1)
+                return
+            records = got.get(tp, [])
+            if not records:
+                empty += 1
+                continue
+            good.extend(record_from_kafka(r) for r in records)
+        if good:  # the fetch did not fail again here (or not within a batch): go on as usual
+            await self._handle_batch(good, stop)
+            self._next[tp] = good[-1].offset + 1
+            await self._commit(consumer, {tp: good[-1].offset + 1})
+
+    async def _dead_letter_unreadable(
+        self, tp: TopicPartition, offset: int, exc: BaseException, stop: asyncio.Event
+    ) -> None:
+        """A dead letter for a record the client could not decode: its position and the error,
+        and as its value whatever bytes the error holds (a UnicodeDecodeError's: the header
+        name). Its key and value are beyond reach: the client gives nothing of the record."""
+        fragment = getattr(exc, "object", None)
+        raw = bytes(fragment) if isinstance(fragment, bytes | bytearray | memoryview) else None
+        if isinstance(exc, UnicodeDecodeError):
+            error = (
+                f"the Kafka client could not decode the record at {tp.topic}[{tp.partition}]"
+                f"@{offset} (or the first one after it): a header name is not UTF-8 text "
+                f"({exc}; the name's bytes are this dead letter's value). Header names must "
+                "be UTF-8 text; the record's key, value and headers could not be read"
+            )
+        else:
+            error = (
+                f"the Kafka client could not decode the record at {tp.topic}[{tp.partition}]"
+                f"@{offset} (or the first one after it): {type(exc).__name__}: {exc}; the "
+                "record's key, value and headers could not be read"
+            )
+        record = KafkaRecord(
+            topic=tp.topic, key=None, value=raw, partition=tp.partition, offset=offset
+        )
+        fingerprint = hashlib.sha256(raw or type(exc).__name__.encode()).hexdigest()[:16]
+        source, event_id = f"kafka:{tp.topic}/{tp.partition}", f"{offset}:unreadable:{fingerprint}"
+        log.error(
+            "%s: %s[%d]@%d -> dead letter: %s", self._group, tp.topic, tp.partition, offset, error
+        )
+        backoff = 0.1
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if await inbox.claim(conn, source, event_id, None, DEAD):
+                        await write(conn, [self._dead(record, error, "decode", 1)])
+                        await notify(conn, self._channel)
+                return
+            except Exception as db_exc:
+                if not is_transient(db_exc):
+                    raise
+                if stop.is_set():
+                    raise Stopping from db_exc
+                log.warning(
+                    "%s: %s; retrying the dead letter in %.1fs", self._group, db_exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -170,9 +327,9 @@ class EventConsumer:
             "%s: %s[%d]@%d -> dead letter: %s",
             self._group, record.topic, record.partition, record.offset, error,
         )  # fmt: skip
-        source, event_id, event_type, _ = _inbox_key(record, InvalidEvent(error))
+        source, event_id, event_type, _, digest = _inbox_key(record, InvalidEvent(error))
         async with self._pool.acquire() as conn, conn.transaction():
-            if await inbox.claim(conn, source, event_id, event_type, DEAD):
+            if await inbox.claim(conn, source, event_id, event_type, DEAD, digest):
                 await write(conn, [self._dead(record, error, "store", 1)])
                 await notify(conn, self._channel)
 
@@ -182,10 +339,15 @@ class EventConsumer:
         """Handle a batch inside ``conn``'s transaction; returns the records to publish."""
         keys = [_inbox_key(record, item) for record, item in work]
         fresh = await inbox.claim_many(conn, keys)
-        emitted: list[KafkaRecord] = []
-        for (record, item), key in zip(work, keys, strict=True):
-            first_time = (key[0], key[1]) in fresh
+        firsts: list[bool] = []
+        for key in keys:
+            firsts.append((key[0], key[1]) in fresh)
             fresh.discard((key[0], key[1]))  # a second copy in this batch is a duplicate
+        # what the inbox holds for events seen before (or earlier in this batch)
+        repeats = [(k[0], k[1]) for k, first in zip(keys, firsts, strict=True) if not first]
+        stored = await inbox.digests_of(conn, repeats) if repeats else {}
+        emitted: list[KafkaRecord] = []
+        for (record, item), key, first_time in zip(work, keys, firsts, strict=True):
             if isinstance(item, InvalidEvent):
                 if first_time:
                     log.warning(
@@ -194,10 +356,42 @@ class EventConsumer:
                     )  # fmt: skip
                     emitted.append(self._dead(record, item.reason, "decode", 1))
                 continue
+            if not first_time:
+                known, outcome = stored.get((key[0], key[1]), (None, ""))
+                if known is not None and known != key[4]:
+                    emitted.extend(
+                        await self._conflict(conn, record, item.event, key, known, outcome)
+                    )
+                    continue
             emitted.extend(
                 await self._handle_event(conn, record, item.event, item.trace_headers, first_time)
             )
         return emitted
+
+    async def _conflict(
+        self,
+        conn: asyncpg.Connection,
+        record: KafkaRecord,
+        event: CDEvent,
+        key: inbox.InboxKey,
+        known: str,
+        outcome: str,
+    ) -> list[KafkaRecord]:
+        """Another event under an id already dealt with: dead-lettered, once per record (it is
+        known in the inbox by its position, as an unreadable record is)."""
+        error = (
+            f"conflicting duplicate: event id {event.id!r} from source {event.source!r} was "
+            f"already {outcome or 'dealt with'} with other content ({known}); this record is "
+            f"{key[4]}. An event id names one event: send a changed event under a new id"
+        )
+        source, event_id, event_type, _, digest = _inbox_key(record, InvalidEvent(error))
+        if not await inbox.claim(conn, source, event_id, event_type, DEAD, digest):
+            return []  # this very record was dead-lettered before: a redelivery
+        log.warning(
+            "%s: %s[%d]@%d -> dead letter: %s",
+            self._group, record.topic, record.partition, record.offset, error,
+        )  # fmt: skip
+        return [self._dead(record, error, "duplicate", 1)]
 
     async def _handle_event(
         self,
@@ -262,33 +456,35 @@ class EventConsumer:
         )
 
 
-def _inbox_key(record: KafkaRecord, item: Any) -> tuple[str, str, str | None, str]:
-    """(source, id, type, outcome). A record that could not be read is known by its position
-    and a hash of its bytes, so a redelivery of the same bad record is not dead-lettered
-    twice, and another record at a reused offset (a recreated topic) is not mistaken for it."""
+def _inbox_key(record: KafkaRecord, item: Any) -> inbox.InboxKey:
+    """(source, id, type, outcome, digest). A record that could not be read is known by its
+    position and a hash of its bytes, so a redelivery of the same bad record is not
+    dead-lettered twice, and another record at a reused offset (a recreated topic) is not
+    mistaken for it. An event is known by its source and id, and remembered with a digest of
+    its content as Lockstep read it (so a producer's other serialisation of the same event is
+    the same event)."""
     if isinstance(item, InvalidEvent):
-        fingerprint = hashlib.sha256(record.value or b"").hexdigest()[:16]
+        value_digest = hashlib.sha256(record.value or b"").hexdigest()
         ce_type = (record.header("ce_type") or "").replace("\x00", "")[:255] or None
         return (
             f"kafka:{record.topic}/{record.partition}",
-            f"{record.offset}:{fingerprint}",
+            f"{record.offset}:{value_digest[:16]}",
             ce_type,
             DEAD,
+            f"sha256:{value_digest}",
         )
     event: CDEvent = item.event
-    return (event.source, event.id, event.context.type, HANDLED)
+    return (event.source, event.id, event.context.type, HANDLED, content_digest(event))
 
 
-def record_from_kafka(r: Any) -> KafkaRecord:
-    """An aiokafka ConsumerRecord as our plain KafkaRecord."""
-    return KafkaRecord(
-        topic=r.topic,
-        key=r.key,
-        value=r.value,
-        headers=tuple(r.headers or ()),
-        partition=r.partition,
-        offset=r.offset,
-    )
+def content_digest(event: CDEvent) -> str:
+    """sha256 of the event as Lockstep read it (its canonical JSON)."""
+    return "sha256:" + hashlib.sha256(event.to_json()).hexdigest()
+
+
+# An aiokafka ConsumerRecord as a KafkaRecord, never raising (see the contract's
+# KafkaRecord.from_consumer_record); kept under this name for the code that imports it.
+record_from_kafka = KafkaRecord.from_consumer_record
 
 
 def _span_attributes(event: CDEvent, record: KafkaRecord) -> dict[str, Any]:
