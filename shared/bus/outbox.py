@@ -95,6 +95,7 @@ class OutboxRelay:
         self._poll_s = poll_s
         self._deliver_within_s = deliver_within_s
         self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None  # run()'s: a shutdown ends a delivery's retries
         self._lock_key = int.from_bytes(
             hashlib.sha256(f"relay:{schema}".encode()).digest()[:8], "big", signed=True
         )
@@ -104,6 +105,7 @@ class OutboxRelay:
         """Publish until ``stop``, then publish what is left (bounded) and return. Whatever
         fails, the relay tries again: its work is idempotent, and a dead relay loses nothing
         but silently stops a service's output, which is worse than a noisy retry."""
+        self._stop = stop
         listener: asyncpg.Connection | None = None
         backoff = 0.1
         loop = asyncio.get_running_loop()
@@ -171,6 +173,7 @@ class OutboxRelay:
                     for row in rows
                 ],
                 within_s=self._deliver_within_s,
+                stop=self._stop,
             )
             sent = [row["id"] for row, error in zip(rows, results, strict=True) if error is None]
             await conn.execute(

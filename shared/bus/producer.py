@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -184,7 +184,11 @@ class ReliableProducer:
         self._producer = None
 
     async def deliver(
-        self, records: Sequence[KafkaRecord], *, within_s: float
+        self,
+        records: Sequence[KafkaRecord],
+        *,
+        within_s: float,
+        stop: asyncio.Event | None = None,
     ) -> list[BaseException | None]:
         """Send every record until the broker has acknowledged it (acks=all), for at most
         ``within_s`` seconds. Returns, per record: None if the broker has it; the error if it
@@ -195,7 +199,10 @@ class ReliableProducer:
         Errors are handled as ``classify`` says: waited out with the same producer, or with a
         fresh one to which whatever was not acknowledged is resent (in order), with a bounded
         backoff between rounds. A resend may duplicate a record on the topic (see the module's
-        docstring); consumers skip it by CloudEvents id."""
+        docstring); consumers skip it by CloudEvents id.
+
+        Once ``stop`` is set, no further round is begun (one in flight is still waited for):
+        a service that is shutting down keeps what was not acknowledged for its next start."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
         results: list[BaseException | None] = [
@@ -203,14 +210,18 @@ class ReliableProducer:
         ]
         pending = list(range(len(records)))
         backoff = self._backoff_s[0]
+        rounds = 0
         while pending and (left := deadline - loop.time()) > 0:
+            if rounds and stop is not None and stop.is_set():
+                break
+            rounds += 1
             try:
-                await asyncio.wait_for(self.start(), left)
+                await _unless_stopped(self.start(), left, stop)
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("producer %s cannot start: %r; retrying", self._client_id, exc)
                 for i in pending:
                     results[i] = exc
-                await _sleep(min(backoff, max(0.0, deadline - loop.time())))
+                await _sleep(min(backoff, max(0.0, deadline - loop.time())), stop)
                 backoff = min(backoff * 2, self._backoff_s[1])
                 continue
             outcome = await self._send_round(
@@ -240,7 +251,7 @@ class ReliableProducer:
             pending = still
             if fresh_needed:
                 await self.reset()
-            await _sleep(min(backoff, max(0.0, deadline - loop.time())))
+            await _sleep(min(backoff, max(0.0, deadline - loop.time())), stop)
             backoff = min(backoff * 2, self._backoff_s[1])
         return results
 
@@ -319,6 +330,30 @@ def _forget(future: asyncio.Future[Any]) -> None:
         future.exception()  # retrieved, so that asyncio does not log it as never retrieved
 
 
-async def _sleep(seconds: float) -> None:
+async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
     if seconds > 0:
-        await asyncio.sleep(seconds)
+        with contextlib.suppress(TimeoutError):
+            await _unless_stopped(asyncio.sleep(seconds), seconds, stop)
+
+
+async def _unless_stopped(
+    work: Awaitable[None], seconds: float, stop: asyncio.Event | None
+) -> None:
+    """Await ``work`` for at most ``seconds`` (TimeoutError), or until ``stop`` is set (then
+    TimeoutError too: the caller gives up on it either way)."""
+    if stop is None:
+        await asyncio.wait_for(work, seconds)
+        return
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise TimeoutError
+    task.result()

@@ -347,3 +347,14 @@ async def test_a_publisher_that_cannot_reach_kafka_at_all_says_where_it_looked()
 def test_a_publish_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="publish_timeout_s"):
         Publisher(Settings(), publish_timeout_s=0)
+
+
+async def test_a_shutdown_ends_the_retries_and_keeps_what_was_not_acknowledged() -> None:
+    kafka = FakeKafka(always(KafkaConnectionError("Connection refused")))
+    stop = asyncio.Event()
+    stop.set()  # shutting down: one round, no more
+    results = await kafka.reliable(backoff_s=(10.0, 10.0)).deliver(
+        records(2), within_s=300, stop=stop
+    )
+    assert all(isinstance(r, KafkaConnectionError) for r in results)
+    assert len(kafka.producers[0].sent) == 2
