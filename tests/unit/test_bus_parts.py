@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import CorruptRecordException, KafkaConnectionError, KafkaTimeoutError
 from pydantic import ValidationError
 
-from events import ArtifactPackaged, KafkaRecord, TestSuiteRunFinished, topics
+from events import ArtifactPackaged, KafkaRecord, TestSuiteRunFinished, decode, encode, topics
 from shared.bus import Router
+from shared.bus.consumer import content_digest, unreadable_fetch
 from shared.bus.dlq import dead_letter, reason_of
 from shared.settings import Settings
 
@@ -85,3 +88,29 @@ def test_settings_namespace_names_topics_groups_and_schemas() -> None:
     assert s.db_schema("artifacts") == "staging2_artifacts"
     with pytest.raises(ValidationError, match="namespace must be"):
         Settings(namespace="Prod-EU")
+
+
+def test_only_errors_about_the_fetched_records_start_a_search_for_the_record_at_fault() -> None:
+    bad_name = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    assert unreadable_fetch(bad_name)
+    assert unreadable_fetch(CorruptRecordException("Invalid CRC"))
+    assert not unreadable_fetch(KafkaConnectionError("broker away"))  # wait, do not skip
+    assert not unreadable_fetch(KafkaTimeoutError())
+    assert not unreadable_fetch(RuntimeError("not the record's fault"))
+
+
+def test_the_duplicate_digest_is_of_the_event_as_read_not_of_its_bytes() -> None:
+    event = ArtifactPackaged.build(
+        service="checkout", version="1.4.2", digest="sha256:" + "a" * 64, commit="abc1234"
+    )
+    record = encode(event, topic="lockstep.artifacts")
+    reordered = json.dumps(dict(reversed(json.loads(record.value or b"").items())), indent=2)
+    again = KafkaRecord(
+        topic=record.topic, key=record.key, value=reordered.encode(), headers=record.headers
+    )
+    assert again.value != record.value
+    assert content_digest(decode(again).event) == content_digest(event)  # the same event
+    other = ArtifactPackaged.model_validate_json(
+        (record.value or b"").replace(b'"abc1234"', b'"abc9999"')
+    )
+    assert other.id == event.id and content_digest(other) != content_digest(event)
