@@ -36,7 +36,7 @@ def publish(
     client_id: str = "lockstep-publisher",
 ) -> None:
     """Publish one event and say so (an event the contract refuses is one line)."""
-    from shared.bus import Publisher
+    from shared.bus import Publisher, PublishError
 
     async def go() -> None:
         async with Publisher(root.settings, client_id=client_id) as publisher:
@@ -46,6 +46,8 @@ def publish(
         asyncio.run(go())
     except InvalidEvent as exc:
         raise root.fail(exc.reason, one_line=True) from None
+    except PublishError as exc:  # refused by Kafka, Kafka away, or no answer in time
+        raise root.fail(f"not published: {exc.reason}", one_line=True) from None
     except OSError as exc:  # Kafka away (a ConnectionError): one line, not a traceback
         raise root.fail(f"not published: {exc}", one_line=True) from None
 

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"
     )
     producer_linger_ms: int = Field(default=2, ge=0)
+    publish_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a publish may wait for Kafka before it fails"
+    )
     # Nothing is written into the working directory unless a path names it: spans go to the
     # user's state directory by default.
     trace_dir: Path | None = Field(

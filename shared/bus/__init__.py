@@ -4,6 +4,20 @@ or handled, and commit offsets only after the database has committed (docs/archi
 "Effectively once")."""
 
 from shared.bus.handlers import HandlerContext, Router
-from shared.bus.publisher import Publisher
+from shared.bus.publisher import (
+    EventRefused,
+    KafkaUnreachable,
+    Publisher,
+    PublishError,
+    PublishTimedOut,
+)
 
-__all__ = ["HandlerContext", "Publisher", "Router"]
+__all__ = [
+    "EventRefused",
+    "HandlerContext",
+    "KafkaUnreachable",
+    "PublishError",
+    "PublishTimedOut",
+    "Publisher",
+    "Router",
+]

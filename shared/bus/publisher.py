@@ -25,8 +25,6 @@ from events import CDEvent, InvalidEvent, KafkaRecord, encode, refuse_unstorable
 from shared.bus.producer import Fault, ReliableProducer, classify
 from shared.settings import Settings
 
-PUBLISH_TIMEOUT_S = 60.0
-
 
 class PublishError(Exception):
     """Some records did not reach Kafka. ``refused``: those Kafka will never take (with why);
@@ -66,9 +64,11 @@ class Publisher:
         settings: Settings,
         *,
         client_id: str = "lockstep-publisher",
-        publish_timeout_s: float = PUBLISH_TIMEOUT_S,
+        publish_timeout_s: float | None = None,  # default: settings.publish_timeout_s
         producer: ReliableProducer | None = None,
     ) -> None:
+        if publish_timeout_s is None:
+            publish_timeout_s = settings.publish_timeout_s
         if publish_timeout_s <= 0:
             raise ValueError(f"publish_timeout_s must be above 0, not {publish_timeout_s}")
         self._settings = settings
