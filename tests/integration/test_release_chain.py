@@ -118,8 +118,12 @@ def blocked(ns: Namespace, service: str, environment: str) -> list[list[str]]:
 async def deployer(ns: Namespace, state: Path) -> AsyncIterator[LocalStateDeployer]:
     target = LocalStateDeployer(state)
     stop = asyncio.Event()
-    agent = DeployerAgent(
-        target, ns.settings, agent="ref", environments=["dev", "staging", "prod-eu"]
+    agent = DeployerAgent(  # its journal beside the reference deployer's state, in tmp
+        target,
+        ns.settings,
+        agent="ref",
+        environments=["dev", "staging", "prod-eu"],
+        state_dir=state,
     )
     task = asyncio.create_task(agent.run(stop))
     try:
