@@ -4,6 +4,7 @@ deployer`` (the reference deployer agent): the long-running commands."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cli.root import Root, of
+from cli.root import of
 from shared.settings import user_state_dir
 
 
@@ -29,7 +30,7 @@ def run(
     root = of(ctx)
     root.configure_logging()
     if service == "all":
-        raise typer.Exit(_run_all(root, list(SERVICES)))
+        raise typer.Exit(_run_all(list(SERVICES)))
     try:
         service_spec = spec(service)
     except KeyError as exc:
@@ -39,40 +40,130 @@ def run(
     asyncio.run(serve(service_spec, root.settings))
 
 
-def _run_all(root: Root, names: list[str]) -> int:
-    """One child process per service; SIGTERM/SIGINT is passed on and every child awaited."""
-    # Each child builds its own settings from the same environment, passed on as it is.
-    children = {
-        name: subprocess.Popen(
-            [sys.executable, "-P", "-m", "cli", "run", name], env=os.environ.copy()
+# A child that dies is started again after RESTART_FIRST_S, the wait doubling with each death
+# up to RESTART_MAX_S; once it has stayed up RESTART_RESET_AFTER_S, the next death waits the
+# first again.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+_TICK_S = 0.2
+supervisor_log = logging.getLogger("lockstep.run")
+
+
+def _how_it_ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class _Child:
+    """One service's process, and when to start it again if it died."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.wait_s = RESTART_FIRST_S  # before the next restart
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def start(self, now: float) -> None:
+        # Each child builds its own settings from the same environment, passed on as it is.
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "cli", "run", self.name], env=os.environ.copy()
         )
-        for name in names
-    }
-    stopping = False
+        self.started_at, self.restart_at = now, None
+        if self.restarts:
+            supervisor_log.warning(
+                "service %s restarted (pid %d, restart %d)",
+                self.name,
+                self.process.pid,
+                self.restarts,
+            )
+        else:
+            supervisor_log.info("service %s started (pid %d)", self.name, self.process.pid)
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
+    def died(self, code: int, now: float) -> None:
+        """Log the death and set the restart: after ``wait_s``, doubling, capped."""
+        assert self.process is not None
+        up_s = now - self.started_at
+        if up_s >= RESTART_RESET_AFTER_S:
+            self.wait_s = RESTART_FIRST_S
+        wait_s = self.wait_s
+        self.wait_s = min(wait_s * 2, RESTART_MAX_S)
+        looping = (
+            f" (crash-looping: tried every {RESTART_MAX_S:g} s until it stays up "
+            f"{RESTART_RESET_AFTER_S:g} s)"
+            if wait_s >= RESTART_MAX_S
+            else ""
+        )
+        supervisor_log.error(
+            "service %s (pid %d) died after %.1f s (%s); restarting in %g s%s",
+            self.name,
+            self.process.pid,
+            up_s,
+            _how_it_ended(code),
+            wait_s,
+            looping,
+        )
+        self.process, self.restart_at = None, now + wait_s
+        self.restarts += 1
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+
+def _run_all(names: list[str]) -> int:
+    """One child process per service, each started again when it dies (see RESTART_*).
+    SIGTERM/SIGINT is passed on to every child and each awaited as it drains; no child is
+    started after it. 0 when every child then stopped cleanly, else the first one's failure
+    (128 + the signal, for a child a signal ended)."""
+    children = [_Child(name) for name in names]
+    received: list[int] = []  # appended by the handler only; forwarded by the loop below
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for child in children:
+        child.start(time.monotonic())
+    forwarded = 0
     worst = 0
-    while children:
-        for name, child in list(children.items()):
-            code = child.poll()
+    while True:
+        if forwarded < len(received):
+            # A child started while the signal came is alive here, and told too.
+            if forwarded == 0:
+                supervisor_log.info("%s: stopping every service", signal.Signals(received[0]).name)
+            for signum in received[forwarded:]:
+                for child in children:
+                    if child.process is not None and child.process.poll() is None:
+                        child.process.send_signal(signum)
+            forwarded = len(received)
+        stopping = forwarded > 0
+        now = time.monotonic()
+        for child in children:
+            if child.process is None:
+                if not stopping and child.restart_at is not None and now >= child.restart_at:
+                    child.start(now)
+                continue
+            code = child.process.poll()
             if code is None:
                 continue
-            del children[name]
-            if code != 0:
-                root.err.print(f"service {name} exited with {code}")
-                worst = worst or code
-                if not stopping:
-                    forward(signal.SIGTERM, None)
-        time.sleep(0.2)
-    return worst
+            if not stopping:
+                child.died(code, now)
+                continue
+            child.process = None
+            if code == 0:
+                supervisor_log.info("service %s stopped", child.name)
+            else:
+                supervisor_log.error(
+                    "service %s did not stop cleanly (%s)", child.name, _how_it_ended(code)
+                )
+                worst = worst or (128 - code if code < 0 else code)
+        if stopping and all(child.process is None for child in children):
+            return worst
+        time.sleep(_TICK_S)
 
 
 def deployer(
