@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="The official flagd schemas (flags.json, targeting.json); "
         "`infra/lockstep-infra up` fetches them",
     )
+    http_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body an HTTP edge reads"
+    )
+    http_max_json_depth: int = Field(
+        default=64, ge=2, description="Deepest JSON nesting an HTTP edge parses"
+    )
     flags_http_host: str = "127.0.0.1"
     flags_http_port: int = Field(
         default=8470, ge=0, le=65535, description="The flags service's OFREP and admin API"

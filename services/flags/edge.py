@@ -1,11 +1,12 @@
-"""The flags service's HTTP edge: OpenFeature Remote Evaluation (OFREP) for any OpenFeature
-SDK, and the admin API for tools that change flags.
+"""The flags service's HTTP edge: OpenFeature Remote Evaluation (OFREP) for any OpenFeature SDK,
+and the admin API for tools that change flags.
 
 OFREP is served at ``/ofrep/v1/...`` (the key's own environment) and at
-``/environments/{env}/ofrep/v1/...`` (an OFREP provider's base URL names the environment).
-A request without a valid key gets 401; a key for another environment gets 403. A malformed
-body or context gets the OFREP error (400), never a 500; a body over 1 MiB gets 413 and JSON
-nested more than 64 deep 400, before either is read whole or parsed (``BodyLimits``)."""
+``/environments/{env}/ofrep/v1/...`` (an OFREP provider's base URL names the environment). A
+request without a valid key gets 401; a key for another environment gets 403. A malformed body
+or context gets the OFREP error (400), never a 500; a body over LOCKSTEP_HTTP_MAX_BODY_BYTES (1
+MiB) gets 413 and JSON nested deeper than LOCKSTEP_HTTP_MAX_JSON_DEPTH (64) 400, before either
+is read whole or parsed (``BodyLimits``)."""
 
 from __future__ import annotations
 
@@ -108,7 +109,11 @@ def create_app(
         description="OFREP flag evaluation and the flags admin API",
         version="1",
     )
-    app.add_middleware(BodyLimits)
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=settings.http_max_body_bytes,
+        max_json_depth=settings.http_max_json_depth,
+    )
 
     @app.exception_handler(Denied)
     async def denied(_request: Request, exc: Denied) -> Response:

@@ -1,9 +1,10 @@
 """The incidents service's HTTP edge: the webhooks tools already send, turned into
 ``signal.observed`` on Kafka (written to the outbox, so a 2xx means the signals will be
-published). Prometheus Alertmanager posts to ``/webhooks/alertmanager``; a PagerDuty Events
-API v2 sender posts to ``/webhooks/pagerduty`` (or ``/v2/enqueue``). A malformed payload gets
-400 with every reason, and nothing of it is published; a body over 1 MiB gets 413 and JSON
-nested more than 64 deep 400, before either is read whole or parsed (``BodyLimits``)."""
+published). Prometheus Alertmanager posts to ``/webhooks/alertmanager``; a PagerDuty Events API
+v2 sender posts to ``/webhooks/pagerduty`` (or ``/v2/enqueue``). A malformed payload gets 400
+with every reason, and nothing of it is published; a body over LOCKSTEP_HTTP_MAX_BODY_BYTES (1
+MiB) gets 413 and JSON nested deeper than LOCKSTEP_HTTP_MAX_JSON_DEPTH (64) 400, before either
+is read whole or parsed (``BodyLimits``)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Lockstep incidents", description="Webhooks in: health signals", version="1"
     )
-    app.add_middleware(BodyLimits)
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=settings.http_max_body_bytes,
+        max_json_depth=settings.http_max_json_depth,
+    )
     schema = settings.db_schema("incidents")
 
     def authorised(request: Request) -> bool:
