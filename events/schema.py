@@ -36,8 +36,10 @@ _TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 _DLQ_HEADERS: dict[str, dict[str, Any]] = {
     "error": {"description": "Why the record failed (the decode error or the handler's exception)"},
     "stage": {
-        "enum": ["decode", "handle"],
-        "description": "decode: not a valid event; handle: its handler kept failing",
+        "enum": ["decode", "handle", "store", "duplicate"],
+        "description": "decode: not a valid event (or not even a record the client could read); "
+        "handle: its handler kept failing; store: Postgres refused to keep it; duplicate: its "
+        "CloudEvents id was handled before with other content",
     },
     "topic": {"description": "The topic the record was read from"},
     "partition": {"pattern": r"^-?\d+$", "description": "Its partition"},
