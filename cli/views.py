@@ -14,10 +14,9 @@ from rich.table import Table
 
 from cli.trace_view import build_tree, render, traces_of
 from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, topics
+from events.kafka import PartitionBatch, SafeFetcher, Unreadable, reason_of
 from services.artifacts.api import ArtifactSummary, ArtifactView, open_artifacts
 from services.promotion.api import Placement, what_runs_where
-from shared.bus.consumer import record_from_kafka
-from shared.bus.dlq import reason_of
 from shared.settings import Settings
 from shared.telemetry import read_spans
 
@@ -121,35 +120,38 @@ async def tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
+    fetcher = SafeFetcher(consumer, name="lockstep tail")
     seen = 0
     last = time.monotonic()
     try:
         while count is None or seen < count:
-            batch = await consumer.getmany(timeout_ms=500)
+            batch = await fetcher.getmany(timeout_ms=500)
             if not batch:
                 if idle is not None and time.monotonic() - last > idle:
                     return
                 continue
             last = time.monotonic()
-            for records in batch.values():
-                for r in records:
-                    rec = record_from_kafka(r)
-                    stamp = datetime.fromtimestamp(r.timestamp / 1000, UTC).strftime("%H:%M:%S.%f")[
-                        :-3
-                    ]
-                    key = (r.key or b"").decode(errors="replace")
-                    out.print(
-                        f"{stamp} {r.topic.split('.', 1)[-1]:<10} {key:<14} "
-                        f"{describe_record(rec, settings.max_event_bytes)}",
-                        highlight=False,
-                        markup=False,
-                        soft_wrap=True,
-                    )
+            for part in batch.values():
+                for item in part.items():
+                    out.print(_tail_line(item, part, settings.max_event_bytes),
+                              highlight=False, markup=False, soft_wrap=True)  # fmt: skip
                     seen += 1
                     if count is not None and seen >= count:
                         return
     finally:
         await consumer.stop()
+
+
+def _tail_line(item: KafkaRecord | Unreadable, part: PartitionBatch, max_bytes: int) -> str:
+    if isinstance(item, Unreadable):  # the Kafka client itself could not decode it
+        return f"UNREADABLE {item.topic}[{item.partition}]@{item.offset}: {item.error}"
+    ms = part.timestamp(item)
+    when = datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else datetime.now(UTC)
+    stamp = when.strftime("%H:%M:%S.%f")[:-3]
+    key = (item.key or b"").decode(errors="replace")
+    return (
+        f"{stamp} {item.topic.split('.', 1)[-1]:<10} {key:<14} {describe_record(item, max_bytes)}"
+    )
 
 
 def print_trace(out: Console, settings: Settings, label: str, wait: float) -> bool:

@@ -42,6 +42,7 @@ from events import (
 from events.evidence import Findings, Measurement
 from events.flags import FlagChanged, FlagChangeRequested
 from events.incidents import IncidentDetected
+from events.kafka import Unreadable, fetch_safely
 from events.policy import PolicyUpdated
 from events.signals import SignalObserved
 from policy import load as load_release_model
@@ -52,7 +53,6 @@ from services.gates.api import approval as approval_of
 from services.promotion.api import what_runs_where
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
-from shared.bus.consumer import record_from_kafka
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
@@ -256,9 +256,12 @@ class _Mesh:
             if time.monotonic() > deadline:
                 self.out.print(f"[red]the mesh did not get there in {timeout_s:g}s[/red]")
                 return False
-            for records in (await self.watcher.getmany(timeout_ms=500)).values():
-                for r in records:
-                    self._see(record_from_kafka(r))
+            for part in (await fetch_safely(self.watcher, timeout_ms=500)).values():
+                for item in part.items():
+                    if isinstance(item, Unreadable):  # the Kafka client could not decode it
+                        self.out.print(f"[red]mesh[/red] UNREADABLE {escape(item.error)}")
+                    else:
+                        self._see(item)
         return True
 
     def _see(self, record: KafkaRecord) -> None:

@@ -1,8 +1,6 @@
-"""The agent's few Kafka parts, on aiokafka alone: an idempotent producer that is rebuilt
-when it wedges, a safe conversion of what the consumer hands over, and dead letters.
-
-The dead letter has the shape Lockstep's runtime gives its own (``lockstep.dlq.*``
-headers, see ``events.topics.DLQ_HEADER_PREFIX``): the record as it was, plus why.
+"""The agent's own Kafka part, on aiokafka alone: an idempotent producer that is rebuilt when
+it wedges. Reading that no record can stop (``events.kafka.SafeFetcher``) and dead letters
+(``events.kafka.dead_letter``, the shape Lockstep's runtime gives its own) are the contract's.
 """
 
 from __future__ import annotations
@@ -10,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber, UnknownProducerId
@@ -89,50 +85,6 @@ class ReportProducer:
             delay = min(delay * 2, 10.0)
 
 
-def record_of(r: Any) -> KafkaRecord:
-    """An aiokafka ConsumerRecord as the contract's KafkaRecord, whatever it holds; nothing
-    here raises (``KafkaRecord.from_consumer_record`` where the contract has it)."""
-    from_consumer = getattr(KafkaRecord, "from_consumer_record", None)
-    if from_consumer is not None:  # the contract's own conversion, where it has one
-        converted: KafkaRecord = from_consumer(r)
-        return converted
-    try:
-        headers = tuple(
-            (str(name), value if isinstance(value, bytes) else None)
-            for name, value in (getattr(r, "headers", None) or ())
-        )
-        key, value = getattr(r, "key", None), getattr(r, "value", None)
-        return KafkaRecord(
-            topic=str(getattr(r, "topic", "")),
-            key=key if isinstance(key, bytes) else None,
-            value=value if isinstance(value, bytes) else None,
-            headers=headers,
-            partition=int(getattr(r, "partition", -1)),
-            offset=int(getattr(r, "offset", -1)),
-        )
-    except Exception:  # a record that breaks every expectation: decode refuses it (no value)
-        return KafkaRecord(topic=str(getattr(r, "topic", "")), key=None, value=None)
-
-
-def dead_letter(
-    record: KafkaRecord, *, dlq_topic: str, error: str, stage: str, group: str
-) -> KafkaRecord:
-    """``record`` as it was (key, value, headers) for ``dlq_topic``, with the reason."""
-    prefix = topics.DLQ_HEADER_PREFIX
-    why = {
-        "error": error,
-        "stage": stage,
-        "topic": record.topic,
-        "partition": str(record.partition),
-        "offset": str(record.offset),
-        "group": group,
-        "attempts": "1",
-        "failed_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
-    kept = tuple(
-        (name.replace("\x00", "\ufffd"), value)
-        for name, value in record.headers
-        if not name.startswith(prefix)
-    )
-    extra = tuple((prefix + k, v.encode()) for k, v in why.items())
-    return KafkaRecord(topic=dlq_topic, key=record.key, value=record.value, headers=kept + extra)
+# An aiokafka ConsumerRecord as the contract's KafkaRecord, whatever it holds (never raises);
+# dead letters are the contract's too (``events.kafka.dead_letter``), as the runtime writes them.
+record_of = KafkaRecord.from_consumer_record

@@ -33,7 +33,10 @@ returning and the journal's write can make ``deploy`` run twice: ``deploy`` must
 idempotent (deploying the same digest again changes nothing).
 
 A record on the promotions topic that the contract cannot read is dead-lettered to
-``<namespace>.dlq`` with the reason (stage ``decode``) and the agent goes on.
+``<namespace>.dlq`` with the reason (stage ``decode``) and the agent goes on; so is one that
+the Kafka client itself cannot decode (a header name that is not UTF-8), found by the
+contract's ``events.kafka.SafeFetcher``: its position, the error and whatever bytes the error
+holds. Either way the dead letter is acknowledged by Kafka before the offset is committed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -74,9 +76,10 @@ from events.deployments import (
     FailedContent,
     FailedSubject,
 )
+from events.kafka import PartitionBatch, SafeFetcher, Unreadable, dead_letter
 from services.deployer.config import AgentConfig, LockstepSettings
 from services.deployer.journal import Journal
-from services.deployer.kafka import ReportProducer, dead_letter, record_of
+from services.deployer.kafka import ReportProducer
 
 log = logging.getLogger(__name__)
 
@@ -241,10 +244,11 @@ class DeployerAgent:
                     return
                 journal.reported(entry.promotion_id)
             await consumer.start()
+            fetcher = SafeFetcher(consumer, name=f"deployer {self._agent}")
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=50)
-                for tp, records in batches.items():
-                    if not await self._partition(consumer, producer, journal, tp, records, stop):
+                batches = await fetcher.getmany(timeout_ms=200, max_records=50)
+                for tp, batch in batches.items():
+                    if not await self._partition(consumer, producer, journal, tp, batch, stop):
                         return
         finally:
             await consumer.stop()
@@ -253,18 +257,21 @@ class DeployerAgent:
 
     async def _partition(
         self, consumer: AIOKafkaConsumer, producer: ReportProducer, journal: Journal,
-        tp: TopicPartition, records: list[Any], stop: asyncio.Event,
+        tp: TopicPartition, batch: PartitionBatch, stop: asyncio.Event,
     ) -> bool:  # fmt: skip
-        """Handle one partition's records in order; False if stopped with one unfinished."""
+        """Handle one partition's records (and unreadable positions) in order; False if
+        stopped with one unfinished."""
         done: int | None = None  # the last offset handled and not yet committed
-        for r in records:
+        for item in batch.items():
             if stop.is_set():
                 break
-            record = record_of(r)
-            sent = await self._handle(record, producer, journal, stop)
+            if isinstance(item, Unreadable):
+                sent: bool | None = await self._dead_letter_unreadable(item, producer, stop)
+            else:
+                sent = await self._handle(item, producer, journal, stop)
             if sent is None:
                 return False  # stopped before Kafka had the report: not committed
-            done = r.offset  # the consumer's own, whatever the record held
+            done = item.offset  # the consumer's own, whatever the record held
             if sent:  # acted on: commit now, so that a crash hands over nothing done
                 await self._commit(consumer, tp, done)
                 done = None
@@ -293,14 +300,7 @@ class DeployerAgent:
         except Exception as exc:  # nothing a record holds may stop the agent
             reason = exc.reason if isinstance(exc, InvalidEvent) else f"{type(exc).__name__}: {exc}"
             log.warning("deployer %s: unreadable promotion dead-lettered: %s", self._agent, reason)
-            letter = dead_letter(
-                record, dlq_topic=self.config.topic(topics.DLQ), error=reason, stage="decode",
-                group=self.config.group_id,
-            )  # fmt: skip
-            if not await producer.send_until_acked(letter, stop):
-                return None
-            self.dead_lettered += 1
-            return True
+            return await self._dead_letter(record, reason, producer, stop)
         promotion = decoded.event
         c = promotion.subject.content
         if c.environment not in self._environments:
@@ -324,6 +324,27 @@ class DeployerAgent:
         if not await producer.send_until_acked(entry.report, stop):
             return None
         journal.reported(c.promotion_id)
+        return True
+
+    async def _dead_letter_unreadable(
+        self, unreadable: Unreadable, producer: ReportProducer, stop: asyncio.Event
+    ) -> bool | None:
+        """A position whose record the Kafka client could not decode: dead-lettered with what
+        there is of it (its position, the error, the bytes the error holds)."""
+        log.warning("deployer %s: %s", self._agent, unreadable.error)
+        return await self._dead_letter(unreadable.record, unreadable.error, producer, stop)
+
+    async def _dead_letter(
+        self, record: KafkaRecord, reason: str, producer: ReportProducer, stop: asyncio.Event
+    ) -> bool | None:
+        """True once Kafka acknowledged the dead letter; None if stopped before."""
+        letter = dead_letter(
+            record, dlq_topic=self.config.topic(topics.DLQ), error=reason, stage="decode",
+            group=self.config.group_id,
+        )  # fmt: skip
+        if not await producer.send_until_acked(letter, stop):
+            return None
+        self.dead_lettered += 1
         return True
 
     async def _carry_out(

@@ -10,8 +10,9 @@ nothing is skipped and nothing is lost.
 
 No record stops a partition. One that cannot be read as an event is dead-lettered (stage
 ``decode``); one the Kafka client itself cannot decode (a header name that is not UTF-8)
-makes the fetch fail, and is found by reading its partition one record at a time, then
-dead-lettered and passed by offset, the dead letter committed before the offset. An event
+makes the fetch fail, and is found by the contract's ``events.kafka.SafeFetcher`` (reading
+its partition one record at a time, nothing of the other partitions lost), then dead-lettered
+and passed by offset, the dead letter committed before the offset. An event
 whose id was handled before with other content is dead-lettered too (stage ``duplicate``); an
 identical redelivery is skipped.
 """
@@ -21,16 +22,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import struct
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, CorruptRecordException, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, model_for, short_type
+from events.kafka import PartitionBatch, SafeFetcher, Unreadable, unreadable_fetch
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
@@ -43,27 +44,6 @@ from shared.telemetry import context_from_headers
 log = logging.getLogger(__name__)
 
 HANDLED, DEAD = "handled", "dead-lettered"
-
-# What the client raises while decoding fetched records it cannot read (aiokafka decodes
-# header names as UTF-8, strictly; a batch may be corrupt). Anything else from a fetch (the
-# broker away, the consumer stopped) is not the records' fault and is raised as before.
-_UNREADABLE_FETCH: tuple[type[BaseException], ...] = (
-    ValueError,  # UnicodeDecodeError among them
-    IndexError,
-    KeyError,
-    TypeError,
-    OverflowError,
-    struct.error,
-    CorruptRecordException,
-)
-EMPTY_POLLS = 10  # while stepping through a partition: polls that find nothing before giving up
-
-
-def unreadable_fetch(exc: BaseException) -> bool:
-    """True if ``exc``, raised by a fetch, is about the records fetched."""
-    if isinstance(exc, CorruptRecordException):
-        return True
-    return isinstance(exc, _UNREADABLE_FETCH) and not isinstance(exc, KafkaError)
 
 
 class Stopping(Exception):
@@ -93,8 +73,6 @@ class EventConsumer:
         self._dlq_topic = settings.topic("dlq")
         self._topics = sorted(settings.topic(t) for t in router.topics)
         self.assigned = asyncio.Event()  # set once the group has given us partitions
-        # per partition, the offset after the last record this consumer has dealt with
-        self._next: dict[TopicPartition, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -108,26 +86,22 @@ class EventConsumer:
             fetch_max_wait_ms=100,
         )
         await consumer.start()
+        fetcher = SafeFetcher(consumer, name=self._group)
         try:
             while not stop.is_set():
-                try:
-                    batches = await consumer.getmany(
-                        timeout_ms=200, max_records=self._settings.consumer_batch
-                    )
-                except Exception as exc:
-                    if not unreadable_fetch(exc):
-                        raise
-                    await self._recover_fetch(consumer, exc, stop)
-                    continue
+                batches = await fetcher.getmany(
+                    timeout_ms=200, max_records=self._settings.consumer_batch
+                )
                 if consumer.assignment():
                     self.assigned.set()
                 if not batches:
                     continue
+                if any(batch.unreadable for batch in batches.values()):
+                    for tp, batch in batches.items():  # a recovered fetch: step by step
+                        await self._handle_stepped(consumer, tp, batch, stop)
+                    continue
                 results = await asyncio.gather(
-                    *(
-                        self._handle_batch([record_from_kafka(r) for r in records], stop)
-                        for records in batches.values()
-                    ),
+                    *(self._handle_batch(batch.records, stop) for batch in batches.values()),
                     return_exceptions=True,
                 )
                 for result in results:
@@ -135,119 +109,53 @@ class EventConsumer:
                         raise result
                 if any(isinstance(r, Stopping) for r in results):
                     return  # uncommitted records will be redelivered and deduplicated
-                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                self._next.update(offsets)
-                await self._commit(consumer, offsets)
+                await self._commit(consumer, {tp: b.next_offset for tp, b in batches.items()})
         except Stopping:
-            return  # from a recovery: what it had not committed will be redelivered
+            return  # from a recovered fetch: what was not committed will be redelivered
         finally:
             await consumer.stop()
 
-    async def _recover_fetch(
-        self, consumer: AIOKafkaConsumer, exc: BaseException, stop: asyncio.Event
+    async def _handle_stepped(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        batch: PartitionBatch,
+        stop: asyncio.Event,
     ) -> None:
-        """The client failed to decode what it fetched (aiokafka raises, e.g. a
-        UnicodeDecodeError for a header name that is not UTF-8, and drops the whole fetch).
-        Every assigned partition goes back to the first record not yet dealt with (records of
-        other partitions in the failed fetch were taken from the client's buffer and would
-        otherwise be skipped); each is then read one record at a time, so that the record at
-        fault is found by its offset. Records before it are handled as usual; it is
-        dead-lettered, and its offset committed, only once the dead letter is in the outbox."""
-        log.warning(
-            "%s: the Kafka client could not decode fetched records (%s: %s); reading "
-            "partition by partition to find the record at fault",
-            self._group, type(exc).__name__, exc,
-        )  # fmt: skip
-        try:
-            assigned = sorted(consumer.assignment())
-            if not assigned:
-                return
-            starts = {tp: await self._dealt_with_up_to(consumer, tp) for tp in assigned}
-            ends = await consumer.end_offsets(assigned)
-            for tp in assigned:
-                consumer.seek(tp, starts[tp])
-            for tp in assigned:
-                if starts[tp] < ends.get(tp, 0):
-                    await self._step_through(consumer, tp, starts[tp], stop)
-        except KafkaError as kafka_exc:
-            # The broker away, or a rebalance took a partition: every step so far was
-            # committed in order, so the next fetch simply starts over from there.
-            log.warning("%s: recovery interrupted (%r); fetching again", self._group, kafka_exc)
-            await asyncio.sleep(0.5)
-
-    async def _dealt_with_up_to(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
-        """The offset of the first record in ``tp`` not yet dealt with, by this consumer or
-        (as committed) by any before it."""
-        committed = await consumer.committed(tp)
-        if committed is None:  # nothing committed: auto_offset_reset is "earliest"
-            committed = (await consumer.beginning_offsets([tp]))[tp]
-        return max(int(committed), self._next.get(tp, 0))
-
-    async def _step_through(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, stop: asyncio.Event
-    ) -> None:
-        """Read ``tp`` from ``start`` one record at a time, for at most a batch, and handle
-        what was read; a record the client cannot decode is dead-lettered and passed."""
+        """One partition of a fetch the client failed to decode (``SafeFetcher`` found the
+        records at fault by reading one record at a time): the records before each unreadable
+        position are handled as usual; it is dead-lettered, and its offset committed, only once
+        the dead letter is in the outbox."""
         good: list[KafkaRecord] = []
-        empty = 0
-        while len(good) < self._settings.consumer_batch and empty < EMPTY_POLLS:
-            try:
-                got = await consumer.getmany(tp, timeout_ms=200, max_records=1)
-            except Exception as exc:
-                if not unreadable_fetch(exc):
-                    raise
-                bad = await consumer.position(tp)  # the client stops before what it cannot read
-                await self._handle_batch(good, stop)
-                await self._dead_letter_unreadable(tp, bad, exc, stop)
-                self._next[tp] = bad + 1
-                await self._commit(consumer, {tp: bad + 1})
-                consumer.seek(tp, bad + 1)
-                return
-            records = got.get(tp, [])
-            if not records:
-                empty += 1
+        for item in batch.items():
+            if isinstance(item, KafkaRecord):
+                good.append(item)
                 continue
-            good.extend(record_from_kafka(r) for r in records)
-        if good:  # the fetch did not fail again here (or not within a batch): go on as usual
             await self._handle_batch(good, stop)
-            self._next[tp] = good[-1].offset + 1
-            await self._commit(consumer, {tp: good[-1].offset + 1})
+            good = []
+            await self._dead_letter_unreadable(item, stop)
+            await self._commit(consumer, {tp: item.offset + 1})
+        await self._handle_batch(good, stop)
+        await self._commit(consumer, {tp: batch.next_offset})
 
-    async def _dead_letter_unreadable(
-        self, tp: TopicPartition, offset: int, exc: BaseException, stop: asyncio.Event
-    ) -> None:
+    async def _dead_letter_unreadable(self, unreadable: Unreadable, stop: asyncio.Event) -> None:
         """A dead letter for a record the client could not decode: its position and the error,
         and as its value whatever bytes the error holds (a UnicodeDecodeError's: the header
         name). Its key and value are beyond reach: the client gives nothing of the record."""
-        fragment = getattr(exc, "object", None)
-        raw = bytes(fragment) if isinstance(fragment, bytes | bytearray | memoryview) else None
-        if isinstance(exc, UnicodeDecodeError):
-            error = (
-                f"the Kafka client could not decode the record at {tp.topic}[{tp.partition}]"
-                f"@{offset} (or the first one after it): a header name is not UTF-8 text "
-                f"({exc}; the name's bytes are this dead letter's value). Header names must "
-                "be UTF-8 text; the record's key, value and headers could not be read"
-            )
-        else:
-            error = (
-                f"the Kafka client could not decode the record at {tp.topic}[{tp.partition}]"
-                f"@{offset} (or the first one after it): {type(exc).__name__}: {exc}; the "
-                "record's key, value and headers could not be read"
-            )
-        record = KafkaRecord(
-            topic=tp.topic, key=None, value=raw, partition=tp.partition, offset=offset
+        u = unreadable
+        source, event_id = (
+            f"kafka:{u.topic}/{u.partition}",
+            f"{u.offset}:unreadable:{u.fingerprint}",
         )
-        fingerprint = hashlib.sha256(raw or type(exc).__name__.encode()).hexdigest()[:16]
-        source, event_id = f"kafka:{tp.topic}/{tp.partition}", f"{offset}:unreadable:{fingerprint}"
         log.error(
-            "%s: %s[%d]@%d -> dead letter: %s", self._group, tp.topic, tp.partition, offset, error
+            "%s: %s[%d]@%d -> dead letter: %s", self._group, u.topic, u.partition, u.offset, u.error
         )
         backoff = 0.1
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     if await inbox.claim(conn, source, event_id, None, DEAD):
-                        await write(conn, [self._dead(record, error, "decode", 1)])
+                        await write(conn, [self._dead(u.record, u.error, "decode", 1)])
                         await notify(conn, self._channel)
                 return
             except Exception as db_exc:
@@ -483,8 +391,10 @@ def content_digest(event: CDEvent) -> str:
 
 
 # An aiokafka ConsumerRecord as a KafkaRecord, never raising (see the contract's
-# KafkaRecord.from_consumer_record); kept under this name for the code that imports it.
+# KafkaRecord.from_consumer_record); kept under this name for the code that imports it, as is
+# ``unreadable_fetch`` (the contract's, events.kafka).
 record_from_kafka = KafkaRecord.from_consumer_record
+__all__ = ["EventConsumer", "Stopping", "content_digest", "record_from_kafka", "unreadable_fetch"]
 
 
 def _span_attributes(event: CDEvent, record: KafkaRecord) -> dict[str, Any]:

@@ -17,10 +17,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, topics
+from events.kafka import SafeFetcher, Unreadable
 from services.artifacts.app import SPEC as ARTIFACTS
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
-from shared.bus.consumer import record_from_kafka
 from shared.db import drop_namespace_schemas
 from shared.service import RunningService, ServiceSpec
 from shared.settings import Settings
@@ -99,43 +99,55 @@ class Namespace:
 
 
 class EventLog:
-    """Everything published in a namespace, read from the beginning by a background consumer."""
+    """Everything published in a namespace, read from the beginning by a background consumer
+    that no record stops: a position the Kafka client cannot decode is kept in ``unreadable``
+    (and the reading goes on past it)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.records: list[KafkaRecord] = []
+        self.unreadable: list[Unreadable] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
+        consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
         )
-        await consumer.start()
-        partitions = await partitions_of(self._settings, self._settings.all_topics())
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._task = asyncio.create_task(self._run(consumer))
-
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
         try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                if batch:
-                    async with self._changed:
-                        for recs in batch.values():
-                            self.records.extend(record_from_kafka(r) for r in recs)
-                        self._changed.notify_all()
-        finally:
-            await consumer.stop()
+            await consumer.start()
+            partitions = await partitions_of(self._settings, self._settings.all_topics())
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+        except BaseException:
+            await self.stop()
+            raise
+        self._task = asyncio.create_task(self._run(SafeFetcher(consumer, name="EventLog")))
+
+    async def _run(self, fetcher: SafeFetcher) -> None:
+        while True:
+            batch = await fetcher.getmany(timeout_ms=100)
+            if batch:
+                async with self._changed:
+                    for part in batch.values():
+                        self.records.extend(part.records)
+                        self.unreadable.extend(part.unreadable)
+                    self._changed.notify_all()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Safe at any point (before the task's first step too) and more than once: the
+        consumer is closed here, not left to the garbage collector."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
 
     def events(self, kind: type[CDEvent] | None = None) -> list[CDEvent]:
         found = []

@@ -27,15 +27,18 @@ from events import (
     Reference,
     ServiceDeployed,
     decode,
+    encode,
     topics,
 )
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
+from events.kafka import reason_of
 from services.deployer import AgentConfig, Deployer, DeployerAgent, Deployment, report_id
 from services.deployer.journal import Journal
 from services.deployer.kafka import ReportProducer
 from services.deployer.testing import DeployerHarness
 from services.promotion.app import SPEC as PROMOTION
 from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
+from tests.integration.test_poison_records import RawName, RawSender
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -223,6 +226,63 @@ async def test_an_unreadable_promotion_is_dead_lettered_and_the_next_one_deploye
     assert "not valid JSON" in (letter.header("lockstep.dlq.error") or "")
     await ns.log.wait_for(lambda: pid in reports(ns, {pid}), 60)
     assert calls.read_text().split() == [pid]
+
+
+async def test_a_promotion_the_kafka_client_cannot_decode_is_dead_lettered_and_the_next_deployed(
+    once: Namespace, tmp_path: Path
+) -> None:
+    """A header name that is not UTF-8 makes aiokafka's getmany raise on every fetch of the
+    partition: the agent finds the position, dead-letters it with its own producer (the dead
+    letter acknowledged before the offset is committed) and deploys the promotion after it."""
+    ns, env, calls = once, "undecodable-env", tmp_path / "calls"
+    config = AgentConfig(
+        agent="undecodable-" + uuid.uuid4().hex[:6], bootstrap_servers=ns.settings.kafka_bootstrap,
+        namespace=ns.settings.namespace, state_dir=tmp_path,
+    )  # fmt: skip
+    running = DeployerAgent(Recording(calls, None), config, environments=[env])
+    good = promotions_for(env)[0]
+    record = encode(good, topic=ns.topic(topics.PROMOTIONS))
+    pid = good.subject.content.promotion_id
+    headers = [*record.headers, (RawName(b"\xff\xfeX"), b"v")]
+    async with RawSender(ns) as raw:
+        partition = 0
+        offset = await raw.send_unencodable(
+            ns.topic(topics.PROMOTIONS), partition, record.key or b"", record.value or b"",
+            headers,
+        )  # fmt: skip
+        await raw.send(  # the same promotion again, readable, after it on its partition
+            ns.topic(topics.PROMOTIONS), partition, record.key, record.value, list(record.headers)
+        )
+
+    def dead_letter() -> list[KafkaRecord]:
+        """the undecodable promotion on the DLQ, from this agent"""
+        return [
+            r for r in ns.log.dead_letters()
+            if r.header("lockstep.dlq.group") == running.config.group_id
+            and (r.header("lockstep.dlq.partition"), r.header("lockstep.dlq.offset"))
+            == (str(partition), str(offset))
+        ]  # fmt: skip
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(running.run(stop))
+    try:
+        [letter] = await ns.log.wait_for(dead_letter, 60)
+        await ns.log.wait_for(lambda: pid in reports(ns, {pid}), 60)
+    finally:
+        stop.set()
+        await task
+    why = reason_of(letter)
+    assert (why["topic"], why["partition"], why["stage"]) == (
+        ns.topic(topics.PROMOTIONS), str(partition), "decode",
+    )  # fmt: skip
+    assert "a header name is not UTF-8 text" in why["error"]
+    assert letter.key is None and letter.value == b"\xff\xfeX"  # all the client gives of it
+    assert calls.read_text().split() == [pid]
+    assert running.dead_lettered >= 1
+    # the tests' own reader went past it too, and says where it was
+    assert (ns.topic(topics.PROMOTIONS), partition, offset) in {
+        (u.topic, u.partition, u.offset) for u in ns.log.unreadable
+    }
 
 
 def deployed(service: str, version: str, environment: str, pid: str) -> ServiceDeployed:

@@ -7,16 +7,20 @@ service consumes. One of them, a header name that is not UTF-8, is one aiokafka'
 every fetch of that partition): it is built with aiokafka's pure-Python record batch builder
 and sent with ``send_batch``, as a foreign client could have written it.
 
-The namespace's EventLog reads every topic with a plain aiokafka consumer, which that record
-would stop; so these tests read the DLQ themselves and look at what was handled in the
-service's tables.
+These tests read the DLQ themselves and look at what was handled in the service's tables
+(the namespace's EventLog, which reads with the contract's SafeFetcher, would go past that
+record too). ``lockstep tail`` is run against such a record as well.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +31,16 @@ from events import ArtifactPackaged, ArtifactPublished, KafkaRecord, encode
 from shared.bus.consumer import content_digest, record_from_kafka
 from shared.bus.dlq import reason_of
 from shared.service import RunningService
-from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
+from tests.integration.conftest import (
+    EventLog,
+    Namespace,
+    NamespaceFactory,
+    digest,
+    unique_service,
+)
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -157,11 +168,8 @@ async def rewind_group(ns: Namespace, group: str, topic: str) -> None:
 
 
 async def stop_event_log(ns: Namespace) -> None:
-    """Stop the namespace's EventLog, once its task has begun: a task cancelled before its
-    first step never reaches the ``finally`` that stops its consumer, which is then left to
-    the garbage collector (whose ResourceWarning, raised as an error, breaks a later import)."""
-    for _ in range(5):
-        await asyncio.sleep(0)
+    """Stop the namespace's EventLog (it would survive the records, but these tests read the
+    DLQ themselves and need no second reader). Safe at any point, right after it started."""
     await ns.log.stop()
 
 
@@ -480,3 +488,50 @@ async def _rows_for(ns: Namespace, service: str, version: str) -> list[Any]:
     return await ns.sql(
         "artifacts", "SELECT 1 FROM artifacts WHERE service = $1 AND version = $2", service, version
     )
+
+
+async def test_lockstep_tail_says_where_an_undecodable_record_is_and_goes_on(
+    new_namespace: NamespaceFactory,
+) -> None:
+    ns = await new_namespace()
+    topic, service = ns.topic("artifacts"), unique_service()
+    before, after = packaged(service, "1.0.0"), packaged(service, "1.0.1")
+    async with RawSender(ns) as raw:
+        first = encode(before, topic=topic)
+        await raw.send(topic, 0, first.key, first.value, list(first.headers))
+        bad = await raw.send_unencodable(
+            topic, 0, first.key or b"", first.value or b"",
+            [*first.headers, (RawName(b"\xff\xfeX"), b"v")],
+        )  # fmt: skip
+        second = encode(after, topic=topic)
+        await raw.send(topic, 0, second.key, second.value, list(second.headers))
+    env = {**os.environ, "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+           "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap, "COLUMNS": "400"}  # fmt: skip
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cli", "tail", "artifacts", "--from-beginning",
+         "--count", "3", "--idle", "20"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=90, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stdout
+    assert service in lines[0] and "tag=1.0.0" in lines[0]
+    assert lines[1].startswith(f"UNREADABLE {topic}[0]@{bad}: ")
+    assert "a header name is not UTF-8 text" in lines[1]
+    assert service in lines[2] and "tag=1.0.1" in lines[2]  # and it went on past it
+    # the tests' reader, too, went past it and kept its position
+    await ns.log.wait_for(lambda: [u for u in ns.log.unreadable if u.offset == bad], 30)
+
+
+async def test_an_event_log_stopped_at_any_point_leaves_no_consumer_behind(
+    ns: Namespace,
+) -> None:
+    log = EventLog(ns.settings)
+    await log.stop()  # never started
+    await log.start()
+    await log.stop()  # before its task took a step: its consumer is closed all the same
+    await log.stop()  # and again
+    await log.start()
+    await asyncio.sleep(0.3)
+    await log.stop()

@@ -22,6 +22,7 @@ from events import (
     topics,
 )
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
+from events.kafka import dead_letter
 from services.deployer import (
     AgentConfig,
     ConfigError,
@@ -32,7 +33,7 @@ from services.deployer import (
     report_id,
 )
 from services.deployer.journal import Journal, JournalError
-from services.deployer.kafka import dead_letter, record_of
+from services.deployer.kafka import record_of
 from services.deployer.reference import LocalStateDeployer
 from services.deployer.testing import DeployerHarness
 from tests.unit.test_layout import imports_of
