@@ -9,6 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
+from policy.in_force import HOLD_MODEL
 from services.gates.decide import Build, BuildSnapshot, Decision
 from services.gates.scoring import EvidenceFact
 
@@ -17,7 +18,8 @@ async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> No
     """Serialise, until commit, the judging of one build: its registration and its evidence
     arrive on two topics and may be handled at once."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':build:' || $1, 0))",
+        f"SELECT {HOLD_MODEL}, "
+        f"pg_advisory_xact_lock(hashtextextended(current_schema() || ':build:' || $1, 0))",
         f"{service}@{version}",
     )
 

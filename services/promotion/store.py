@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from policy.in_force import HOLD_MODEL
 from services.promotion.decide import (
     BadVersion,
     Candidate,
@@ -26,7 +27,8 @@ async def lock_environment(conn: asyncpg.Connection, environment: str) -> None:
     """Decisions about one environment are made one at a time (trains and dependencies
     look across services)."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':env:' || $1, 0))",
+        f"SELECT {HOLD_MODEL}, "
+        f"pg_advisory_xact_lock(hashtextextended(current_schema() || ':env:' || $1, 0))",
         environment,
     )
 
