@@ -18,7 +18,7 @@ is first used, so ``import events`` does not load the Kafka client.
 from typing import TYPE_CHECKING, Any
 
 from events._artifact_ref import ArtifactRef, ArtifactRefError, check_digest
-from events._base import CDEvent, Context, Reference, short_type
+from events._base import CDEvent, Context, Reference, parse_event_time, short_type
 from events._envelope import (
     DEFAULT_MAX_EVENT_BYTES,
     Decoded,
@@ -130,6 +130,7 @@ __all__ = [
     "fetch_safely",
     "known_types",
     "model_for",
+    "parse_event_time",
     "reason_of",
     "refuse_unstorable",
     "short_type",

@@ -11,7 +11,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic_core import PydanticCustomError
 
 CDEVENTS_SPEC_VERSION = "0.5.1"
@@ -67,13 +76,44 @@ EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_LEEWAY = timedelta(days=1)
 
 
+# An RFC 3339 date-time (section 5.6) with its offset; its "T" may be "t" or a space (the
+# section's note), and the offset may lack its colon (ISO 8601's basic form, which PagerDuty
+# writes). Not a bare number: seconds since the epoch are not an RFC 3339 time.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})", re.ASCII
+)
+_TIME_EXAMPLE = "2026-05-04T10:00:00Z"
+
+
+def _shown_time(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:80]}… ({len(text)} characters)"
+
+
+def _check_time_text(raw: Any) -> Any:
+    """``raw`` as it is, unless it is text that is not an RFC 3339 time with its offset, or a
+    number; then the error says why (a ``datetime`` passes: it is checked after)."""
+    if isinstance(raw, str) and not _RFC3339.fullmatch(raw):
+        raise PydanticCustomError(
+            "time_format",
+            f"{_shown_time(raw)} is not an RFC 3339 time with its offset (e.g. {_TIME_EXAMPLE})",
+        )
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raise PydanticCustomError(
+            "time_format",
+            f"{_shown_time(raw)} is a number, not an RFC 3339 time (e.g. {_TIME_EXAMPLE}); "
+            "write the time as text, with its offset",
+        )
+    return raw
+
+
 def check_event_time(moment: datetime) -> datetime:
     """``moment`` if it is a time an event can have happened at; else the error says why."""
     if moment < EARLIEST_TIME:
         raise PydanticCustomError(
             "time_out_of_range",
             f"{moment.isoformat()} is before {EARLIEST_TIME.year}; "
-            "give the time the event happened, in RFC 3339 (e.g. 2026-05-04T10:00:00Z)",
+            f"give the time the event happened, in RFC 3339 (e.g. {_TIME_EXAMPLE})",
         )
     latest = utc_now() + FUTURE_LEEWAY
     if moment > latest:
@@ -86,7 +126,23 @@ def check_event_time(moment: datetime) -> datetime:
     return moment
 
 
-EventTime = Annotated[AwareDatetime, AfterValidator(check_event_time)]
+# The rule for every time an event says something happened at (``context.timestamp``, a
+# signal's ``observedAt``), and, through ``parse_event_time``, for the ``ce_time`` header and
+# the times webhooks send.
+EventTime = Annotated[
+    AwareDatetime, BeforeValidator(_check_time_text), AfterValidator(check_event_time)
+]
+_EVENT_TIME: TypeAdapter[datetime] = TypeAdapter(EventTime)
+
+
+def parse_event_time(raw: object) -> datetime:
+    """``raw`` (RFC 3339 text with its offset) as the time an event happened, by the rule of
+    ``EventTime`` (from 2000 to a day from now); else ValueError, whose text says why."""
+    try:
+        return _EVENT_TIME.validate_python(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise ValueError(errors[0]["msg"] if errors else str(exc)) from None
 
 
 # customData is JSON, and says so (CDEvents customDataContentType)

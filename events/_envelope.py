@@ -4,6 +4,15 @@ A record's value is the CDEvent (JSON); its CloudEvent attributes travel as ``ce
 ``content-type: application/json``; W3C ``traceparent``/``tracestate`` headers carry the trace;
 the key is the service the event is about. Any CloudEvents-aware consumer reads these records
 as they are (the official SDK's ``cloudevents.core.bindings.kafka.from_binary`` among them).
+
+The content-type header is required. In binary mode it is the event's ``datacontenttype`` and
+what declares the value's media type (Kafka protocol binding, 1.3 and 3.2.1); the "no
+datacontenttype means JSON" default belongs to the JSON *event format*, i.e. structured mode,
+which Lockstep does not read. So a record without it, or with another media type than
+``application/json`` (parameters aside; a charset, if given, is UTF-8), is refused; one whose
+content-type starts with ``application/cloudevents`` (any case) is structured mode, refused
+saying so. ``ce_time`` is optional (as ``time`` is in CloudEvents), but one that is there is
+held to the rule of the body's ``context.timestamp`` (``events._base.EventTime``).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from datetime import UTC
 
 from pydantic import ValidationError
 
-from events._base import CDEvent, split_type
+from events._base import CDEvent, parse_event_time, split_type
 from events._registry import known_types, model_for
 
 CONTENT_TYPE = "application/json"
@@ -23,7 +32,8 @@ REQUIRED_CE_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type")
 DEFAULT_MAX_EVENT_BYTES = 512 * 1024
 MAX_KEY_BYTES = 1024  # a key is a service name
 MAX_HEADER_BYTES = 64 * 1024  # all headers together: CloudEvents attributes and a trace
-READ_HEADERS = (*REQUIRED_CE_HEADERS, "content-type")  # the headers whose value decode uses
+# the headers whose value decode uses
+READ_HEADERS = (*REQUIRED_CE_HEADERS, "ce_time", "content-type")
 
 # A header's value may be null on Kafka (length -1): None here, kept as None.
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -259,7 +269,7 @@ def _decode(record: KafkaRecord, max_bytes: int) -> Decoded:
     refuse_unstorable(record)
     headers = _header_map(record.headers)
     content_type = headers.get("content-type") or ""
-    if content_type.startswith("application/cloudevents"):
+    if content_type.strip().lower().startswith("application/cloudevents"):
         raise InvalidEvent(
             f"content-type {_shown(content_type)!r} is CloudEvents structured mode; Lockstep "
             "reads binary content mode: put the attributes in ce_* headers and the data alone "
@@ -284,11 +294,7 @@ def _decode(record: KafkaRecord, max_bytes: int) -> Decoded:
             "Lockstep reads CloudEvents 1.0",
             field="ce_specversion",
         )
-    if content_type and content_type.split(";")[0].strip() != CONTENT_TYPE:
-        raise InvalidEvent(
-            f"content-type is {_shown(content_type)!r}; event data must be {CONTENT_TYPE}",
-            field="content-type",
-        )
+    _check_content_type(headers)
     ce_type = headers["ce_type"] or ""
     model = model_for(ce_type)
     if model is None:
@@ -321,8 +327,64 @@ def _decode(record: KafkaRecord, max_bytes: int) -> Decoded:
             "they must be the same event id",
             field="context.id",
         )
+    _check_ce_time(headers)
     trace = {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
     return Decoded(event=event, trace_headers=trace)
+
+
+def _check_content_type(headers: Mapping[str, str | None]) -> None:
+    """Binary mode: the content-type header declares the data's media type (the event's
+    datacontenttype), and Lockstep's data is JSON."""
+    if "content-type" in headers and headers["content-type"] is None:
+        raise InvalidEvent(
+            f"header content-type is null (it has no value); it must be {CONTENT_TYPE}, the "
+            "media type of the event data",
+            field="content-type",
+        )
+    content_type = (headers.get("content-type") or "").strip()
+    if not content_type:
+        raise InvalidEvent(
+            f"missing header content-type: in CloudEvents' Kafka binary content mode it "
+            f"declares the media type of the value (the event's datacontenttype); set "
+            f"content-type: {CONTENT_TYPE}",
+            field="content-type",
+        )
+    media_type, *parameters = (part.strip() for part in content_type.split(";"))
+    if media_type.lower() != CONTENT_TYPE:
+        raise InvalidEvent(
+            f"content-type is {_shown(content_type)!r}; event data must be {CONTENT_TYPE}",
+            field="content-type",
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise InvalidEvent(
+                f"content-type is {_shown(content_type)!r}; JSON data is UTF-8 (RFC 8259): "
+                f"send {CONTENT_TYPE}, or {CONTENT_TYPE}; charset=utf-8",
+                field="content-type",
+            )
+
+
+def _check_ce_time(headers: Mapping[str, str | None]) -> None:
+    """``ce_time`` may be left out; given, it is a time the event can have happened at, by the
+    rule of ``context.timestamp`` (RFC 3339 with its offset, from 2000 to a day from now)."""
+    if "ce_time" not in headers:
+        return
+    text = headers["ce_time"]
+    if text is None:
+        raise InvalidEvent(
+            "header ce_time is null (it has no value); leave it out, or give the time the "
+            "event happened (RFC 3339, as context.timestamp)",
+            field="ce_time",
+        )
+    try:
+        parse_event_time(text)
+    except ValueError as exc:
+        raise InvalidEvent(
+            f"header ce_time {_shown(text)!r}: {exc}; it is the event's time, as context.timestamp",
+            field="ce_time",
+        ) from None
 
 
 def _check_key(key: bytes | None) -> None:

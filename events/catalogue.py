@@ -165,10 +165,19 @@ def catalogue() -> str:
         "the event is about (so everything about one service stays in order), and the value is "
         "the CDEvent: `context`, `subject` and, for some types, `customData`.",
         "",
+        "A record is refused (dead-lettered, with the reason) without `ce_specversion`, "
+        "`ce_id`, `ce_source`, `ce_type` or `content-type`: in binary mode `content-type` "
+        "is what declares the value's media type, and it must be "
+        f"`{CONTENT_TYPE}` (a `charset` parameter, if any, `utf-8`); an "
+        "`application/cloudevents…` content-type is structured mode, which Lockstep does not "
+        "read. `ce_time` is optional; when given it is held to the rule of `context.timestamp`.",
+        "",
         "The `context` is the same for every type: `specversion`, `id` (equal to `ce_id`), "
         "`source` (a URI-reference, equal to `ce_source`), `type` (equal to `ce_type`) and "
         "`timestamp` are required; `schemaUri` and `chainId` are optional. The tables below "
-        "list the rest.",
+        "list the rest. A time at which something happened (`timestamp`, a signal's "
+        "`observedAt`) is RFC 3339 text with its offset (e.g. `2026-05-04T10:00:00Z`), from "
+        "2000 to at most a day from now (clock skew).",
         "",
         f"Topics are named `<namespace>.<topic>`; the default namespace is "
         f"`{topics.DEFAULT_NAMESPACE}`, shown here. `lockstep schema export DIR` writes the "

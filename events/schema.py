@@ -89,7 +89,10 @@ def _event_message(model: type[CDEvent]) -> dict[str, Any]:
         "ce_id": _string(minLength=1, description="The event id, equal to context.id"),
         "ce_source": _string(minLength=1, description="The producer, equal to context.source"),
         "ce_type": _string(const=model.TYPE),
-        "ce_time": _string(format="date-time", description="context.timestamp (RFC 3339)"),
+        "ce_time": _string(
+            format="date-time",
+            description="context.timestamp (RFC 3339): from 2000 to at most a day from now",
+        ),
         "ce_subject": _string(description="subject.id, where there is one"),
         "content-type": _string(const=CONTENT_TYPE),
         "traceparent": _string(pattern=_TRACEPARENT, description="W3C trace context"),
@@ -101,7 +104,11 @@ def _event_message(model: type[CDEvent]) -> dict[str, Any]:
         "summary": model.SUMMARY or model.__name__,
         "description": inspect.cleandoc(model.__doc__ or ""),
         "contentType": CONTENT_TYPE,
-        "headers": {"type": "object", "required": list(REQUIRED_CE_HEADERS), "properties": headers},
+        "headers": {  # content-type: in binary mode, what says the value is JSON
+            "type": "object",
+            "required": [*REQUIRED_CE_HEADERS, "content-type"],
+            "properties": headers,
+        },
         "payload": {"$ref": f"./{model.TYPE}.json"},
         "bindings": {
             "kafka": {

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from events import topics
 from events._artifact_ref import NAME_PATTERN
-from events._base import CDEvent, Model, utc_now
+from events._base import CDEvent, EventTime, Model, utc_now
 
 NAME = NAME_PATTERN
 SignalStatus = Literal["firing", "acknowledged", "resolved"]
@@ -26,7 +26,10 @@ class SignalContent(Model):
         default=None, alias="windowSeconds", ge=0, description="What the value is computed over"
     )
     source: str = Field(min_length=1, description="The tool: prometheus, alertmanager, …")
-    observed_at: datetime = Field(alias="observedAt", description="When it was true (not sent)")
+    observed_at: EventTime = Field(
+        alias="observedAt",
+        description="When it was true, not when sent (RFC 3339): from 2000 to a day from now",
+    )
     kind: Literal["metric", "alert"] = "metric"
     status: SignalStatus = "firing"
     dedup_key: str | None = Field(default=None, alias="dedupKey", min_length=1, max_length=255)

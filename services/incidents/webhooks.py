@@ -2,17 +2,20 @@
 (version 4) and PagerDuty's Events API v2 (``trigger`` / ``acknowledge`` / ``resolve``).
 
 A payload that cannot become signals is refused as a whole, with every reason, each naming
-the field (``alerts[2].labels.service``)."""
+the field (``alerts[2].labels.service``). Times are held to the contract's rule for when an
+event happened (``events.parse_event_time``: RFC 3339 with its offset, from 2000 to a day from
+now), so that ``startsAt: 9999`` or a year-9999 alert opens nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from events import parse_event_time
 from events.signals import NAME, SignalObserved, SignalStatus
 
 _NAME = re.compile(NAME)
@@ -29,14 +32,15 @@ class PayloadRefused(ValueError):
 
 
 def _time(raw: Any, where: str, problems: list[str]) -> datetime | None:
-    if raw is None or raw == "" or str(raw).startswith("0001-01-01"):
+    """The time at ``where``, None if it is not given (Alertmanager writes Go's zero time,
+    ``0001-01-01T00:00:00Z``, for "none"); a time the contract would refuse is a problem."""
+    if raw is None or raw == "" or (isinstance(raw, str) and raw.startswith("0001-01-01")):
         return None
     try:
-        parsed = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        problems.append(f"{where}: {raw!r} is not an RFC 3339 time")
+        return parse_event_time(raw)
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _number(raw: Any) -> float | None:
@@ -94,8 +98,13 @@ def from_alertmanager(payload: Any, now: datetime) -> list[SignalObserved]:
         if status not in ("firing", "resolved"):
             problems.append(f"{where}.status: {status!r} is neither firing nor resolved")
             continue
-        at_key = "endsAt" if status == "resolved" else "startsAt"
-        observed = _time(alert.get(at_key), f"{where}.{at_key}", problems) or now
+        # a firing alert is timed at its start, a resolved one at its end; its start is
+        # checked either way (a firing alert's endsAt is Alertmanager's guess of the future)
+        started = _time(alert.get("startsAt"), f"{where}.startsAt", problems)
+        if status == "resolved":
+            observed = _time(alert.get("endsAt"), f"{where}.endsAt", problems) or now
+        else:
+            observed = started or now
         if service is None or environment is None:
             continue
         fingerprint = alert.get("fingerprint")

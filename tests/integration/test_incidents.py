@@ -187,6 +187,47 @@ async def test_pagerduty_trigger_acknowledge_resolve(incidents: Incidents) -> No
         and e.custom_data.dedup_key == "pd-1"])  # fmt: skip
 
 
+async def test_webhook_alerts_at_absurd_times_get_400_naming_the_field_and_open_nothing(
+    incidents: Incidents,
+) -> None:
+    def at(starts: Any, fingerprint: str) -> dict[str, Any]:
+        payload = alert("firing", fingerprint, service="clocks")
+        payload["alerts"][0]["startsAt"] = starts
+        return payload
+
+    page = {
+        "routing_key": "x", "event_action": "trigger", "dedup_key": "pd-year-9999",
+        "payload": {"summary": "clocks 5xx", "source": "grafana", "severity": "critical",
+                    "component": "clocks", "group": "staging",
+                    "timestamp": "9999-12-31T23:59:59Z"},
+    }  # fmt: skip
+    async with httpx.AsyncClient(base_url=incidents.url) as http:
+        for starts, words in ((9999, "is a number"), ("9999-12-31T23:59:59Z", "a day in the"),
+                              ("1970-01-01T00:00:00Z", "before 2000")):  # fmt: skip
+            r = await http.post("/webhooks/alertmanager", json=at(starts, "f-absurd"))
+            assert r.status_code == 400, r.text
+            [problem] = r.json()["problems"]
+            assert problem.startswith("alerts[0].startsAt: ") and words in problem
+        r = await http.post("/v2/enqueue", json=page)
+        assert r.status_code == 400, r.text
+        assert r.json()["errors"][0].startswith("payload.timestamp: ")
+        # the same service's next, sane alert goes through: what came before it is known
+        r = await http.post("/webhooks/alertmanager", json=alert("firing", "f-sane", "clocks"))
+        assert (r.status_code, r.json()) == (200, {"accepted": 1})
+    await incidents.ns.log.wait_for(lambda: [
+        e for e in incidents.events(IncidentDetected)
+        if e.custom_data and e.custom_data.dedup_key == "f-sane"])  # fmt: skip
+    assert not [
+        s for s in incidents.events(SignalObserved)
+        if s.subject.content.dedup_key in ("f-absurd", "pd-year-9999")
+    ]  # fmt: skip
+    for table in ("signals", "incidents"):  # nothing of the refused ones was kept or opened
+        rows = await incidents.ns.sql(
+            "incidents", f"SELECT dedup_key FROM {table} WHERE service = 'clocks'"
+        )
+        assert [r["dedup_key"] for r in rows] == ["f-sane"], table
+
+
 async def test_a_breach_long_after_the_deploy_opens_an_incident_but_rolls_nothing_back(
     incidents: Incidents,
 ) -> None:

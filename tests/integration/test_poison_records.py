@@ -279,6 +279,38 @@ def malformed(service: str, good: KafkaRecord) -> list[Kind]:
             with_headers(ce_type=b"dev.cdevents.spaceship.launched.0.1.0"),
             ["unknown event type"],
         ),
+        # binary mode: content-type is what says the value is JSON
+        ("no content-type", key, value, without("content-type"), ["missing header content-type"]),
+        (
+            "null content-type",
+            key,
+            value,
+            with_headers(**{"content-type": None}),
+            ["header content-type is null"],
+        ),
+        # ce_time: optional, but held to the rule of context.timestamp when given
+        (
+            "ce_time year 9999",
+            key,
+            value,
+            with_headers(ce_time=b"9999-12-31T23:59:59Z"),
+            ["header ce_time", "more than a day in the future"],
+        ),
+        (
+            "ce_time 1970",
+            key,
+            value,
+            with_headers(ce_time=b"1970-01-01T00:00:00Z"),
+            ["header ce_time", "before 2000"],
+        ),
+        (
+            "ce_time not a time",
+            key,
+            value,
+            with_headers(ce_time=b"yesterday"),
+            ["header ce_time 'yesterday'", "not an RFC 3339 time"],
+        ),
+        ("null ce_time", key, value, with_headers(ce_time=None), ["header ce_time is null"]),
         # keys
         ("binary key", b"\xff\x00\xfe", value, hs, ["key", "not UTF-8 text"]),
         ("huge key", b"k" * 5000, value, hs, ["key is 5000 bytes", "over the limit of 1024"]),
