@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="The official flagd schemas (flags.json, targeting.json); "
         "`infra/lockstep-infra up` fetches them",
     )
+    key_dir: Path = Field(
+        default_factory=lambda: user_state_dir() / "keys",
+        description="Signing keys (events.signing.KeyStore): trust.json, the public keys and "
+        "their roles, and private/, one PEM file per private key (mode 0600)",
+    )
     http_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body an HTTP edge reads"
     )
@@ -124,6 +129,15 @@ class Settings(BaseSettings):
         # is the working directory, which once filled a checkout with span files.
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("key_dir", mode="before")
+    @classmethod
+    def _key_dir_is_named(cls, value: object) -> object:
+        # As for LOCKSTEP_TRACE_DIR: an empty path would be the working directory, and keys
+        # must never be written into a checkout.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("name a directory for the signing keys (empty is not one)")
         return value
 
     @field_validator("log_level", mode="before")
