@@ -12,6 +12,7 @@ from cli.env import env_app
 from cli.flags import flags_app
 from cli.incidents import drill_app, hold_app, incidents_app
 from cli.infra import demo, infra_app, topics_app
+from cli.keys import keys_app
 from cli.model import model_app
 from cli.publish import publish_app
 from cli.root import Root
@@ -46,6 +47,7 @@ app.add_typer(incidents_app, name="incidents")
 app.add_typer(drill_app, name="drill")
 app.add_typer(hold_app, name="hold")
 app.add_typer(env_app, name="env")
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":
     app()
