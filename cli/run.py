@@ -35,9 +35,13 @@ def run(
         service_spec = spec(service)
     except KeyError as exc:
         raise root.fail(str(exc.args[0])) from None
+    from shared.db import NotComingUp
     from shared.service import serve
 
-    asyncio.run(serve(service_spec, root.settings))
+    try:  # Kafka or Postgres away is waited for; one that refuses is one line, exit 2
+        asyncio.run(serve(service_spec, root.settings))
+    except NotComingUp as exc:
+        raise root.fail(str(exc), one_line=True) from None
 
 
 # A child that dies is started again after RESTART_FIRST_S, the wait doubling with each death

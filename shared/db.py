@@ -3,20 +3,31 @@
 Each service owns one schema (``<namespace>_<service>``) and never reads another's. Migrations
 are plain numbered ``.sql`` files applied in order, once, under an advisory lock so that several
 instances starting together do not race.
+
+``until_up`` is how a service waits at start-up for what it stands on (Postgres here, Kafka in
+the bus): tried again, with a capped backoff, for as long as the error says "not now", until
+the service is told to stop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from typing import TypeVar
 
 import asyncpg
 
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # SQLSTATE classes that say "not now", never "not this record": connection exceptions (08),
 # transaction rollbacks such as deadlocks and serialization failures (40), insufficient
@@ -37,6 +48,81 @@ def is_transient(exc: BaseException) -> bool:
         state = str(getattr(exc, "sqlstate", "") or "")
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
     return False
+
+
+# The waits of ``until_up``: the first, doubling to the longest.
+FIRST_WAIT_S = 0.5
+LONGEST_WAIT_S = 5.0
+
+
+class NotComingUp(RuntimeError):
+    """What a service stands on answered, but with an error that waiting will not mend (a
+    wrong password, a database that does not exist, a migration that fails)."""
+
+
+def pg_where(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages (never its user or password)."""
+    return dsn.rsplit("@", 1)[-1].split("?", 1)[0]
+
+
+def short_reason(exc: BaseException) -> str:
+    """The error's class, and what it says when that is short (for one-line warnings)."""
+    said = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {said}" if said and len(said) <= 60 else type(exc).__name__
+
+
+async def until_up(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    stop: asyncio.Event,
+    who: str,
+    what: str,
+    transient: Callable[[BaseException], bool] = is_transient,
+    first_s: float = FIRST_WAIT_S,
+    longest_s: float = LONGEST_WAIT_S,
+    logger: logging.Logger = log,
+) -> T | None:
+    """``attempt()``'s result, tried again while it fails with an error ``transient`` calls
+    "not now" (Postgres's ``is_transient`` by default), waiting ``first_s`` then twice as long
+    each time up to ``longest_s``, for as long as it takes: an operator's service comes up when
+    the infrastructure does. Each failed try is one warning, e.g. ``artifacts: Kafka at
+    127.0.0.1:9092 not reachable (KafkaConnectionError); trying again in 2.0s``.
+
+    None once ``stop`` is set, at once (a try in flight is cancelled: ``attempt`` must release
+    what it holds when cancelled). Any other error gives up: ``NotComingUp``, naming ``who``
+    and ``what``, from the error."""
+    wait_s = first_s
+    tries = 0
+    while not stop.is_set():
+        tries += 1
+        trying = asyncio.ensure_future(attempt())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({trying, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not trying.done():  # told to stop (or cancelled ourselves): end the try
+                trying.cancel()
+                with contextlib.suppress(BaseException):
+                    await trying
+        if trying.cancelled():
+            return None
+        exc = trying.exception()
+        if exc is None:
+            if tries > 1:
+                logger.info("%s: %s reachable (after %d tries)", who, what, tries)
+            return trying.result()
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: not ours to wrap
+        if not transient(exc):
+            raise NotComingUp(f"{who}: {what} refused: {type(exc).__name__}: {exc}") from exc
+        logger.warning(
+            "%s: %s not reachable (%s); trying again in %.1fs", who, what, short_reason(exc), wait_s
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait_s)
+        wait_s = min(wait_s * 2, longest_s)
+    return None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,11 @@
 assembles the real parts from settings. SIGTERM or SIGINT: the consumer finishes the batch in
 hand and commits, the relay publishes what is left in the outbox, spans are flushed, and the
 process exits 0.
+
+A service started while Postgres or Kafka is away waits for it (``shared.db.until_up``: one
+line per try, the wait doubling to 5 s), however long that takes, and SIGTERM still ends it at
+once with 0. What answers but refuses (a wrong password, a failing migration) ends it with
+``NotComingUp``, which says who refused what.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from shared.bus.outbox import OutboxRelay
 from shared.bus.periodic import Periodic, PeriodicRunner
 from shared.bus.producer import ReliableProducer
 from shared.clock import Clock, FileClock, system_clock
-from shared.db import BUS_MIGRATIONS, MigrationSet, create_pool, migrate
+from shared.db import (
+    BUS_MIGRATIONS,
+    MigrationSet,
+    NotComingUp,
+    create_pool,
+    migrate,
+    pg_where,
+    until_up,
+)
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -108,10 +121,20 @@ class RunningService:
         self._stop_companions = asyncio.Event()
 
     async def setup(self) -> None:
-        """Connect and migrate; nothing consumed yet."""
-        self.pool, applied = await create_service_pool(
-            self.spec, self.settings, max_size=self.settings.pg_pool_size
+        """Connect and migrate; nothing consumed yet. Postgres away (or starting up) is waited
+        for, until ``stop_requested``: then nothing is set up (``ready`` stays false)."""
+        opened = await until_up(
+            lambda: create_service_pool(
+                self.spec, self.settings, max_size=self.settings.pg_pool_size
+            ),
+            stop=self.stop_requested,
+            who=self.spec.name,
+            what=f"Postgres at {pg_where(self.settings.pg_dsn)}",
+            logger=log,
         )
+        if opened is None:
+            return
+        self.pool, applied = opened
         if applied:
             log.info("%s: applied migrations %s", self.spec.name, ", ".join(applied))
         self.provider = tracer_provider(self.settings, self.spec.name)
@@ -147,6 +170,11 @@ class RunningService:
             batch=self.settings.relay_batch,
             poll_s=self.settings.relay_poll_s,
         )
+
+    @property
+    def ready(self) -> bool:
+        """Set up (``setup`` did not end waiting for Postgres, told to stop)."""
+        return self.consumer is not None and self.relay is not None
 
     def start(self, *, consume: bool = True, relay: bool = True) -> None:
         assert self.consumer is not None and self.relay is not None
@@ -205,6 +233,8 @@ class RunningService:
             await self.pool.close()
         if crashed:
             name, error = crashed[0]
+            if isinstance(error, NotComingUp):
+                raise error  # it says who refused what
             raise RuntimeError(f"{self.spec.name}: the {name} crashed: {error!r}") from error
 
     async def wait(self) -> None:
@@ -218,10 +248,14 @@ async def serve(spec: ServiceSpec, settings: Settings) -> None:
     """Run one service until SIGTERM/SIGINT, then drain and return."""
     clock: Clock = FileClock(settings.clock_file) if settings.clock_file else system_clock
     service = RunningService(spec, settings, clock=clock)
-    await service.setup()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before setup: it may wait for Postgres
         loop.add_signal_handler(sig, service.stop_requested.set)
+    await service.setup()
+    if service.stop_requested.is_set():
+        await service.stop()  # closes whatever setup opened
+        log.info("%s: stopped before it was up", spec.name)
+        return
     service.start()
     log.info("%s: running (namespace %s)", spec.name, settings.namespace)
     await service.wait()

@@ -34,6 +34,7 @@ from services.flags.flag_sets import document
 from services.flags.keys import ALL_ENVIRONMENTS, ApiKey, KeyRing
 from services.flags.live import LiveFlagSets
 from shared.clock import Clock
+from shared.db import is_transient
 from shared.http_edge import BodyLimits, HttpServer
 from shared.settings import Settings
 
@@ -407,5 +408,7 @@ class FlagEdge:
     async def _flush(self) -> None:
         try:
             await self.evaluations.flush(self.pool)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except Exception as exc:
+            if not (is_transient(exc) or isinstance(exc, asyncpg.PostgresError)):
+                raise
             log.warning("flags: could not record evaluations: %r", exc)

@@ -13,6 +13,7 @@ import asyncpg
 from services.flags import store
 from services.flags.evaluator import FlagSet
 from services.flags.flag_sets import document
+from shared.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +46,53 @@ class LiveFlagSets:
         return found if found is not None else await self.load(environment)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Listen and check until ``stop``."""
+        """Listen and check until ``stop``. Postgres away (refusing connections, starting up,
+        or dropping one mid-transaction, which asyncpg reports as an ``InterfaceError`` from
+        ``Transaction.__aexit__``) is a warning and the next check tries again; the flag sets
+        already loaded are served meanwhile."""
         while not stop.is_set():
             try:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 await self._check_revisions()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:
+                if not (is_transient(exc) or isinstance(exc, asyncpg.PostgresError)):
+                    raise
                 log.warning("flags: could not check flag revisions: %r", exc)
-                self._listener = None
+                await self._drop_listener()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._check_every_s)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
+        await self._drop_listener()
 
     async def _listen(self) -> None:
+        await self._drop_listener()
         conn = await asyncpg.connect(self._dsn)
-        await conn.add_listener(store.channel(self._schema), self._announced)
+        try:
+            await conn.add_listener(store.channel(self._schema), self._announced)
+        except BaseException:
+            conn.terminate()
+            raise
         self._listener = conn
+
+    async def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 2)
+            if not listener.is_closed():
+                listener.terminate()
 
     def _announced(self, _conn: object, _pid: int, _channel: str, environment: str) -> None:
         if environment in self._sets:
             task = asyncio.get_running_loop().create_task(self.load(environment))
             self._reloading.add(task)
-            task.add_done_callback(self._reloading.discard)
+            task.add_done_callback(self._reloaded)
+
+    def _reloaded(self, task: asyncio.Task[FlagSet]) -> None:
+        """A reload on announcement that failed is told (the next check loads it again)."""
+        self._reloading.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("flags: could not reload an announced flag set: %r", exc)
 
     async def _check_revisions(self) -> None:
         async with self._pool.acquire() as conn:

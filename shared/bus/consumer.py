@@ -20,6 +20,7 @@ identical redelivery is skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.outbox import channel_for, notify, write
+from shared.bus.producer import kafka_is_transient, quiet_bootstrap
 from shared.clock import Clock, system_clock
-from shared.db import is_transient
+from shared.db import is_transient, until_up
 from shared.settings import Settings
 from shared.telemetry import context_from_headers
 
@@ -74,7 +76,9 @@ class EventConsumer:
         self._topics = sorted(settings.topic(t) for t in router.topics)
         self.assigned = asyncio.Event()  # set once the group has given us partitions
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def _started(self) -> AIOKafkaConsumer:
+        """A consumer of the service's topics, started; closed again if it fails to start (or
+        the start is cancelled), so that a try leaves nothing behind."""
         consumer = AIOKafkaConsumer(
             *self._topics,
             bootstrap_servers=self._settings.kafka_bootstrap,
@@ -85,7 +89,27 @@ class EventConsumer:
             max_partition_fetch_bytes=max(1024 * 1024, self._settings.max_event_bytes * 2),
             fetch_max_wait_ms=100,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(consumer.stop())
+            raise
+        return consumer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # Kafka away at start-up is waited for (until ``stop``), not a reason to end.
+        with quiet_bootstrap():
+            consumer = await until_up(
+                self._started,
+                stop=stop,
+                who=self.service,
+                what=f"Kafka at {self._settings.kafka_bootstrap}",
+                transient=kafka_is_transient,
+                logger=log,
+            )
+        if consumer is None:
+            return  # told to stop before Kafka answered: nothing was read
         fetcher = SafeFetcher(consumer, name=self._group)
         try:
             while not stop.is_set():

@@ -32,7 +32,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -56,6 +57,7 @@ from aiokafka.errors import (
 
 from events import KafkaRecord
 from events.topics import DLQ_MAX_MESSAGE_BYTES
+from shared.db import short_reason
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,45 @@ def classify(exc: BaseException) -> Fault:
     # Anything else Kafka says (an error this code does not know): a fresh producer is cheap,
     # and the caller's deadline bounds the tries.
     return Fault.FRESH_PRODUCER
+
+
+def kafka_is_transient(exc: BaseException) -> bool:
+    """Kafka is away or not ready yet (the connection refused, no coordinator yet, a request
+    timed out): wait for it. Anything else it says (no authorisation, an unsupported version)
+    waiting will not mend."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, OSError | TimeoutError)
+
+
+class _BootstrapNoise(logging.Filter):
+    """aiokafka's own error line for a bootstrap server that refused the connection, which
+    the caller's one warning per try already says."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != 'Unable connect to "%s:%s": %s'
+
+
+_BOOTSTRAP_NOISE = _BootstrapNoise()
+_quieting = [0]  # how many are starting a client in such a loop now
+_quieting_lock = threading.Lock()  # services may run in several threads' loops (tests do)
+
+
+@contextlib.contextmanager
+def quiet_bootstrap() -> Iterator[None]:
+    """While a client is started in a loop that logs each failed try itself (the filter stays
+    until the last such loop is done)."""
+    logger = logging.getLogger("aiokafka")
+    with _quieting_lock:
+        _quieting[0] += 1
+        logger.addFilter(_BOOTSTRAP_NOISE)  # adding it again adds nothing
+    try:
+        yield
+    finally:
+        with _quieting_lock:
+            _quieting[0] -= 1
+            if not _quieting[0]:
+                logger.removeFilter(_BOOTSTRAP_NOISE)
 
 
 def new_kafka_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
@@ -216,12 +257,20 @@ class ReliableProducer:
                 break
             rounds += 1
             try:
-                await _unless_stopped(self.start(), left, stop)
+                with quiet_bootstrap():
+                    await _unless_stopped(self.start(), left, stop)
             except (KafkaError, OSError, TimeoutError) as exc:
-                log.warning("producer %s cannot start: %r; retrying", self._client_id, exc)
+                wait_s = min(backoff, max(0.0, deadline - loop.time()))
+                if stop is not None and stop.is_set():
+                    log.info("%s: not started: shutting down (%r)", self._client_id, exc)
+                else:
+                    log.warning(
+                        "%s: Kafka at %s not reachable (%s); trying again in %.1fs",
+                        self._client_id, self._settings.kafka_bootstrap, short_reason(exc), wait_s,
+                    )  # fmt: skip
                 for i in pending:
                     results[i] = exc
-                await _sleep(min(backoff, max(0.0, deadline - loop.time())), stop)
+                await _sleep(wait_s, stop)
                 backoff = min(backoff * 2, self._backoff_s[1])
                 continue
             outcome = await self._send_round(
