@@ -42,6 +42,7 @@ holds. Either way the dead letter is acknowledged by Kafka before the offset is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from abc import ABC, abstractmethod
@@ -50,7 +51,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
 
@@ -230,20 +231,15 @@ class DeployerAgent:
         producer = ReportProducer(
             self.config.bootstrap_servers, client_id=f"deployer-{self._agent}"
         )
-        consumer = AIOKafkaConsumer(
-            self.config.topic(topics.PROMOTIONS),
-            bootstrap_servers=self.config.bootstrap_servers,
-            group_id=self.config.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
-        )
+        consumer: AIOKafkaConsumer | None = None
         try:
             for entry in journal.pending():  # reports kept but never acknowledged
                 if not await producer.send_until_acked(entry.report, stop):
                     return
                 journal.reported(entry.promotion_id)
-            await consumer.start()
+            consumer = await self._consumer_when_reachable(stop)
+            if consumer is None:
+                return  # stopped while Kafka was away
             fetcher = SafeFetcher(consumer, name=f"deployer {self._agent}")
             while not stop.is_set():
                 batches = await fetcher.getmany(timeout_ms=200, max_records=50)
@@ -251,9 +247,38 @@ class DeployerAgent:
                     if not await self._partition(consumer, producer, journal, tp, batch, stop):
                         return
         finally:
-            await consumer.stop()
+            if consumer is not None:
+                await consumer.stop()
             await producer.stop()
             journal.close()
+
+    async def _consumer_when_reachable(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
+        """The promotions consumer, started once Kafka answers (an agent started before the
+        broker, or during its restart, waits for it: 0.5 s doubling to 5 s, a line per try);
+        None if ``stop`` came first."""
+        backoff = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                self.config.topic(topics.PROMOTIONS),
+                bootstrap_servers=self.config.bootstrap_servers,
+                group_id=self.config.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=100,
+            )
+            try:
+                await consumer.start()
+                return consumer
+            except KafkaConnectionError as exc:
+                await consumer.stop()  # one that failed to start still holds sockets
+                log.warning(
+                    "deployer %s: Kafka at %s not reachable (%s); trying again in %.1fs",
+                    self._agent, self.config.bootstrap_servers, exc, backoff,
+                )  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 5.0)
+        return None
 
     async def _partition(
         self, consumer: AIOKafkaConsumer, producer: ReportProducer, journal: Journal,

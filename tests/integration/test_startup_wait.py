@@ -68,11 +68,13 @@ def port_of(address: str) -> int:
 class Service:
     """`lockstep run artifacts` as a process, its log in a file."""
 
-    def __init__(self, ns: Namespace, log: Path, **env: str) -> None:
+    def __init__(
+        self, ns: Namespace, log: Path, *, argv: tuple[str, ...] = ("run", "artifacts"), **env: str
+    ) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "run", "artifacts"],
+            [sys.executable, "-m", "cli", *argv],
             env={
                 **os.environ,
                 "LOCKSTEP_NAMESPACE": ns.settings.namespace,
@@ -207,3 +209,20 @@ async def test_sigterm_while_waiting_for_kafka_exits_0_at_once(
         assert service.lines("artifacts: stopped cleanly")
     finally:
         service.close()
+
+
+async def test_a_deployer_started_before_kafka_waits_and_stops_with_0(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    port = closed_port()
+    argv = ("deployer", "--agent", "early", "--env", "dev", "--state-dir", str(tmp_path / "st"))
+    agent = Service(
+        ns, tmp_path / "deployer.log", argv=argv, LOCKSTEP_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}"
+    )
+    try:
+        await agent.until_logged(f"deployer early: Kafka at 127.0.0.1:{port} not reachable", 3)
+        assert agent.proc.poll() is None
+        assert await agent.sigterm() == 0
+    finally:
+        agent.close()
