@@ -98,7 +98,13 @@ class Settings(BaseSettings):
     )
     incidents_webhook_token: str | None = Field(
         default=None,
-        description="If set, webhooks must send it (Authorization: Bearer, or ?token=)",
+        description="The token webhooks must send (Authorization: Bearer, or ?token=); "
+        "without one they are refused, unless LOCKSTEP_INCIDENTS_WEBHOOK_OPEN is true",
+    )
+    incidents_webhook_open: bool = Field(
+        default=False,
+        description="Accept webhooks with no token from anyone who reaches the edge (said "
+        "at start-up); only where nothing else can reach it",
     )
     clock_file: Path | None = Field(
         default=None,

@@ -4,7 +4,9 @@ published). Prometheus Alertmanager posts to ``/webhooks/alertmanager``; a Pager
 v2 sender posts to ``/webhooks/pagerduty`` (or ``/v2/enqueue``). A malformed payload gets 400
 with every reason, and nothing of it is published; a body over LOCKSTEP_HTTP_MAX_BODY_BYTES (1
 MiB) gets 413 and JSON nested deeper than LOCKSTEP_HTTP_MAX_JSON_DEPTH (64) 400, before either
-is read whole or parsed (``BodyLimits``)."""
+is read whole or parsed (``BodyLimits``). The webhooks are closed by default: a post needs
+LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN (compared in constant time), or 401; only
+LOCKSTEP_INCIDENTS_WEBHOOK_OPEN=true accepts posts without one, and the start-up log says so."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ from shared.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
+CLOSED = (
+    "no token is set: set LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN and send it (Authorization: "
+    "Bearer, or ?token=), or LOCKSTEP_INCIDENTS_WEBHOOK_OPEN=true to accept posts from anyone"
+)
+
 
 def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     app = FastAPI(
@@ -40,15 +47,28 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     )
     schema = settings.db_schema("incidents")
 
+    token = settings.incidents_webhook_token
+    if token:
+        log.info("incidents: webhooks need the token (LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN)")
+    elif settings.incidents_webhook_open:
+        log.warning(
+            "incidents: webhooks are OPEN: anyone who reaches the edge may post alerts "
+            "(LOCKSTEP_INCIDENTS_WEBHOOK_OPEN=true, no LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN)"
+        )
+    else:
+        log.warning("incidents: webhooks are closed: %s", CLOSED)
+
     def authorised(request: Request) -> bool:
-        token = settings.incidents_webhook_token
         if not token:
-            return True
+            return settings.incidents_webhook_open
         given = request.query_params.get("token") or ""
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         return hmac.compare_digest(given.encode(), token.encode())
+
+    def refusal() -> str:
+        return "a valid token is needed" if token else f"webhooks are closed: {CLOSED}"
 
     async def body_of(request: Request) -> Any:
         try:  # BodyLimits has seen to its size and its depth
@@ -67,7 +87,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     @app.post("/webhooks/alertmanager", tags=["webhooks"])
     async def alertmanager(request: Request) -> Response:
         if not authorised(request):
-            return JSONResponse({"error": "a valid token is needed"}, 401)
+            return JSONResponse({"error": refusal()}, 401)
         try:
             signals = from_alertmanager(await body_of(request), datetime.now(UTC))
         except PayloadRefused as exc:
@@ -79,8 +99,7 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
     @app.post("/v2/enqueue", tags=["webhooks"])
     async def pagerduty(request: Request) -> Response:
         if not authorised(request):
-            return JSONResponse({"status": "unauthorized", "message": "a valid token is needed"},
-                                401)  # fmt: skip
+            return JSONResponse({"status": "unauthorized", "message": refusal()}, 401)
         try:
             signal = from_pagerduty(await body_of(request), datetime.now(UTC))
         except PayloadRefused as exc:

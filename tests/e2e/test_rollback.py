@@ -121,6 +121,9 @@ def hook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
+WEBHOOK_TOKEN = "e2e-webhook-token"
+
+
 class Mesh:
     def __init__(self, ns: Namespace, tmp_path: Path) -> None:
         self.ns = ns
@@ -133,6 +136,7 @@ class Mesh:
             "LOCKSTEP_LOG_LEVEL": "WARNING",
             "LOCKSTEP_FLAGS_HTTP_PORT": str(self.flags_port),
             "LOCKSTEP_INCIDENTS_HTTP_PORT": str(self.incidents_port),
+            "LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
             "LOCKSTEP_PERIODIC_S": "0.5",
             "LOCKSTEP_FLAGD_SCHEMA_DIR": str(REPO / ".lockstep" / "flagd-schemas"),
         }
@@ -318,7 +322,10 @@ async def _the_story(mesh: Mesh, model: Any, hooks: list[dict[str, Any]]) -> Non
     assert rollback_span(), "the deployer's rollback span is not in the bad release's trace"
 
     # Malformed input: a refused webhook gets a 400; a broken signal goes to the DLQ.
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{mesh.incidents_port}") as http:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{mesh.incidents_port}",
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+    ) as http:
         bad = await http.post("/webhooks/alertmanager", json={"alerts": [{"labels": {}}]})
         assert bad.status_code == 400 and bad.json()["problems"]
         pd = await http.post("/webhooks/pagerduty", json={"event_action": "explode"})

@@ -41,9 +41,15 @@ async def running(service: RunningService) -> None:
     await asyncio.wait_for(service.consumer.assigned.wait(), 30)
 
 
+WEBHOOK_TOKEN = "limits-webhook-token"
+
+
 @pytest.fixture(scope="module")
 async def edges(new_namespace: NamespaceFactory) -> AsyncIterator[Edges]:
-    ns = await new_namespace(flags_http_port=0, incidents_http_port=0, periodic_s=3600.0)
+    ns = await new_namespace(
+        flags_http_port=0, incidents_http_port=0, periodic_s=3600.0,
+        incidents_webhook_token=WEBHOOK_TOKEN,
+    )  # fmt: skip
     flags = RunningService(FLAGS, ns.settings)
     incidents = RunningService(INCIDENTS, ns.settings)
     try:
@@ -154,7 +160,11 @@ async def test_the_admin_api_refuses_a_big_or_deep_body_and_takes_the_next(edges
 async def test_the_webhooks_refuse_a_big_or_deep_body_and_take_the_next(
     edges: Edges, path: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=edges.incidents_url, timeout=60) as http:
+    async with httpx.AsyncClient(
+        base_url=edges.incidents_url,
+        headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+        timeout=60,
+    ) as http:
         assert_too_large(await http.post(path, content=b" " * (2 * MiB)))
         assert_too_large(await http.post(path, content=chunked(50 * MiB)))
         assert_too_deep(await http.post(path, content=deep()))

@@ -112,9 +112,15 @@ class Incidents:
         await asyncio.sleep(0.5)  # the service has taken it in (same partition as the signals)
 
 
+WEBHOOK_TOKEN = "it-webhook-token"
+WEBHOOK_AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+
+
 @pytest.fixture(scope="module")
 async def incidents(new_namespace: NamespaceFactory) -> AsyncIterator[Incidents]:
-    ns = await new_namespace(incidents_http_port=0, periodic_s=3600.0)
+    ns = await new_namespace(
+        incidents_http_port=0, periodic_s=3600.0, incidents_webhook_token=WEBHOOK_TOKEN
+    )
     clock = ManualClock(datetime.now(UTC))
     running = RunningService(SPEC, ns.settings, clock=clock)
     await running.setup()
@@ -145,7 +151,7 @@ def alert(status: str, fingerprint: str, service: str = "api") -> dict[str, Any]
 
 
 async def test_alertmanager_alerts_open_one_incident_and_resolve_it(incidents: Incidents) -> None:
-    async with httpx.AsyncClient(base_url=incidents.url) as http:
+    async with httpx.AsyncClient(base_url=incidents.url, headers=WEBHOOK_AUTH) as http:
         for _ in range(5):  # Alertmanager repeats a firing alert
             r = await http.post("/webhooks/alertmanager", json=alert("firing", "f-disk"))
             assert (r.status_code, r.json()) == (200, {"accepted": 1})
@@ -172,7 +178,7 @@ async def test_pagerduty_trigger_acknowledge_resolve(incidents: Incidents) -> No
         "payload": {"summary": "api 5xx", "source": "grafana", "severity": "critical",
                     "component": "api", "group": "staging"},
     }  # fmt: skip
-    async with httpx.AsyncClient(base_url=incidents.url) as http:
+    async with httpx.AsyncClient(base_url=incidents.url, headers=WEBHOOK_AUTH) as http:
         r = await http.post("/v2/enqueue", json=event)
         assert (r.status_code, r.json()["dedup_key"]) == (202, "pd-1")
         await incidents.ns.log.wait_for(lambda: [
@@ -201,7 +207,7 @@ async def test_webhook_alerts_at_absurd_times_get_400_naming_the_field_and_open_
                     "component": "clocks", "group": "staging",
                     "timestamp": "9999-12-31T23:59:59Z"},
     }  # fmt: skip
-    async with httpx.AsyncClient(base_url=incidents.url) as http:
+    async with httpx.AsyncClient(base_url=incidents.url, headers=WEBHOOK_AUTH) as http:
         for starts, words in ((9999, "is a number"), ("9999-12-31T23:59:59Z", "a day in the"),
                               ("1970-01-01T00:00:00Z", "before 2000")):  # fmt: skip
             r = await http.post("/webhooks/alertmanager", json=at(starts, "f-absurd"))

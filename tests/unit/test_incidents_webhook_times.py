@@ -159,9 +159,16 @@ class NoPool:
         raise AssertionError("a refused payload reached the outbox")
 
 
+TOKEN = "t0ken"
+
+
 def client() -> httpx.AsyncClient:
-    app = create_app(cast(asyncpg.Pool, NoPool()), Settings())
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+    app = create_app(cast(asyncpg.Pool, NoPool()), Settings(incidents_webhook_token=TOKEN))
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://edge",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
 
 
 async def test_the_alertmanager_edge_answers_an_absurd_start_with_400_and_opens_nothing() -> None:
