@@ -1,11 +1,21 @@
-"""The release model changed: ``policy.updated`` carries the whole validated model and the
-sha256 of the file it came from, which every decision afterwards cites."""
+"""The release model changed: ``policy.updated`` carries the model file as published (its
+text), the sha256 of that text's bytes, which every decision afterwards cites, and the model as
+validated.
+
+The hash names the file, and the file is in the event: a ``sha256`` that is not the hash of
+``text`` is refused here, when the event is read (dead-lettered at once, nothing retried), and
+``policy.in_force.keep`` puts a model in force only if ``text`` also reads, validated, as
+the ``model`` carried. Before 1.0.0 the event had no text, and nothing tied the model to the
+hash it was cited by: anyone who could write to the topic could put any model in force under
+any hash."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from events import topics
 from events._base import CDEvent, Model
@@ -13,11 +23,53 @@ from events._base import CDEvent, Model
 POLICY_KEY = "release-model"  # one key: every service sees the versions in one order
 
 
+class CarriedModel(dict[str, Any]):
+    """``PolicyContent.model``: the validated model (a plain mapping on the wire and to every
+    reader) that also knows the ``text`` it came with, so that ``policy.in_force.keep``, given
+    the model, can check it against the file."""
+
+    text: str | None = None
+
+
+def text_sha256(text: str) -> str | None:
+    """The sha256 of ``text``'s UTF-8 bytes (the file's bytes: a file that is not UTF-8 is no
+    release model); None for text no file can hold (a lone surrogate, sent as JSON)."""
+    try:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:
+        return None
+
+
 class PolicyContent(Model):
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the model file's bytes")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the model file's bytes (of `text`)"
+    )
     source: str = Field(description="Where the model was read from, e.g. the file's path")
     updated_by: str = Field(alias="updatedBy", min_length=1)
-    model: dict[str, Any] = Field(description="The release model, as validated")
+    text: str = Field(
+        description="The model file as published, exactly (UTF-8); `sha256` is its hash, and "
+        "it must read as `model`"
+    )
+    model: dict[str, Any] = Field(description="The release model, as validated from `text`")
+
+    @model_validator(mode="after")
+    def _text_is_what_the_hash_names(self) -> PolicyContent:
+        found = text_sha256(self.text)
+        if found is None:
+            raise PydanticCustomError(
+                "policy_text", "text is not UTF-8 text (a lone surrogate): no file holds it"
+            )
+        if found != self.sha256:
+            raise PydanticCustomError(
+                "policy_hash",
+                "sha256 {claimed} is not the hash of the text carried (its bytes hash to "
+                "{found}); a policy update carries the file its sha256 names",
+                {"claimed": self.sha256, "found": found},
+            )
+        carried = CarriedModel(self.model)
+        carried.text = self.text
+        object.__setattr__(self, "model", carried)
+        return self
 
 
 class PolicySubject(Model):
@@ -29,7 +81,7 @@ class PolicySubject(Model):
 class PolicyUpdated(CDEvent):
     """A new version of the release model is in force."""
 
-    TYPE: ClassVar[str] = "dev.cdeventsx.lockstep-policy.updated.0.1.0"
+    TYPE: ClassVar[str] = "dev.cdeventsx.lockstep-policy.updated.1.0.0"
     TOPIC: ClassVar[str] = topics.POLICIES
     SUMMARY: ClassVar[str] = "release model updated"
     INBOUND: ClassVar[bool] = True

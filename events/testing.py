@@ -420,7 +420,8 @@ RELEASE_MODEL: dict[str, Any] = {
 
 @_sample_of(PolicyUpdated, default=True)
 def _policy(*, updated_by: str = "platform-team", source: str = "lockstep/cli") -> CDEvent:
-    sha256 = hashlib.sha256(json.dumps(RELEASE_MODEL, sort_keys=True).encode()).hexdigest()
+    text = json.dumps(RELEASE_MODEL, indent=2) + "\n"  # the file as published (JSON is YAML)
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
     return PolicyUpdated(
         context=PolicyUpdated.new_context(source),
         subject=PolicySubject(
@@ -429,6 +430,7 @@ def _policy(*, updated_by: str = "platform-team", source: str = "lockstep/cli") 
                 sha256=sha256,
                 source="infra/release-model.yaml",
                 updated_by=updated_by,
+                text=text,
                 model=RELEASE_MODEL,
             ),
         ),

@@ -10,7 +10,8 @@ from policy.loader import LoadedModel
 def policy_updated(
     loaded: LoadedModel, *, updated_by: str, source: str | None = None, sender: str = "lockstep/cli"
 ) -> PolicyUpdated:
-    """``policy.updated`` carrying the validated model and the sha256 decisions will cite."""
+    """``policy.updated`` carrying the file as read, its sha256 (which decisions will cite)
+    and the validated model."""
     return PolicyUpdated(
         context=PolicyUpdated.new_context(sender),
         subject=PolicySubject(
@@ -19,6 +20,7 @@ def policy_updated(
                 sha256=loaded.sha256,
                 source=source or loaded.source,
                 updated_by=updated_by,
+                text=loaded.text,
                 model=loaded.model.model_dump(mode="json"),
             ),
         ),

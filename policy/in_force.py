@@ -15,6 +15,14 @@ arrived was judged under no model by one transaction and missed by the other's r
 and never judged at all. Services that lock their own subjects (a build, an environment) take
 the model first, in the same statement (``HOLD_MODEL``), so the locks are always taken in
 one order.
+
+A model is put in force only if it is the one its sha256 names: the update carries the model
+file's text, which must hash to the sha256 and read (parsed and validated) as the very model
+carried (``check_update``). Anything else is refused with ``PolicyRefused``, and nothing is put
+in force (nor kept as the model of that hash). The bus has no way for a handler to refuse an
+event for good, so a refusal is retried ``handler_max_attempts`` times like any failure and then
+dead-lettered with its reason; a sha256 that is not the text's hash is refused sooner, when
+the event is read (``events.policy``: dead-lettered at once).
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import json
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
+from events.policy import text_sha256
+from policy.loader import ModelError, load_text
 from policy.model import ReleaseModel
 
 _PARSED: dict[str, ReleaseModel] = {}
@@ -34,25 +45,91 @@ HOLD_MODEL = f"pg_advisory_xact_lock_shared({_MODEL_KEY})"
 _CHANGE_MODEL = f"SELECT pg_advisory_xact_lock({_MODEL_KEY})"
 
 
+class PolicyRefused(ValueError):
+    """A policy update that is not put in force, and why."""
+
+
+def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
+    """Paths (``gates.staging``) where two JSON values differ, outermost first."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return [
+            d
+            for key in sorted(set(ours) | set(theirs), key=str)
+            for d in _differences(ours.get(key), theirs.get(key), f"{path}.{key}" if path else key)
+        ]
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return [d for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) for d in
+                _differences(a, b, f"{path}.{i}")]  # fmt: skip
+    return [] if ours == theirs else [path or "(the whole model)"]
+
+
+def check_update(sha256: str, raw: dict[str, Any], text: str | None = None) -> ReleaseModel:
+    """The model a policy update carries, if it is the one its sha256 names: ``text`` (the
+    model file as published; by default the text ``PolicyContent.model`` came with) hashes to
+    ``sha256`` and reads, validated, as ``raw`` validated. Raises ``PolicyRefused`` saying why
+    not."""
+    named = f"policy update {sha256[:12]} refused"
+    if text is None:
+        text = getattr(raw, "text", None)  # events.policy.CarriedModel
+    if text is None:
+        raise PolicyRefused(
+            f"{named}: it carries no text (the model file), so nothing shows that its model "
+            "is the one its sha256 names; publish the file with `lockstep model publish`"
+        )
+    found = text_sha256(text)
+    if found != sha256:
+        raise PolicyRefused(
+            f"{named}: its text hashes to {found or '(not UTF-8 text)'}, not to the sha256 "
+            "it claims"
+        )
+    try:
+        loaded = load_text(text.encode("utf-8"), source=f"policy {sha256[:12]}")
+    except ModelError as exc:
+        raise PolicyRefused(f"{named}: its text is not a valid release model: {exc}") from None
+    try:
+        carried = ReleaseModel.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyRefused(f"{named}: its model is not a valid release model: {exc}") from None
+    if carried != loaded.model:
+        where = _differences(carried.model_dump(mode="json"), loaded.model.model_dump(mode="json"))
+        shown = ", ".join(where[:5]) + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+        raise PolicyRefused(
+            f"{named}: its model is not the one its text (the file sha256 names) reads as; "
+            f"they differ at {shown or 'their values'}"
+        )
+    return loaded.model
+
+
 def model_in_force(sha256: str, raw: dict[str, Any]) -> ReleaseModel:
-    """Validate (once) the model a ``policy.updated`` carried; raises if it does not parse."""
+    """Validate (once) a model in force, or the one ``keep`` has just checked; raises if it does
+    not parse."""
     if sha256 not in _PARSED:
         _PARSED[sha256] = ReleaseModel.model_validate(raw)
     return _PARSED[sha256]
 
 
-async def keep(conn: asyncpg.Connection, sha256: str, raw: dict[str, Any], updated_by: str) -> None:
-    """Put a model in force in the caller's schema (after checking that it parses), once the
-    decisions under way under the old one have committed (they are then visible to the
-    caller, which judges them again)."""
-    model_in_force(sha256, raw)
+async def keep(
+    conn: asyncpg.Connection,
+    sha256: str,
+    raw: dict[str, Any],
+    updated_by: str,
+    text: str | None = None,
+) -> None:
+    """Put a model in force in the caller's schema, once the decisions under way under the old
+    one have committed (they are then visible to the caller, which judges them again). Only a
+    model its text shows to be the one its sha256 names (``check_update``; the text is
+    ``text``, or else the one ``PolicyContent.model`` came with): else ``PolicyRefused``, and
+    nothing is put in force (a handler passes ``content.model``, which knows its text)."""
+    # Next step: refuse here a policy update not signed by a platform key (events.signing).
+    model = check_update(sha256, raw, text)
+    _PARSED[sha256] = model  # the file's own model: no forged update can stand for its hash
     await conn.execute(_CHANGE_MODEL)
     await conn.execute(
         """INSERT INTO policy (only_one, sha256, model, updated_by) VALUES (true, $1, $2::jsonb, $3)
            ON CONFLICT (only_one) DO UPDATE
            SET sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
                updated_by = EXCLUDED.updated_by, updated_at = now()""",
-        sha256, json.dumps(raw), updated_by,
+        sha256, json.dumps(model.model_dump(mode="json")), updated_by,
     )  # fmt: skip
 
 

@@ -137,6 +137,7 @@ class LoadedModel:
     model: ReleaseModel
     sha256: str  # of the file's bytes: what every decision cites
     source: str
+    text: str  # the file itself (its bytes are UTF-8): what policy.updated carries
 
 
 def load(path: Path) -> LoadedModel:
@@ -228,7 +229,7 @@ def _load_text(raw: bytes, source: str) -> LoadedModel:
     found = [_problem(root, source, path, message) for path, message in cross_checks(model)]
     if found:
         raise ModelError(found)
-    return LoadedModel(model=model, sha256=digest, source=source)
+    return LoadedModel(model=model, sha256=digest, source=source, text=text)
 
 
 def _message(kind: str, message: str) -> str:
