@@ -23,14 +23,6 @@ from events._base import CDEvent, Model
 POLICY_KEY = "release-model"  # one key: every service sees the versions in one order
 
 
-class CarriedModel(dict[str, Any]):
-    """``PolicyContent.model``: the validated model (a plain mapping on the wire and to every
-    reader) that also knows the ``text`` it came with, so that ``policy.in_force.keep``, given
-    the model, can check it against the file."""
-
-    text: str | None = None
-
-
 def text_sha256(text: str) -> str | None:
     """The sha256 of ``text``'s UTF-8 bytes (the file's bytes: a file that is not UTF-8 is no
     release model); None for text no file can hold (a lone surrogate, sent as JSON)."""
@@ -66,9 +58,6 @@ class PolicyContent(Model):
                 "{found}); a policy update carries the file its sha256 names",
                 {"claimed": self.sha256, "found": found},
             )
-        carried = CarriedModel(self.model)
-        carried.text = self.text
-        object.__setattr__(self, "model", carried)
         return self
 
 

@@ -63,14 +63,12 @@ def _differences(ours: Any, theirs: Any, path: str = "") -> list[str]:
     return [] if ours == theirs else [path or "(the whole model)"]
 
 
-def check_update(sha256: str, raw: dict[str, Any], text: str | None = None) -> ReleaseModel:
+def check_update(sha256: str, raw: dict[str, Any], text: str | None) -> ReleaseModel:
     """The model a policy update carries, if it is the one its sha256 names: ``text`` (the
-    model file as published; by default the text ``PolicyContent.model`` came with) hashes to
+    model file as published) hashes to
     ``sha256`` and reads, validated, as ``raw`` validated. Raises ``PolicyRefused`` saying why
     not."""
     named = f"policy update {sha256[:12]} refused"
-    if text is None:
-        text = getattr(raw, "text", None)  # events.policy.CarriedModel
     if text is None:
         raise PolicyRefused(
             f"{named}: it carries no text (the model file), so nothing shows that its model "
@@ -113,13 +111,12 @@ async def keep(
     sha256: str,
     raw: dict[str, Any],
     updated_by: str,
-    text: str | None = None,
+    text: str | None,
 ) -> None:
     """Put a model in force in the caller's schema, once the decisions under way under the old
     one have committed (they are then visible to the caller, which judges them again). Only a
-    model its text shows to be the one its sha256 names (``check_update``; the text is
-    ``text``, or else the one ``PolicyContent.model`` came with): else ``PolicyRefused``, and
-    nothing is put in force (a handler passes ``content.model``, which knows its text)."""
+    model its text (``text``, the file as published) shows to be the one its sha256 names
+    (``check_update``): else ``PolicyRefused``, and nothing is put in force."""
     # Next step: refuse here a policy update not signed by a platform key (events.signing).
     model = check_update(sha256, raw, text)
     _PARSED[sha256] = model  # the file's own model: no forged update can stand for its hash

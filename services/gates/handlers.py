@@ -47,7 +47,7 @@ def thread_of(service: str, version: str) -> str:
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    await keep(ctx.conn, content.sha256, content.model, content.updated_by)
+    await keep(ctx.conn, content.sha256, content.model, content.updated_by, content.text)
     ctx.span.set_attribute("lockstep.policy_sha256", content.sha256)
     found = (content.sha256, model_in_force(content.sha256, content.model))  # just kept
     for build in await store.recent_builds(ctx.conn):

@@ -34,7 +34,7 @@ async def model_of(ctx: HandlerContext) -> ReleaseModel | None:
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     c = event.subject.content
-    await keep(ctx.conn, c.sha256, c.model, c.updated_by)
+    await keep(ctx.conn, c.sha256, c.model, c.updated_by, c.text)
 
 
 @router.handles(ServiceDeployed, ServiceRolledBack)

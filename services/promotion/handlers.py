@@ -62,7 +62,7 @@ def thread_of(service: str, version: str, environment: str) -> str:
 @router.handles(PolicyUpdated)
 async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
     content = event.subject.content
-    await keep(ctx.conn, content.sha256, content.model, content.updated_by)
+    await keep(ctx.conn, content.sha256, content.model, content.updated_by, content.text)
     found = (content.sha256, model_in_force(content.sha256, content.model))  # just kept
     for service, environment in await store.waiting_pairs(ctx.conn):
         await look_at(ctx, found, service, environment)

@@ -83,11 +83,12 @@ def test_the_event_carries_the_file_and_keep_sees_it() -> None:
     event = policy_updated(LOADED, updated_by="platform")
     content = event.subject.content
     assert content.text == MODEL and content.sha256 == LOADED.sha256
-    # what a handler hands to keep (the model) knows the text it came with, after the wire too
+    # what a handler hands to keep: the model and the text it came with, after the wire too
     read = decode(encode(event, topic="t")).event
     assert isinstance(read, PolicyUpdated)
-    assert getattr(read.subject.content.model, "text", None) == MODEL
-    assert check_update(content.sha256, read.subject.content.model) == LOADED.model
+    c = read.subject.content
+    assert c.text == MODEL
+    assert check_update(c.sha256, c.model, c.text) == LOADED.model
     assert json.loads(read.to_json())["subject"]["content"]["model"] == GOOD  # a plain mapping
 
 
@@ -127,7 +128,7 @@ async def test_keep_refuses_before_anything_is_in_force_or_cached() -> None:
     forged_sha = sha(MODEL + "# another file\n")
     conn: Any = Untouchable()
     with pytest.raises(PolicyRefused, match="carries no text"):
-        await in_force.keep(conn, forged_sha, NO_STAGING_GATE, "mallory")
+        await in_force.keep(conn, forged_sha, NO_STAGING_GATE, "mallory", None)
     with pytest.raises(PolicyRefused, match=r"differ at gates\.staging"):
         await in_force.keep(conn, LOADED.sha256, NO_STAGING_GATE, "mallory", MODEL)
     assert forged_sha not in in_force._PARSED
