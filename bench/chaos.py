@@ -3,6 +3,7 @@ purpose, and the topics counted afterwards.
 
     .venv/bin/python bench/chaos.py [--releases 1000] [--rate 10] [--kill-every 4]
                                     [--scenarios chain,fuzz,leader] [--leader-releases 200]
+                                    [--flag-every 10] [--incident-every 20]
 
 Scenarios (each on loopback only, bounded by --limit-s):
 
@@ -10,8 +11,18 @@ Scenarios (each on loopback only, bounded by --limit-s):
   gates -> promotion -> deployer at --rate, while every --kill-every seconds one of the
   processes (artifacts, gates, promotion, flags, incidents, the deployer) gets SIGKILL; the
   broker is killed (SIGKILL) and restarted once, Postgres stopped (immediate) and started once.
-  Then, from the topics: for each release one ``promotion.approved`` and for each promotion one
-  ``service.deployed`` (expected, exactly once, lost, duplicated).
+  Meanwhile a platform team changes flags through the flags admin API (HTTP, an admin key from
+  ``lockstep flags keys create``): one change per --flag-every releases' time, from the first
+  release until the last kill and outage are over; a call that fails is made again, the same
+  request (a PUT of a whole definition, or enable/disable: again, it changes nothing), for up
+  to 120 s, and a change counts once a call for it was answered 2xx (the API has no
+  idempotency key). And for one in --incident-every releases, once its ``service.deployed`` is
+  on the topic and the incidents service has committed past it, two ``signal.observed`` breach
+  the model's rollback criterion (error_rate > 0.05, tolerate 1, hold 30s, within 30m).
+  Then, from the topics: for each release one ``promotion.approved``, for each promotion one
+  ``service.deployed``, for each acknowledged flag change one ``flag.changed``, for each
+  breached service one ``incident.detected`` and one ``rollback.requested`` (expected, exactly
+  once, lost, duplicated).
 - ``fuzz``: malformed records of 80 kinds (raw aiokafka) on the topics the services read, and
   malformed HTTP requests to the flags and incidents edges; then good releases that must all
   flow. For each kind: its dead letter (and reason), its answer event, or nothing.
@@ -19,13 +30,13 @@ Scenarios (each on loopback only, bounded by --limit-s):
   replication 3, min.insync.replicas 2) whose leader of the input topic's partition 0 is killed
   mid-stream: every acknowledged release flows, nothing twice.
 
-The run fails (exit 1) on any loss, duplicate, crash loop (a process that exits again and again
-without being killed), stuck partition (a group's committed offset unmoved for --stuck-s with
-lag), unanswered malformed kind or 5xx/no answer at an edge. The figures go to
+The run fails (exit 1) on any loss, duplicate, unacknowledged or refused flag change, breach
+never signalled, crash loop (a process that exits again and again without being killed), stuck
+partition (a group's committed offset unmoved for --stuck-s with lag), unanswered malformed
+kind or 5xx/no answer at an edge. The figures go to
 ``bench/results/chaos-<UTC stamp>.json``. Everything it made (topics, groups, schemas,
 processes, its Kafka and Postgres) is removed at the end, also on failure and Ctrl-C.
-Not covered yet: flag changes and health-signal breaches under chaos (only fuzzed), and the
-slow network (tc netem; the run records whether the machine has it).
+Not covered yet: the slow network (tc netem; the run records whether the machine has it).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +56,7 @@ import harness  # noqa: F401 - first: it puts the repository on sys.path
 from aiokafka import AIOKafkaProducer
 from chaos import count, fuzz
 from chaos.infra import OwnKafka, OwnPostgres, free_port, netem_available
+from chaos.platform import Breaches, FlagChanges, Platform, publish_retrying
 from chaos.procs import CRASH_LOOP, Supervisor
 from harness.machine import cpu_model, git_revision, kafka_version, loadavg, memory_mib
 from harness.report import say
@@ -73,6 +86,13 @@ gates:
     criteria:
       - evidence: tests
         key: true
+rollback:
+  - name: chaos-errors
+    metric: error_rate
+    threshold: 0.05
+    hold: 30s
+    tolerate: 1
+    within: 30m
 """
 KINDS = ("artifacts", "gates", "promotion", "flags", "incidents", "deployer")
 ANSWER_TYPES = ("rejected", "published", "recorded", "detected", "changed", "observed")
@@ -85,6 +105,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
     p.add_argument("--scenarios", default="chain,fuzz,leader", help="any of chain,fuzz,leader")
     p.add_argument("--leader-releases", type=int, default=200)
+    p.add_argument(
+        "--flag-every",
+        type=int,
+        default=10,
+        help="a flag change per this many releases' time (0: none)",
+    )
+    p.add_argument(
+        "--incident-every",
+        type=int,
+        default=20,
+        help="breach the rollback criterion for one in this many releases (0: none)",
+    )
     p.add_argument("--fuzz-good", type=int, default=20, help="good releases after the fuzz")
     p.add_argument("--stuck-s", type=float, default=90.0, help="lag unmoved this long: stuck")
     p.add_argument("--drain-s", type=float, default=600.0, help="most time to drain a scenario")
@@ -101,6 +133,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.releases < 1 or args.leader_releases < 1 or args.rate <= 0 or args.kill_every <= 0:
         p.error("--releases/--leader-releases must be >= 1, --rate and --kill-every above 0")
+    if args.flag_every < 0 or args.incident_every < 0:
+        p.error("--flag-every and --incident-every must be >= 0 (0: none)")
     args.scenarios = wanted
     return args
 
@@ -120,6 +154,7 @@ class Mesh:
             LOCKSTEP_INCIDENTS_HTTP_PORT=str(self.incidents_port),
             LOCKSTEP_FLAGD_SCHEMA_DIR=str(REPO / ".lockstep" / "flagd-schemas"),
         )
+        self.env = env
         self.sup = Supervisor(t0)
         for name in KINDS[:-1]:
             self.sup.add(name, ["run", name], env, run.tmp / f"{name}.log")
@@ -140,9 +175,12 @@ class Mesh:
         self.sup.start()
         self.run.closing(self.sup.stop)
 
-    async def send_releases(self, n: int, rate: float, tag: str) -> None:
+    async def send_releases(
+        self, n: int, rate: float, tag: str, on_acked: Callable[[int, str], None] | None = None
+    ) -> None:
         """Open loop at ``rate``; a publish that fails is tried again (the same event: an inbox
-        skips it if it did arrive) for up to 120 s, then the release counts as unacknowledged."""
+        skips it if it did arrive) for up to 120 s, then the release counts as unacknowledged.
+        ``on_acked(i, service)`` for each release Kafka acknowledged."""
         t0 = time.monotonic()
         suffix = self.settings.namespace[-6:]
         async with Publisher(self.settings, client_id="chaos-ci") as pub:
@@ -157,27 +195,15 @@ class Mesh:
                     service=service, version=version, digest=ref.digest or "", commit="c0ffee",
                     source="chaos/ci",
                 )  # fmt: skip
-                if await self._publish(pub, [tests, packaged]):
+                if await publish_retrying(pub, [tests, packaged], say):
                     self.acked[service] = version
+                    if on_acked is not None:
+                        on_acked(i, service)
                 else:
                     self.unacked.append(service)
                 self.send_s = time.monotonic() - t0
                 if i and i % 100 == 0:
                     say(f"{tag}: {i}/{n} releases sent ({len(self.unacked)} unacknowledged)")
-
-    async def _publish(self, pub: Publisher, events: list[Any]) -> bool:
-        deadline = time.monotonic() + 120
-        for event in events:
-            while True:
-                try:
-                    await pub.publish(event)
-                    break
-                except Exception as exc:
-                    if time.monotonic() > deadline:
-                        say(f"giving up on {event.context.id}: {type(exc).__name__}: {exc}")
-                        return False
-                    await asyncio.sleep(1.0)
-        return True
 
     async def tallies(self) -> tuple[count.Tally, count.Tally]:
         approved = count.Tally(
@@ -199,18 +225,29 @@ class Mesh:
                               event.context.id, dep_ids)  # fmt: skip
         return approved, deployed
 
-    async def drain(self, args: argparse.Namespace) -> dict[str, Any]:
+    async def drain(
+        self, args: argparse.Namespace, platform: Platform | None = None
+    ) -> dict[str, Any]:
+        """Until every expected event is on its topic (and, with ``platform``, every breach
+        signalled), a partition is stuck, or --drain-s; then the tallies."""
         lag = count.Lag(self.settings, args.stuck_s)
-        last: dict[str, Any] = {}
 
         async def done() -> bool:
             approved, deployed = await self.tallies()
-            last["a"], last["d"] = approved.figures(), deployed.figures()
-            return bool(last["a"]["lost"] == 0 and last["d"]["lost"] == 0)
+            if approved.figures()["lost"] or deployed.figures()["lost"]:
+                return False
+            if platform is None:
+                return True
+            if not platform.ready:
+                return False
+            return Platform.lost(*await platform.figures()) == 0
 
         drained, stuck, lags = await count.wait_drained(lag, done, args.drain_s, say)
         await asyncio.sleep(5)  # room for a duplicate to show
         approved, deployed = await self.tallies()
+        extra: dict[str, Any] = {}
+        if platform is not None:
+            extra["flag_changes"], extra["incidents"] = await platform.figures()
         return {
             "drained": drained,
             "stuck_partitions": stuck,
@@ -220,6 +257,7 @@ class Mesh:
             "unacknowledged_releases": len(self.unacked),
             "promotion_approved": approved.figures(),
             "service_deployed": deployed.figures(),
+            **extra,
         }
 
 
@@ -287,11 +325,60 @@ async def chain(mesh: Mesh, args: argparse.Namespace, rng: random.Random, n: int
                 tag: str, broker: str) -> dict[str, Any]:  # fmt: skip
     span = n / args.rate
     events: list[dict[str, Any]] = []
-    say(f"{tag}: {n} releases at {args.rate:g}/s (~{span:.0f}s) with kills")
+    suffix = mesh.settings.namespace[-6:]
+    platform = Platform(
+        FlagChanges(mesh.env, mesh.flags_port, tag, say),
+        Breaches(mesh.settings, args.incident_every, say),
+        mesh.settings, f"{tag}-{suffix}-",
+    )  # fmt: skip
+    await platform.flags.prepare()  # the admin key, before anything is killed
+    changes_n = -(-n // args.flag_every) if args.flag_every else 0
+    say(
+        f"{tag}: {n} releases at {args.rate:g}/s (~{span:.0f}s) with kills; "
+        f"{changes_n}+ flag changes, a breach per {args.incident_every or 'no'} releases"
+    )
     killer = asyncio.create_task(chaos_loop(mesh, args, rng, span, events, broker=broker))
+    enough_changes, stop_breaches = asyncio.Event(), asyncio.Event()
+    changer = asyncio.create_task(
+        platform.flags.run(args.flag_every / args.rate if args.flag_every else 0.0,
+                           changes_n, enough_changes)
+    )  # fmt: skip
+    if not args.flag_every:
+        enough_changes.set()
+    breacher = asyncio.create_task(platform.breaches.run(stop_breaches))
     try:
-        await mesh.send_releases(n, args.rate, tag)
+        await chain_under_chaos(mesh, args, n, tag, broker, span, events, platform, killer)
+        # the flag changes went on through the kills and outages after the sending
+        enough_changes.set()
+        await changer
+        say(f"{tag}: sent, {len(platform.flags.calls)} flag changes made; draining")
+        out = await mesh.drain(args, platform)
     finally:
+        enough_changes.set()
+        stop_breaches.set()
+        failed: list[str] = []
+        for what, task in (("chaos", killer), ("flag changes", changer), ("breaches", breacher)):
+            if not task.done():
+                task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                failed.append(f"{what}: {type(exc).__name__}: {exc}")
+    out["chaos"] = events
+    out["driver_errors"] = failed
+    return out
+
+
+async def chain_under_chaos(
+    mesh: Mesh, args: argparse.Namespace, n: int, tag: str, broker: str, span: float,
+    events: list[dict[str, Any]], platform: Platform, killer: asyncio.Task[None],
+) -> None:  # fmt: skip
+    try:
+        await mesh.send_releases(n, args.rate, tag, platform.breaches.consider)
+    finally:
+        platform.breaches.sending_done.set()
         killer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await killer
@@ -306,10 +393,6 @@ async def chain(mesh: Mesh, args: argparse.Namespace, rng: random.Random, n: int
     if not any("postgres" in e for e in events):
         await pg_outage(mesh)
         events.append({"at_s": "after", "postgres": "stop -m immediate, started"})
-    say(f"{tag}: sent; draining")
-    out = await mesh.drain(args)
-    out["chaos"] = events
-    return out
 
 
 async def fuzz_pass(mesh: Mesh, args: argparse.Namespace) -> dict[str, Any]:
@@ -420,6 +503,29 @@ def checks(result: dict[str, Any]) -> list[str]:
             fails.append(f"{name}: did not drain in time (lag {s['lag_at_end']})")
         if s["unacknowledged_releases"]:
             fails.append(f"{name}: {s['unacknowledged_releases']} releases never acknowledged")
+        fails += [f"{name}: {e}" for e in s.get("driver_errors", [])]
+        fc = s.get("flag_changes")
+        if fc:
+            f = fc["flag_changed"]
+            if f["lost"] or f["duplicated"]:
+                fails.append(f"{name}: flag.changed: {f['lost']} lost, {f['duplicated']} twice")
+            if fc["unacknowledged"]:
+                ns = [c["n"] for c in fc["unacknowledged"]]
+                fails.append(f"{name}: flag changes never acknowledged by the admin API: {ns}")
+            if fc["refused"]:
+                fails.append(f"{name}: flag changes refused by the admin API: {fc['refused'][:3]}")
+        inc = s.get("incidents")
+        if inc:
+            for tally in ("incident_detected", "rollback_requested"):
+                f = inc[tally]
+                if f["lost"] or f["duplicated"]:
+                    fails.append(f"{name}: {tally}: {f['lost']} lost, {f['duplicated']} duplicated")
+            if inc["breached"] < inc["services_to_breach"]:
+                fails.append(
+                    f"{name}: {inc['services_to_breach'] - inc['breached']} breaches never "
+                    f"signalled (never deployed: {inc['never_deployed'][:5]}, given up: "
+                    f"{inc['signals_given_up'][:5]})"
+                )
     fz = result.get("fuzz")
     if fz:
         silent = [k for k, v in fz["records"].items() if not v["answered"]]

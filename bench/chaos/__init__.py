@@ -5,5 +5,7 @@
 - ``procs``: the Lockstep processes under a supervisor that kills them (SIGKILL) on purpose,
   restarts whatever exits, and tells a kill from a crash (a crash loop fails the run).
 - ``fuzz``: the malformed records (raw aiokafka, at least 60 kinds) and HTTP requests.
+- ``platform``: what people and tools do meanwhile: flag changes through the flags admin API,
+  and health signals that breach the model's rollback criterion; their tallies.
 - ``count``: what the topics themselves say: expected, exactly once, lost, duplicated; lag.
 """

@@ -19,8 +19,11 @@ from shared.bus.consumer import record_from_kafka
 from shared.settings import Settings
 
 
-async def read_all(settings: Settings, logical: str) -> list[Any]:
-    """Every record of ``<ns>.<logical>`` from offset 0 to the end as it is now."""
+async def read_all(
+    settings: Settings, logical: str, start: dict[int, int] | None = None
+) -> list[Any]:
+    """Every record of ``<ns>.<logical>`` from offset 0 (or, per partition, ``start``) to the
+    end as it is now."""
     topic = settings.topic(logical)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
@@ -32,6 +35,9 @@ async def read_all(settings: Settings, logical: str) -> list[Any]:
     try:
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
+        for tp in parts:
+            if start and start.get(tp.partition):
+                consumer.seek(tp, start[tp.partition])
         ends = await consumer.end_offsets(parts)
         out: list[Any] = []
 
