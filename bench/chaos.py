@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import secrets
 import sys
 import time
 from collections import Counter
@@ -147,11 +148,13 @@ class Mesh:
         self.settings = run.settings
         self.flags_port = free_port(18470)
         self.incidents_port = free_port(self.flags_port + 1)
+        self.webhook_token = secrets.token_urlsafe(16)  # the webhooks are closed without one
         env = run.env(
             LOCKSTEP_KAFKA_BOOTSTRAP=kafka.bootstrap,
             LOCKSTEP_PG_DSN=pg.dsn,
             LOCKSTEP_FLAGS_HTTP_PORT=str(self.flags_port),
             LOCKSTEP_INCIDENTS_HTTP_PORT=str(self.incidents_port),
+            LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN=self.webhook_token,
             LOCKSTEP_FLAGD_SCHEMA_DIR=str(REPO / ".lockstep" / "flagd-schemas"),
         )
         self.env = env
@@ -432,7 +435,10 @@ async def fuzz_pass(mesh: Mesh, args: argparse.Namespace) -> dict[str, Any]:
         for case in fuzz.http_cases():
             url = f"http://127.0.0.1:{ports[case.edge]}{case.path}"
             try:
-                r = await client.request(case.method, url, content=case.body, headers=case.headers)
+                headers = dict(case.headers)
+                if case.edge == "incidents" and case.token:
+                    headers["authorization"] = f"Bearer {mesh.webhook_token}"
+                r = await client.request(case.method, url, content=case.body, headers=headers)
                 body = r.text[:300]
                 clear = 400 <= r.status_code < 500 and bool(body.strip())
                 http[case.kind] = {"status": r.status_code, "body": body, "clear_error": clear}

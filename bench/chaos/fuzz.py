@@ -17,6 +17,7 @@ from events import (
     ArtifactPackaged,
     ArtifactRef,
     CDEvent,
+    PolicyUpdated,
     SignalObserved,
     TestSuiteRunFinished,
     encode,
@@ -270,7 +271,7 @@ def records() -> list[Fuzz]:
         _typed(
             "policy-garbage-model",
             topics.POLICIES,
-            "dev.cdeventsx.lockstep-policy.updated.0.1.0",
+            PolicyUpdated.TYPE,
             b'{"context": {"id": "p"}, "subject": {"content": {"model": "::: not yaml"}}}',
         ),
         _typed(
@@ -360,12 +361,25 @@ class HttpCase:
     path: str
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    token: bool = True  # an incidents case is sent with the webhook token, unless False
 
 
 def http_cases() -> list[HttpCase]:
     j = {"content-type": "application/json"}
     flag = "/admin/v1/environments/dev/flags/fuzz-flag"
     return [
+        HttpCase(
+            "webhook-no-token", "incidents", "POST", "/webhooks/alertmanager", b"{}", j, token=False
+        ),
+        HttpCase(
+            "webhook-wrong-token",
+            "incidents",
+            "POST",
+            "/webhooks/pagerduty",
+            b"{}",
+            {**j, "authorization": "Bearer not-the-token"},
+            token=False,
+        ),
         HttpCase(
             "ofrep-garbage-body", "flags", "POST", "/ofrep/v1/evaluate/flags/x", os.urandom(64), j
         ),
