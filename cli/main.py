@@ -8,6 +8,7 @@ import typer
 
 from cli.approvals import approve, reject
 from cli.artifacts import artifacts_app
+from cli.audit import audit_app
 from cli.env import env_app
 from cli.flags import flags_app
 from cli.incidents import drill_app, hold_app, incidents_app
@@ -48,6 +49,7 @@ app.add_typer(drill_app, name="drill")
 app.add_typer(hold_app, name="hold")
 app.add_typer(env_app, name="env")
 app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
 
 if __name__ == "__main__":
     app()
