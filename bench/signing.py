@@ -22,20 +22,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import harness  # noqa: F401 - first: it puts the repository on sys.path
-from harness.machine import cpu_model, git_revision, loadavg, memory_mib
+from harness.machine import host
 from harness.results import write_result
 from harness.stats import pct
 
@@ -82,30 +78,13 @@ def per_call_us(work: Callable[[int], object], n: int) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    libs = {}
-    for dist in ("cryptography", "pydantic", "pydantic-core"):
-        try:
-            libs[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            libs[dist] = None
     try:
         from cryptography.hazmat.backends.openssl.backend import backend
 
         openssl = backend.openssl_version_text()
     except Exception:  # an unusual build of cryptography: the figure stands without it
         openssl = None
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_mib": memory_mib(),
-        "python": platform.python_version(),
-        "libraries": libs,
-        "openssl": openssl,
-        "git": git_revision(),
-        "loadavg_at_start": loadavg(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return host(("cryptography", "pydantic", "pydantic-core"), openssl=openssl)
 
 
 def run(n: int, rounds: int) -> dict[str, Any]:

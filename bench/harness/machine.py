@@ -87,19 +87,30 @@ async def machine_info(settings: Settings) -> dict[str, Any]:
         }
     finally:
         await conn.close()
-    libs = {}
-    for dist in ("aiokafka", "asyncpg", "pydantic", "opentelemetry-sdk"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+    return host(
+        ("aiokafka", "asyncpg", "pydantic", "opentelemetry-sdk"),
+        kafka_version=kafka_version(),
+        postgres_version=pg_version,
+        postgres_settings=pg_settings,
+    )
+
+
+def host(dists: tuple[str, ...], **more: Any) -> dict[str, Any]:
+    """The machine, the versions of ``dists`` (None where not installed), ``more``, the git
+    revision, the load and the date: what every result file says of where it was measured."""
+    libs: dict[str, str | None] = {}
+    for dist in dists:
+        try:
             libs[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            libs[dist] = None
     return {
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_mib": memory_mib(),
         "python": platform.python_version(),
-        "kafka_version": kafka_version(),
-        "postgres_version": pg_version,
-        "postgres_settings": pg_settings,
+        **more,
         "libraries": libs,
         "git": git_revision(),
         "loadavg_at_start": loadavg(),
