@@ -97,7 +97,10 @@ def audit_verify(
         for problem in report.problems:
             root.out.print(str(problem), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
-    root.out.print(report.summary(), highlight=False, markup=False, soft_wrap=True)
+    summary = report.summary()
+    if file is not None and kept is None:
+        summary += " (its end is not checked: give --head SEQ:HASH to catch a cut-short file)"
+    root.out.print(summary, highlight=False, markup=False, soft_wrap=True)
 
 
 @audit_app.command("show")

@@ -4,7 +4,10 @@ A decision (a gate decision, a promotion, a rollback, a policy update, a flag ch
 asks for, a person's approval) is signed by the service that emits it, with a key of that
 service's *role*; whoever acts on it (the deployer SDK on a promotion, the promotion service on
 a gate decision) verifies it first, against a trust store of public keys, and refuses what is
-unsigned, altered, or signed by a key whose role may not make that decision.
+unsigned, altered, or signed by a key whose role may not make that decision. (Not yet wired:
+no service calls ``sign`` or ``verify`` yet. Known gap to close when it is: retirement is
+judged by the event's own time, which the signer chooses, so a retired key's holder can
+backdate; a revoked state and a bound on the event's age are needed.)
 
 The envelope
 ------------

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,6 +51,21 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def is_not_up_yet(exc: BaseException) -> bool:
+    """At start-up: Postgres is not there yet (``is_transient``), not an error in what we
+    ask of it. A bad DSN option, a certificate that does not verify or a file that is missing
+    or unreadable (a certificate, a socket directory's permissions) will not mend by waiting."""
+    if isinstance(
+        exc,
+        asyncpg.ClientConfigurationError
+        | ssl.SSLCertVerificationError
+        | FileNotFoundError
+        | PermissionError,
+    ):
+        return False
+    return is_transient(exc)
+
+
 # The waits of ``until_up``: the first, doubling to the longest.
 FIRST_WAIT_S = 0.5
 LONGEST_WAIT_S = 5.0
@@ -77,13 +93,13 @@ async def until_up(
     stop: asyncio.Event,
     who: str,
     what: str,
-    transient: Callable[[BaseException], bool] = is_transient,
+    transient: Callable[[BaseException], bool] = is_not_up_yet,
     first_s: float = FIRST_WAIT_S,
     longest_s: float = LONGEST_WAIT_S,
     logger: logging.Logger = log,
 ) -> T | None:
     """``attempt()``'s result, tried again while it fails with an error ``transient`` calls
-    "not now" (Postgres's ``is_transient`` by default), waiting ``first_s`` then twice as long
+    "not now" (Postgres's ``is_not_up_yet`` by default), waiting ``first_s`` then twice as long
     each time up to ``longest_s``, for as long as it takes: an operator's service comes up when
     the infrastructure does. Each failed try is one warning, e.g. ``artifacts: Kafka at
     127.0.0.1:9092 not reachable (KafkaConnectionError); trying again in 2.0s``.

@@ -269,8 +269,10 @@ class DeployerAgent:
             try:
                 await consumer.start()
                 return consumer
-            except KafkaConnectionError as exc:
+            except KafkaError as exc:
                 await consumer.stop()  # one that failed to start still holds sockets
+                if not (exc.retriable or isinstance(exc, KafkaConnectionError)):
+                    raise
                 log.warning(
                     "deployer %s: Kafka at %s not reachable (%s); trying again in %.1fs",
                     self._agent, self.config.bootstrap_servers, exc, backoff,

@@ -264,9 +264,11 @@ class ReliableProducer:
                 if stop is not None and stop.is_set():
                     log.info("%s: not started: shutting down (%r)", self._client_id, exc)
                 else:
+                    how = "not reachable" if kafka_is_transient(exc) else "refused us"
                     log.warning(
-                        "%s: Kafka at %s not reachable (%s); trying again in %.1fs",
-                        self._client_id, self._settings.kafka_bootstrap, short_reason(exc), wait_s,
+                        "%s: Kafka at %s %s (%s); trying again in %.1fs",
+                        self._client_id, self._settings.kafka_bootstrap, how, short_reason(exc),
+                        wait_s,
                     )  # fmt: skip
                 for i in pending:
                     results[i] = exc

@@ -2,7 +2,8 @@
 sent as raw bytes with a made-up sha256, with a sha256 that names another file, or with the
 real file and its hash but a model without the staging gate, is dead-lettered by gates and
 promotion with the reason, and the model in force stays the real one: a build with no tests
-gets no staging ``gate.passed``."""
+gets no staging ``gate.passed``. (A self-consistent file of the forger's own, with its own
+hash, is still accepted: only a platform key's signature will refuse it, not yet required.)"""
 
 from __future__ import annotations
 

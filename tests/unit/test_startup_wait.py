@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import time
 from typing import Any, ClassVar
 
@@ -97,6 +98,24 @@ async def test_an_error_waiting_will_not_mend_gives_up_at_once_and_says_who_and_
         'failed for "x"'
     )
     assert isinstance(caught.value.__cause__, asyncpg.InvalidPasswordError)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.ClientConfigurationError("sslmode is not one of: disable, allow, ..."),
+        ssl.SSLCertVerificationError("certificate verify failed"),
+        FileNotFoundError(2, "No such file or directory", "/no/root.crt"),
+        PermissionError(13, "Permission denied", "/var/run/postgresql"),
+    ],
+)
+async def test_a_mistake_in_the_settings_gives_up_at_once(error: Exception) -> None:
+    """An InterfaceError or OSError that waiting will not mend: a bad DSN option, a
+    certificate, a file; the operator is told, not kept waiting forever."""
+    attempt = Script(error)
+    with pytest.raises(NotComingUp):
+        await until_up(attempt, stop=asyncio.Event(), who="gates", what="Postgres at h:1/db")
+    assert attempt.tries == 1
 
 
 async def test_stop_during_the_wait_returns_at_once() -> None:
