@@ -130,10 +130,15 @@ async def keep(
     )  # fmt: skip
 
 
-async def in_force(conn: asyncpg.Connection) -> tuple[str, ReleaseModel] | None:
+async def in_force(
+    conn: asyncpg.Connection, *, locked: bool = False
+) -> tuple[str, ReleaseModel] | None:
     """(sha256, model) in force in the caller's schema, or None before the first one; held
-    until the caller's transaction ends (a change of model waits for it)."""
-    await conn.execute(f"SELECT {HOLD_MODEL}")  # its own statement: the next one sees a change
+    until the caller's transaction ends (a change of model waits for it). ``locked``: the
+    caller's transaction holds the model already, taken in an earlier statement of its own
+    (``HOLD_MODEL`` in its lock of a build or an environment), which saves a round trip."""
+    if not locked:
+        await conn.execute(f"SELECT {HOLD_MODEL}")  # its own statement: the next sees a change
     sha256: str | None = await conn.fetchval("SELECT sha256 FROM policy")
     if sha256 is None:
         return None

@@ -121,14 +121,15 @@ async def judge(
     published: decide.Build | None = None,
 ) -> None:
     """Judge a build (if registered) against every environment's gate under the model in
-    force (``found``: as the caller read it; None: read it here), then record and emit what
-    is new. ``published``: the build as its ``artifact.published`` describes it."""
+    force (``found``: as the caller read it; None: read it here, the caller having locked the
+    build, which holds the model), then record and emit what is new. ``published``: the build
+    as its ``artifact.published`` describes it."""
     snapshot = await store.snapshot(ctx.conn, service, version)
     if snapshot is None:
         return
     if published is not None:
         snapshot = replace(snapshot, build=published)
-    found = found or await in_force(ctx.conn)
+    found = found or await in_force(ctx.conn, locked=True)  # by the caller's lock_build
     if found is None:
         ctx.span.set_attribute("lockstep.outcome", "no release model yet")
         return

@@ -78,7 +78,7 @@ async def on_gate(event: GatePassed | GateFailed, ctx: HandlerContext) -> None:
         state="waiting" if isinstance(event, GatePassed) else "gate-failed", at=ctx.now(),
     ):  # fmt: skip
         await ctx.remember(thread_of(c.service, c.version, c.environment))
-    found = await in_force(ctx.conn)
+    found = await in_force(ctx.conn, locked=True)  # by lock_environment
     await look_at(ctx, found, c.service, c.environment)
     train = rules.train_of(found[1], c.service, c.environment) if found is not None else None
     for member in train.services if train is not None else []:
@@ -108,7 +108,7 @@ async def on_deployed(event: ServiceDeployed | ServiceRolledBack, ctx: HandlerCo
     )  # fmt: skip
     if isinstance(event, ServiceRolledBack):
         return  # a rollback moves nothing onward
-    found = await in_force(ctx.conn)
+    found = await in_force(ctx.conn, locked=True)  # by lock_environment
     if found is None:
         return
     model = found[1]
@@ -144,7 +144,7 @@ async def on_rollback(event: RollbackRequested, ctx: HandlerContext) -> None:
             ctx.conn, service=c.service, environment=c.environment, incident_id=c.incident_id,
             reason=c.reason, at=now,
         )  # fmt: skip
-    found = await in_force(ctx.conn)
+    found = await in_force(ctx.conn, locked=True)  # by lock_environment
     sha256 = found[0] if found is not None else "none"
     running = (await store.running(ctx.conn, c.environment)).get(c.service)
     if running is not None and running.version != c.bad_version:
