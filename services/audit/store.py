@@ -10,9 +10,11 @@ from services.audit.chain import FIELDS, Entry, Fact, Head, append
 from services.audit.facts import Place
 
 _COLUMNS = ", ".join((*FIELDS, "hash"))
-_INSERT = (
+# the entry, and the head moved onto it: one statement ($1, $2: the new head's seq and hash)
+_APPEND = (
+    "WITH moved AS (UPDATE head SET seq = $1, hash = $2 WHERE one) "
     f"INSERT INTO entries ({_COLUMNS}) VALUES "
-    f"({', '.join(f'${i}' for i in range(1, len(FIELDS) + 2))})"
+    f"({', '.join(f'${i}' for i in range(3, len(FIELDS) + 4))})"
 )
 
 
@@ -25,8 +27,9 @@ async def append_fact(conn: asyncpg.Connection, fact: Fact, recorded_at: datetim
     if row is None:
         raise RuntimeError("the audit head row is missing: the chain cannot be appended to")
     entry = append(Head(row["seq"], row["hash"]), fact, recorded_at)
-    await conn.execute(_INSERT, *(getattr(entry, name) for name in (*FIELDS, "hash")))
-    await conn.execute("UPDATE head SET seq = $1, hash = $2 WHERE one", entry.seq, entry.hash)
+    await conn.execute(
+        _APPEND, entry.seq, entry.hash, *(getattr(entry, name) for name in (*FIELDS, "hash"))
+    )
     return entry
 
 
