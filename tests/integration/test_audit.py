@@ -37,13 +37,11 @@ from tests.integration.conftest import Namespace, NamespaceFactory, unique_servi
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# `lockstep audit …`, as the command line runs it (cli/main.py adds the group to `lockstep`)
-AUDIT_CLI = "import sys; from cli.audit import audit_app; audit_app(prog_name='lockstep audit')"
 
 
 def lockstep_audit(ns: Namespace, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", AUDIT_CLI, *args],
+        [sys.executable, "-P", "-m", "cli", "audit", *args],  # `lockstep audit …`
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin", "LOCKSTEP_NAMESPACE": ns.settings.namespace,
              "LOCKSTEP_PG_DSN": ns.settings.pg_dsn, "LOCKSTEP_TRACE_DIR": "", "COLUMNS": "400",
