@@ -158,13 +158,23 @@ class MigrationSet:
 BUS_MIGRATIONS = MigrationSet("bus", "shared")
 
 
+def _lock_key(name: str) -> int:
+    """A Postgres advisory lock key (signed 64 bits) for ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5
 ) -> asyncpg.Pool:
     """A pool whose connections see ``schema`` first. Creates the schema if needed."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # CREATE SCHEMA IF NOT EXISTS is not safe against itself: two processes starting at
+        # once can both miss the schema and one then fails on pg_namespace's unique index.
+        # A lock on the schema's name makes the second wait and find it.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(f"schema:{schema}"))
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
@@ -201,9 +211,7 @@ async def read_only_connection(
 async def migrate(pool: asyncpg.Pool, schema: str, sets: list[MigrationSet]) -> list[str]:
     """Apply what is not applied yet; returns the files applied now."""
     applied_now: list[str] = []
-    lock_key = int.from_bytes(
-        hashlib.sha256(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True
-    )
+    lock_key = _lock_key(f"migrate:{schema}")
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
         await conn.execute(

@@ -4,13 +4,15 @@ service never ran, and refuses to write."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from services.artifacts.api import open_artifacts
 from services.flags.app import SPEC as FLAGS
 from services.promotion.api import what_runs_where
-from shared.db import read_only_connection
+from shared.db import create_pool, read_only_connection
 from shared.service import create_service_pool, service_pool
 from tests.integration.conftest import NamespaceFactory
 
@@ -30,6 +32,28 @@ async def test_a_service_pool_migrates_its_schema_once(new_namespace: NamespaceF
     pool, again = await create_service_pool(FLAGS, ns.settings)
     await pool.close()
     assert again == []
+
+
+async def test_processes_starting_at_once_all_open_the_schema_none_fails(
+    new_namespace: NamespaceFactory,
+) -> None:
+    # Two processes of one service that start together (the e2e tests, `run all` after a
+    # reboot) both create the schema; Postgres's CREATE SCHEMA IF NOT EXISTS alone lets one
+    # of them fail on pg_namespace's unique index.
+    ns = await new_namespace()
+    schema = ns.settings.db_schema("flags")
+    for _ in range(3):
+        async with ns.connect("flags") as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        pools = await asyncio.gather(
+            *(create_pool(ns.settings.pg_dsn, schema, min_size=1, max_size=1) for _ in range(8)),
+            return_exceptions=True,
+        )
+        failures = [p for p in pools if isinstance(p, BaseException)]
+        for p in pools:
+            if isinstance(p, asyncpg.Pool):
+                await p.close()
+        assert failures == []
 
 
 async def test_reading_a_service_that_never_ran_finds_nothing_and_creates_nothing(
