@@ -107,6 +107,10 @@ def publish_artifact(
     commit: Annotated[str, typer.Option(help="The commit the build came from")],
     repo: Annotated[str | None, typer.Option(help="The repository URL of the commit")] = None,
     sbom: Annotated[str | None, typer.Option(help="URI of the SBOM")] = None,
+    author: Annotated[
+        str | None,
+        typer.Option(help="Who made the change (a four-eyes gate refuses their approval)"),
+    ] = None,
     source: Annotated[
         str, typer.Option(help="Who publishes (CloudEvents source)")
     ] = "lockstep/cli",
@@ -114,8 +118,11 @@ def publish_artifact(
 ) -> None:
     """Announce a build (CDEvents artifact.packaged)."""
     from events import ArtifactPackaged
+    from events.artifacts import AUTHOR_MAX_CHARS
 
     root = of(ctx)
+    if author is not None and not 0 < len(author.strip()) <= AUTHOR_MAX_CHARS:
+        raise root.fail(f"--author: a name of 1 to {AUTHOR_MAX_CHARS} characters", one_line=True)
     event = built(
         root,
         lambda: ArtifactPackaged.build(
@@ -126,6 +133,7 @@ def publish_artifact(
             source=source,
             repo=repo,
             sbom_uri=sbom,
+            author=author,
         ),
         {"Reference": "--commit", "SbomRef": "--sbom"},
     )

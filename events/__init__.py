@@ -29,7 +29,7 @@ from events._envelope import (
     refuse_unstorable,
 )
 from events._registry import EVENT_TYPES, known_types, model_for
-from events.approvals import ApprovalUpdated
+from events.approvals import ApprovalRefused, ApprovalUpdated
 from events.artifacts import ArtifactFacts, ArtifactPackaged, ArtifactPublished, ArtifactRejected
 from events.deployments import DeploymentFailed, ServiceDeployed, ServiceRolledBack
 from events.evidence import (
@@ -82,6 +82,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "EVENT_TYPES",
+    "ApprovalRefused",
     "ApprovalUpdated",
     "ArtifactFacts",
     "ArtifactPackaged",

@@ -81,3 +81,40 @@ class ApprovalUpdated(CDEvent):
         t = self.custom_data
         decision = self.subject.content.decision
         return f"{self.who} {decision} {t.service}@{t.version} for {t.environment}"
+
+
+class RefusedApprovalContent(Model):
+    who: str = Field(min_length=1, description="Who decided, as their key says")
+    decision: Decision
+    reason: str = Field(description="Why the gate does not count it, and what would")
+    refused_event_id: str = Field(alias="refusedEventId", description="The approval.updated")
+    policy_sha256: str = Field(alias="policySha256", description="The model that refused it")
+
+
+class RefusedApprovalSubject(Model):
+    id: str = Field(min_length=1, description="service@version:environment")
+    source: str | None = None
+    content: RefusedApprovalContent
+
+
+class ApprovalRefused(CDEvent):
+    """A person's approval (or rejection) that the gate does not count: they are not among its
+    approvers, or they authored the change and the gate needs four eyes. It stays on record
+    and counts if a later model lets them decide."""
+
+    TYPE: ClassVar[str] = "dev.cdeventsx.lockstep-approval.refused.0.1.0"
+    TOPIC: ClassVar[str] = topics.GATES
+    SUMMARY: ClassVar[str] = "approval not counted"
+
+    subject: RefusedApprovalSubject
+    custom_data: ApprovalTarget = Field(alias="customData")
+    custom_data_content_type: CustomDataIsJson = "application/json"
+
+    def partition_key(self) -> str:
+        return self.custom_data.service
+
+    def artifact_label(self) -> str | None:
+        return f"{self.custom_data.service}@{self.custom_data.version}"
+
+    def describe(self) -> str:
+        return f"NOT COUNTED: {self.subject.content.reason}"

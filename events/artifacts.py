@@ -28,6 +28,12 @@ class PackagedContent(Model):
     sbom: SbomRef | None = None
 
 
+# In an ``artifact.packaged``'s customData (which is otherwise the producer's own, kept as
+# sent), Lockstep reads ``{"lockstep": {"author": "<person>"}}``: who made the change, by the
+# name people approve with; a gate with four_eyes does not count that person's approval.
+AUTHOR_MAX_CHARS = 200
+
+
 class PackagedSubject(Model):
     id: str = Field(min_length=1, description="The artifact's purl, carrying its sha256 digest")
     source: str | None = Field(default=None, min_length=1)
@@ -35,7 +41,9 @@ class PackagedSubject(Model):
 
 
 class ArtifactPackaged(CDEvent):
-    """CI built an artifact. ``subject.id`` is its purl; ``content.change.id`` is the commit."""
+    """CI built an artifact. ``subject.id`` is its purl; ``content.change.id`` is the commit;
+    ``customData.lockstep.author``, if CI says, who made the change (a four-eyes gate does
+    not count their approval). The rest of ``customData`` is the producer's own."""
 
     TYPE: ClassVar[str] = "dev.cdevents.artifact.packaged.0.3.0"
     TOPIC: ClassVar[str] = topics.ARTIFACTS
@@ -55,6 +63,7 @@ class ArtifactPackaged(CDEvent):
         source: str = "lockstep/cli",
         repo: str | None = None,
         sbom_uri: str | None = None,
+        author: str | None = None,
     ) -> ArtifactPackaged:
         """The event a CI system publishes for a build; checks the digest, service and version."""
         ref = ArtifactRef(check_service(service), check_version(version), check_digest(digest))
@@ -67,7 +76,18 @@ class ArtifactPackaged(CDEvent):
                     sbom=SbomRef(uri=sbom_uri) if sbom_uri else None,
                 ),
             ),
+            custom_data=None if author is None else {"lockstep": {"author": _author(author)}},
         )
+
+    @property
+    def author(self) -> str | None:
+        """Who made the change, if the producer said (``customData.lockstep.author``); a value
+        that is not a name is not one, and the build counts as one whose author is unknown."""
+        ours = self.custom_data.get("lockstep") if isinstance(self.custom_data, dict) else None
+        said = ours.get("author") if isinstance(ours, dict) else None
+        if isinstance(said, str) and 0 < len(said.strip()) <= AUTHOR_MAX_CHARS:
+            return said.strip()
+        return None
 
     def ref(self) -> ArtifactRef:
         """The artifact it names; ArtifactRefError if the purl lacks a digest or version."""
@@ -95,6 +115,9 @@ class ArtifactFacts(Model):
     commit: str
     commit_source: str | None = Field(default=None, alias="commitSource")
     packaged_event_id: str = Field(alias="packagedEventId")
+    author: str | None = Field(
+        default=None, min_length=1, description="Who made the change, as CI said (if it did)"
+    )
 
 
 class PublishedContent(Model):
@@ -175,6 +198,12 @@ class ArtifactRejected(CDEvent):
 
     def describe(self) -> str:
         return f"REJECTED {self.subject.id}: {self.subject.content.reason}"
+
+
+def _author(name: str) -> str:
+    if not 0 < len(name.strip()) <= AUTHOR_MAX_CHARS:
+        raise ValueError(f"an author is 1 to {AUTHOR_MAX_CHARS} characters")
+    return name.strip()
 
 
 def _service_or_unknown(purl: str) -> str:

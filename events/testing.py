@@ -37,7 +37,13 @@ from typing import Any, TypeVar
 from events._artifact_ref import ArtifactRef
 from events._base import CDEvent, Reference
 from events._registry import EVENT_TYPES
-from events.approvals import ApprovalUpdated
+from events.approvals import (
+    ApprovalRefused,
+    ApprovalTarget,
+    ApprovalUpdated,
+    RefusedApprovalContent,
+    RefusedApprovalSubject,
+)
 from events.artifacts import (
     ArtifactFacts,
     ArtifactPackaged,
@@ -234,6 +240,13 @@ def _packaged(
 @_sample_of(ArtifactPackaged)
 def _packaged_minimal() -> CDEvent:
     return ArtifactPackaged.build(service=SERVICE, version=VERSION, digest=DIGEST, commit=COMMIT)
+
+
+@_sample_of(ArtifactPackaged)
+def _packaged_with_author() -> CDEvent:
+    return ArtifactPackaged.build(
+        service=SERVICE, version=VERSION, digest=DIGEST, commit=COMMIT, author="dave"
+    )
 
 
 @_sample_of(ArtifactPublished, default=True)
@@ -502,6 +515,29 @@ def _approval(
         service=service, version=version, environment=environment, by=by,
         decision=decision, source=source,  # type: ignore[arg-type]  # the model checks it
     )  # fmt: skip
+
+
+@_sample_of(ApprovalRefused, default=True)
+def _approval_refused(
+    *, service: str = SERVICE, version: str = VERSION, environment: str = ENVIRONMENT,
+    by: str = "mallory",
+) -> CDEvent:  # fmt: skip
+    # as services/gates builds it
+    return ApprovalRefused(
+        context=ApprovalRefused.new_context("lockstep/gates"),
+        subject=RefusedApprovalSubject(
+            id=f"{service}@{version}:{environment}",
+            content=RefusedApprovalContent(
+                who=by,
+                decision="approved",
+                reason=f"{by} is not an approver of {service} for {environment} "
+                "(approvers: owners (payments: alice, bob))",
+                refused_event_id=str(uuid.uuid4()),
+                policy_sha256=POLICY_SHA256,
+            ),
+        ),
+        custom_data=ApprovalTarget(service=service, version=version, environment=environment),
+    )
 
 
 # --- promotions and deployments ----------------------------------------------------------------

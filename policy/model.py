@@ -146,11 +146,44 @@ class Criterion(Strict):
         return self
 
 
+# A person, as people approve: the name their key carries (`lockstep keys create --role person
+# --name alice`), e.g. alice or alice@example.com.
+PERSON = r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$"
+Person = Annotated[str, Field(pattern=PERSON)]
+OWNERS = "owners"  # in a gate's approvers: the members of the team that owns the service
+TEAM_PREFIX = "team:"
+
+
+def _approver(text: str) -> str:
+    if text == OWNERS:
+        return text
+    if text.startswith(TEAM_PREFIX):
+        if not re.match(NAME, text.removeprefix(TEAM_PREFIX)):
+            raise ValueError(f"{text!r}: a team's name after 'team:', e.g. team:sre")
+        return text
+    if not re.match(PERSON, text):
+        raise ValueError(
+            f"{text!r} is not an approver; write a person (alice), team:<name> or owners"
+        )
+    return text
+
+
+Approver = Annotated[str, AfterValidator(_approver)]
+
+
 class Gate(Strict):
     criteria: list[Criterion] = Field(default_factory=list)
     soak: Duration | None = Field(default=None, description="Time in the previous environment")
     approvals: int = Field(
         default=0, ge=0, le=2, description="Manual approvals (a second is optional)"
+    )
+    approvers: list[Approver] = Field(
+        default_factory=list,
+        description="Who may approve or reject: people, team:<name> (its members), owners "
+        "(the members of the service's owning team). Empty: any person with a key",
+    )
+    four_eyes: bool = Field(
+        default=False, description="The change's author (as CI said) may not approve it"
     )
     pass_score: float = Field(default=90, ge=0, le=100)
     warn_score: float = Field(default=75, ge=0, le=100)
@@ -159,6 +192,8 @@ class Gate(Strict):
     def _thresholds(self) -> Gate:
         if self.warn_score > self.pass_score:
             raise ValueError("warn_score must not exceed pass_score")
+        if (self.approvers or self.four_eyes) and not self.approvals:
+            raise ValueError("approvers and four_eyes need approvals (how many, 1 or 2)")
         return self
 
 
@@ -215,6 +250,12 @@ class Dependency(Strict):
 class Owner(Strict):
     team: str = Field(min_length=1)
     escalation: list[str] = Field(default_factory=list)
+
+
+class Team(Strict):
+    members: list[Person] = Field(
+        min_length=1, description="People, by the names they approve with"
+    )
 
 
 Comparison = Literal[">", ">=", "<", "<="]
@@ -347,6 +388,7 @@ class ReleaseModel(Strict):
     stop_the_line: StopTheLine = StopTheLine()
     dependencies: dict[Name, list[Dependency]] = Field(default_factory=dict)
     owners: dict[Name, Owner] = Field(default_factory=dict)
+    teams: dict[Name, Team] = Field(default_factory=dict)
     rollback: list[RollbackCriterion] = Field(default_factory=list)
     runbooks: dict[Name, Runbook] = Field(default_factory=dict)
     escalation: Escalation = Escalation()
@@ -371,9 +413,18 @@ def cross_checks(model: ReleaseModel) -> list[tuple[Path, str]]:
             if before not in known:
                 problems.append((("environments", i, "after", j), _unknown(before, names)))
     problems += _cycles(model)
-    for env in model.gates:
+    for env, gate in model.gates.items():
         if env not in known:
             problems.append((("gates", env), _unknown(env, names)))
+        for j, approver in enumerate(gate.approvers):
+            team = approver.removeprefix(TEAM_PREFIX)
+            if approver.startswith(TEAM_PREFIX) and team not in model.teams:
+                problems.append(
+                    (
+                        ("gates", env, "approvers", j),
+                        f"no team {team!r}; declared: {', '.join(model.teams) or 'none'}",
+                    )
+                )
     trained: dict[tuple[str, str], str] = {}
     for i, train in enumerate(model.trains):
         for j, env in enumerate(train.environments):

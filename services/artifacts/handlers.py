@@ -94,6 +94,7 @@ async def on_packaged(event: ArtifactPackaged, ctx: HandlerContext) -> None:
                 commit=content.change.id,
                 commit_source=content.change.source,
                 packaged_event_id=event.id,
+                author=event.author,
             ),
         )
     )

@@ -11,7 +11,9 @@ For each environment of the model, its gate (none: an empty gate, which passes) 
   While the soak is not over, the build is looked at again when it ends (``recheck_at``);
 - the baseline of a benchmark: the metrics of the version running in the environment now,
   unless that is this build (or nothing runs there);
-- approvals and rejections people gave the build for the environment.
+- approvals and rejections people gave the build for the environment, counted only from
+  people the gate lets decide (``policy.people``: its approvers, four eyes); the others are
+  named in the approval condition's reason.
 
 A decision is new when it is decided (not pending) and differs, in its result or in the model
 it cites, from the last one recorded for the build and environment.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from policy.model import Environment, Gate, ReleaseModel, parse_duration
+from policy.people import approval_refusal
 from services.gates.scoring import EvidenceFact, GateResult, evaluate
 
 
@@ -32,6 +35,7 @@ class Build:
     version: str
     digest: str
     purl: str
+    author: str | None = None  # who made the change, as CI said
 
     @property
     def label(self) -> str:
@@ -84,7 +88,15 @@ def judge(
                                      snapshot.deployed, now)  # fmt: skip
         if due is not None:
             dues.append(due)
-        given = snapshot.approvals.get(environment.name, {})
+        given, refused = {}, {}
+        for who, said in snapshot.approvals.get(environment.name, {}).items():
+            why = approval_refusal(
+                model, environment.name, snapshot.build.service, who, snapshot.build.author
+            )
+            if why is None:
+                given[who] = said
+            else:
+                refused[who] = why
         result = evaluate(
             gate,
             facts,
@@ -96,6 +108,7 @@ def judge(
             soaked_for=soaked_for,
             approvals=sum(1 for d in given.values() if d == "approved"),
             rejected_by=sorted(who for who, d in given.items() if d == "rejected"),
+            not_counted=[refused[who] for who in sorted(refused)],
         )
         if not result.decided:
             continue

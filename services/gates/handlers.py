@@ -3,6 +3,9 @@
 - ``policy.updated``: the new release model is in force; recent builds are judged again.
 - ``artifact.published``: a build to judge, for the gate of every environment.
 - ``evidence.recorded``: one more piece of evidence; its build is judged again.
+- ``approval.updated``: a person's approval or rejection, kept; it counts only if the gate
+  lets that person decide (``policy.people``), else ``approval.refused`` says why (for a
+  build not registered yet, the gate's decision says it, once there is one).
 
 A decision is emitted (``gate.passed`` for pass or warning, ``gate.failed`` for fail) only
 when it is decided and differs from the last one for that build, environment and model.
@@ -17,6 +20,7 @@ from dataclasses import replace
 from opentelemetry.trace import Link
 
 from events import (
+    ApprovalRefused,
     ApprovalUpdated,
     ArtifactPublished,
     EvidenceRecorded,
@@ -25,9 +29,11 @@ from events import (
     PolicyUpdated,
     ServiceDeployed,
 )
+from events.approvals import RefusedApprovalContent, RefusedApprovalSubject
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
 from policy.in_force import in_force, keep, model_in_force
 from policy.model import ReleaseModel
+from policy.people import approval_refusal
 from services.gates import decide, scoring, store
 from shared.bus import HandlerContext, Router
 
@@ -58,7 +64,9 @@ async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
 @router.handles(ArtifactPublished)
 async def on_published(event: ArtifactPublished, ctx: HandlerContext) -> None:
     facts = event.custom_data
-    build = decide.Build(facts.service, facts.version, facts.digest, event.subject.id)
+    build = decide.Build(
+        facts.service, facts.version, facts.digest, event.subject.id, author=facts.author
+    )
     await store.lock_build(ctx.conn, build.service, build.version)
     if await store.add_build(ctx.conn, build):
         await ctx.remember(thread_of(build.service, build.version))  # the build's trace
@@ -94,7 +102,7 @@ async def on_approval(event: ApprovalUpdated, ctx: HandlerContext) -> None:
     await store.record_approval(
         ctx.conn, t.service, t.version, t.environment, event.who, event.subject.content.decision
     )
-    await judge(ctx, t.service, t.version)
+    await judge(ctx, t.service, t.version, approval=event)
 
 
 async def periodic(ctx: HandlerContext) -> None:
@@ -119,11 +127,13 @@ async def judge(
     found: InForce | None = None,
     *,
     published: decide.Build | None = None,
+    approval: ApprovalUpdated | None = None,
 ) -> None:
     """Judge a build (if registered) against every environment's gate under the model in
     force (``found``: as the caller read it; None: read it here, the caller having locked the
     build, which holds the model), then record and emit what is new. ``published``: the build
-    as its ``artifact.published`` describes it."""
+    as its ``artifact.published`` describes it. ``approval``: the person's decision just
+    recorded; if the gate does not let them decide, ``approval.refused`` says why."""
     snapshot = await store.snapshot(ctx.conn, service, version)
     if snapshot is None:
         return
@@ -136,6 +146,8 @@ async def judge(
     policy_sha256, model = found
     judgement = decide.judge(model, policy_sha256, snapshot, ctx.now())
     build = snapshot.build
+    if approval is not None:
+        _refuse_if_not_theirs(ctx, approval, model, policy_sha256, build)
     if judgement.recheck_at is not None:
         await store.soak_until(ctx.conn, build.service, build.version, judgement.recheck_at)
     if judgement.decisions:
@@ -144,6 +156,36 @@ async def judge(
     for decision in judgement.decisions:
         await _emit(ctx, build, decision, policy_sha256, evidence_ids)
     ctx.span.set_attribute("lockstep.outcome", judgement.outcome or "no new decision")
+
+
+def _refuse_if_not_theirs(
+    ctx: HandlerContext,
+    approval: ApprovalUpdated,
+    model: ReleaseModel,
+    policy_sha256: str,
+    build: decide.Build,
+) -> None:
+    target = approval.custom_data
+    why = approval_refusal(model, target.environment, build.service, approval.who, build.author)
+    if why is None:
+        return
+    ctx.span.set_attribute("lockstep.approval", "not counted")
+    ctx.emit(
+        ApprovalRefused(
+            context=ApprovalRefused.new_context(SOURCE),
+            subject=RefusedApprovalSubject(
+                id=approval.subject.id,
+                content=RefusedApprovalContent(
+                    who=approval.who,
+                    decision=approval.subject.content.decision,
+                    reason=why,
+                    refused_event_id=approval.id,
+                    policy_sha256=policy_sha256,
+                ),
+            ),
+            custom_data=target,
+        )
+    )
 
 
 async def _emit(

@@ -59,11 +59,13 @@ def evaluate(
     soaked_for: timedelta | None = None,
     approvals: int = 0,
     rejected_by: list[str] | None = None,
+    not_counted: list[str] | None = None,
 ) -> GateResult:
     """``baseline``: benchmark metrics of the version in the environment now (None: nothing
-    there yet). ``soaked_for``: how long the build has run in the previous environment."""
+    there yet). ``soaked_for``: how long the build has run in the previous environment.
+    ``not_counted``: why each approval or rejection the gate does not count was left out."""
     judged = [_judge(c, evidence, baseline) for c in gate.criteria]
-    conditions = _conditions(gate, soaked_for, approvals, rejected_by or [])
+    conditions = _conditions(gate, soaked_for, approvals, rejected_by or [], not_counted or [])
     decided = [j for j in judged if j.verdict != "pending"]
     total = sum(j.weight for j in decided)
     score = (
@@ -153,7 +155,11 @@ def _judge_benchmark(
 
 
 def _conditions(
-    gate: Gate, soaked_for: timedelta | None, approvals: int, rejected_by: list[str]
+    gate: Gate,
+    soaked_for: timedelta | None,
+    approvals: int,
+    rejected_by: list[str],
+    not_counted: list[str],
 ) -> list[Judged]:
     conditions: list[Judged] = []
     if gate.soak is not None:
@@ -169,11 +175,19 @@ def _conditions(
         conditions.append(
             Judged("soak", verdict, True, 0, {"soaked_s": had.total_seconds()}, reason)
         )
+    measured: dict[str, object] = {"approvals": approvals}
+    if not_counted:
+        measured["not_counted"] = list(not_counted)  # why each person's word was left out
+    left_out = f"not counted: {'; '.join(not_counted)}" if not_counted else ""
     if rejected_by:
-        reason = f"rejected by {', '.join(rejected_by)}"
-        conditions.append(Judged("approval", "fail", True, 0, {"approvals": approvals}, reason))
+        said = f"rejected by {', '.join(rejected_by)}"
+        conditions.append(Judged("approval", "fail", True, 0, measured, _both(said, left_out)))
     elif gate.approvals:
         verdict = "pass" if approvals >= gate.approvals else "pending"
-        reason = "" if verdict == "pass" else f"{approvals} of {gate.approvals} approvals"
-        conditions.append(Judged("approval", verdict, True, 0, {"approvals": approvals}, reason))
+        said = "" if verdict == "pass" else f"{approvals} of {gate.approvals} approvals"
+        conditions.append(Judged("approval", verdict, True, 0, measured, _both(said, left_out)))
     return conditions
+
+
+def _both(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)

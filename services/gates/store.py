@@ -27,16 +27,17 @@ async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> No
 async def add_build(conn: asyncpg.Connection, build: Build) -> bool:
     """False if the build was registered already."""
     added = await conn.fetchval(
-        "INSERT INTO builds (service, version, digest, purl) "
-        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
-        build.service, build.version, build.digest, build.purl,
+        "INSERT INTO builds (service, version, digest, purl, author) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+        build.service, build.version, build.digest, build.purl, build.author,
     )  # fmt: skip
     return added is not None
 
 
 async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
     rows = await conn.fetch(
-        "SELECT service, version, digest, purl FROM builds ORDER BY registered_at DESC LIMIT $1",
+        "SELECT service, version, digest, purl, author FROM builds "
+        "ORDER BY registered_at DESC LIMIT $1",
         limit,
     )
     return [Build(**dict(r)) for r in rows]
@@ -55,7 +56,7 @@ async def add_evidence(
 
 
 _SNAPSHOT = """
-SELECT b.service, b.version, b.digest, b.purl,
+SELECT b.service, b.version, b.digest, b.purl, b.author,
        ARRAY(SELECT ROW(e.event_id, e.kind, e.passed, e.details::text) FROM evidence e
              WHERE e.service = b.service AND e.version = b.version
              ORDER BY e.recorded_at, e.event_id) AS evidence,
@@ -91,7 +92,7 @@ async def snapshot(conn: asyncpg.Connection, service: str, version: str) -> Buil
             EvidenceFact(kind, passed, json.loads(details))
         )
     return BuildSnapshot(
-        build=Build(row["service"], row["version"], row["digest"], row["purl"]),
+        build=Build(row["service"], row["version"], row["digest"], row["purl"], row["author"]),
         evidence=[
             (event_id, EvidenceFact(kind, passed, json.loads(details)))
             for event_id, kind, passed, details in row["evidence"]
