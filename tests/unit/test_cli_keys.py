@@ -99,11 +99,13 @@ def test_retire_rotates_a_role_to_its_other_key(key_dir: Path) -> None:
 
 
 def test_errors_are_one_line(key_dir: Path) -> None:
-    err = one_line_error(*lockstep(key_dir, "create", "--role", "admin")[::2])
-    assert "unknown role 'admin'" in err and "promotion" in err
+    err = one_line_error(*lockstep(key_dir, "create", "--role", "root")[::2])
+    assert "unknown role 'root'" in err and "promotion" in err
+    err = one_line_error(*lockstep(key_dir, "create", "--role", "person")[::2])
+    assert "a person key needs the person's name: --name NAME" in err
     err = one_line_error(*lockstep(key_dir, "retire", "ed25519:0000000000000000")[::2])
     assert "no key ed25519:0000000000000000" in err
-    _, kid, _ = lockstep(key_dir, "create", "--role", "person")
+    _, kid, _ = lockstep(key_dir, "create", "--role", "person", "--name", "alice")
     lockstep(key_dir, "retire", kid.strip())
     err = one_line_error(*lockstep(key_dir, "retire", kid.strip())[::2])
     assert "was retired at" in err
