@@ -39,7 +39,12 @@ def person(root: Root, claimed: str) -> SigningKey:
     sent: every verifier would refuse it as an impersonation."""
     store = KeyStore(root.settings.key_dir)
     try:
-        key = store.person_key(root.settings.person or claimed or None)
+        try:  # LOCKSTEP_PERSON's key, else the claimed person's, else the only one here
+            key = store.person_key(root.settings.person or claimed or None)
+        except NoSigningKey:
+            if root.settings.person or not claimed:
+                raise
+            key = store.person_key()
     except (NoSigningKey, KeyStoreError) as exc:
         raise root.fail(str(exc), one_line=True) from None
     if claimed and key.name != claimed:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -28,15 +31,17 @@ from events import (
     CDEvent,
     FlagChangeRequested,
     GatePassed,
+    HoldReleased,
     KafkaRecord,
     PolicyUpdated,
     PromotionApproved,
     SignatureRefusal,
+    decode,
     encode,
     topics,
 )
 from events.kafka import reason_of
-from events.signing import sign, with_signature
+from events.signing import Signer, sign, signature_of, verify, with_signature
 from events.testing import sample
 from policy import load_text, policy_updated
 from services.audit.app import SPEC as AUDIT
@@ -45,7 +50,7 @@ from services.flags.app import SPEC as FLAGS
 from services.flags.changes import Change, apply_now
 from services.gates.app import SPEC as GATES
 from services.promotion.app import SPEC as PROMOTION
-from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
+from tests.integration.conftest import REPO, Namespace, NamespaceFactory, digest, unique_service
 
 MODEL = load_text(b"version: 1\nenvironments:\n  - name: dev\n")
 OTHER_MODEL = load_text(b"version: 1\nenvironments:\n  - name: dev\n  - name: anywhere\n")
@@ -442,3 +447,68 @@ async def test_a_rotated_key_verifies_what_it_signed_before_and_a_revoked_key_no
         await assert_refused(ns, by_leaked, service="promotion", group=group,
                              reason="revoked", key_id=leaked.key_id)  # fmt: skip
         assert promoted(ns, after) == [] and promoted(ns, revoked_one) == []
+
+
+# --- the command line signs what people and the platform decide --------------------------------
+
+
+def lockstep(ns: Namespace, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+        env={**os.environ, "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+             "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir), "LOCKSTEP_TRACE_DIR": "",
+             "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap, "COLUMNS": "400", **env},
+    )  # fmt: skip
+
+
+def on_log(ns: Namespace, event_type: str, service: str) -> list[KafkaRecord]:
+    return [
+        r
+        for r in ns.log.records
+        if r.header("ce_type") == event_type and service.encode() in (r.value or b"")
+    ]
+
+
+async def verified(ns: Namespace, event_type: str, service: str) -> Signer:
+    """The signer of the one ``event_type`` about ``service`` on the log, as verified."""
+    [record] = await ns.log.wait_for(lambda: on_log(ns, event_type, service), 30)
+    return verify(decode(record).event, signature_of(record), ns.keys.trust())
+
+
+@pytest.mark.timeout(120)
+async def test_the_command_line_signs_approvals_as_the_person_and_models_as_the_platform(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    service = unique_service()
+    approve = ("approve", f"{service}@1.0.0", "--env", "prod")
+    done = await asyncio.to_thread(lockstep, ns, *approve)  # alice's is the only person key
+    assert done.returncode == 0, done.stderr
+    signer = await verified(ns, ApprovalUpdated.TYPE, service)
+    assert (signer.role, signer.name) == ("person", "alice")
+    # alice cannot approve as bob: refused before anything is sent, in one line
+    as_bob = await asyncio.to_thread(lockstep, ns, *approve, "--by", "bob")
+    assert as_bob.returncode == 2 and len(as_bob.stderr.strip().splitlines()) == 1
+    assert "--by bob, but the person key here is alice's" in as_bob.stderr
+    # with several people's keys, LOCKSTEP_PERSON says whose
+    ns.signing_key("person", "carol")
+    several = await asyncio.to_thread(lockstep, ns, "reject", f"{service}@1.0.1", "--env", "prod")
+    assert several.returncode == 2 and "LOCKSTEP_PERSON" in several.stderr
+    hold = ("hold", "release", "--service", service, "--env", "prod", "--reason", "fixed")
+    released = await asyncio.to_thread(lockstep, ns, *hold, LOCKSTEP_PERSON="carol")
+    assert released.returncode == 0, released.stderr
+    assert (await verified(ns, HoldReleased.TYPE, service)).name == "carol"
+    # a release model goes out signed by the platform key
+    path = tmp_path / "model.yaml"
+    path.write_text(f"version: 1\nenvironments:\n  - name: {service}\n", encoding="utf-8")
+    published = await asyncio.to_thread(lockstep, ns, "model", "publish", str(path), "--by", "me")
+    assert published.returncode == 0, published.stderr
+    assert (await verified(ns, PolicyUpdated.TYPE, service)).role == "platform"
+    # no key: one line saying what to do, nothing sent
+    empty = tmp_path / "no-keys"
+    nothing = await asyncio.to_thread(
+        lockstep, ns, "model", "publish", str(path), "--by", "me", LOCKSTEP_KEY_DIR=str(empty)
+    )
+    assert nothing.returncode == 2 and len(nothing.stderr.strip().splitlines()) == 1
+    assert "lockstep keys init" in nothing.stderr
