@@ -218,3 +218,18 @@ def test_a_key_made_a_moment_ago_verifies_at_once(keys: KeyStore) -> None:
     with pytest.raises(SignatureRefused) as caught:
         watched.verify(approval, sign(approval, stranger.signing_key("person", name="alice")))
     assert caught.value.reason == "unknown-key"
+
+
+@pytest.mark.parametrize("name", ["gates", "promotion", "incidents"])
+async def test_a_service_that_signs_does_not_start_without_its_key(
+    tmp_path: Path, name: str
+) -> None:
+    from services.catalog import spec
+    from shared.db import NotComingUp
+    from shared.service import RunningService
+    from shared.settings import Settings
+
+    service = RunningService(spec(name), Settings(namespace="nokeys", key_dir=tmp_path / "none"))
+    with pytest.raises(NotComingUp, match=f"it signs as {name}.*`lockstep keys init`"):
+        await service.setup()  # before it touches Postgres or Kafka
+    assert service.pool is None and not service.ready
