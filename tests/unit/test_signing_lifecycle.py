@@ -233,3 +233,31 @@ async def test_a_service_that_signs_does_not_start_without_its_key(
     with pytest.raises(NotComingUp, match=f"it signs as {name}.*`lockstep keys init`"):
         await service.setup()  # before it touches Postgres or Kafka
     assert service.pool is None and not service.ready
+
+
+def test_only_the_benchmarks_entry_point_turns_signing_off(tmp_path: Path) -> None:
+    """No setting turns verification off; bench/harness/unsigned.py does, for its own
+    process only (the benchmark's with-against-without comparison)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "from shared.bus.signing import Verifier, signed_record, unsigned_for_a_benchmark\n"
+        "from shared.settings import Settings\n"
+        "from events import GatePassed, encode\n"
+        "from events.testing import sample\n"
+        f"s = Settings(key_dir={str(tmp_path / 'keys')!r})\n"
+        "e = sample(GatePassed)\n"
+        "r = encode(e, topic='t')\n"
+        "before = Verifier(s).refusal(r, e)\n"
+        "unsigned_for_a_benchmark()\n"
+        "same = signed_record(e, topic='t', key=None).headers == r.headers\n"
+        "print(before.reason, Verifier(s).refusal(r, e), same)\n"
+    )  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=False, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["unsigned", "None", "True"]
+    assert "OFF in this process" in done.stderr
+    with pytest.raises(UnsignableDecision):
+        signed_record(sample(GatePassed), topic="t", key=None)
