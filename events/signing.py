@@ -307,10 +307,15 @@ def verify(
     if trusted.role == "person":
         claimed = claimed_person(event)
         if trusted.name is None or claimed != trusted.name:
+            whose = (
+                f"of {trusted.name!r}"
+                if trusted.name
+                else "of no one named (a person key made before keys carried names: make a "
+                "new one with --name)"
+            )
             raise SignatureRefused(
                 "impersonation",
-                f"{what} claims to be by {claimed!r}, but is signed by key {key_id_} of "
-                f"{trusted.name!r}",
+                f"{what} claims to be by {claimed!r}, but is signed by key {key_id_} {whose}",
             )
     at = event.context.timestamp
     if trusted.retired_by(at):
@@ -547,8 +552,6 @@ def _trusted_key(entry: object, n: int) -> TrustedKey:
     name = entry.get("name")
     if name is not None and (not isinstance(name, str) or not PERSON_NAME_RE.match(name)):
         raise KeyStoreError(f"{where}.name must be a person's name (letters, digits, ._@-)")
-    if role == "person" and name is None:
-        raise KeyStoreError(f"{where}: a person key needs the person's name")
     return TrustedKey(kid, str(role), raw, created, retired, name=name, revoked_at=revoked)
 
 

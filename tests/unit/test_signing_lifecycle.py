@@ -7,6 +7,7 @@ only with a key of a role that may sign it."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -261,3 +262,20 @@ def test_only_the_benchmarks_entry_point_turns_signing_off(tmp_path: Path) -> No
     assert "OFF in this process" in done.stderr
     with pytest.raises(UnsignableDecision):
         signed_record(sample(GatePassed), topic="t", key=None)
+
+
+def test_a_person_key_from_before_names_loads_and_verifies_no_one(keys: KeyStore) -> None:
+    """A trust store written before person keys carried names still loads (the services keep
+    working); such a key's approvals are refused: it names no one."""
+    keys.create("person", name="alice")
+    document = json.loads(keys.trust_path.read_text(encoding="utf-8"))
+    del document["keys"][0]["name"]
+    keys.trust_path.write_text(json.dumps(document), encoding="utf-8")
+    trust = keys.trust()
+    [old] = list(trust)
+    assert old.name is None
+    approval = sample(ApprovalUpdated, by="alice")
+    header = sign(approval, keys.load_private(old))
+    with pytest.raises(SignatureRefused, match="of no one named") as caught:
+        verify(approval, header, trust)
+    assert caught.value.reason == "impersonation"
