@@ -173,7 +173,9 @@ class Mesh:
 
     async def start(self) -> None:
         await ensure_topics(self.settings)
-        async with Publisher(self.settings, client_id="chaos-platform") as pub:
+        async with Publisher(
+            self.settings, client_id="chaos-platform", signing_key=self.run.key("platform")
+        ) as pub:
             await pub.publish(policy_updated(load_text(MODEL), updated_by="chaos"))
         self.sup.start()
         self.run.closing(self.sup.stop)

@@ -110,7 +110,7 @@ async def measure(run: Run, args: argparse.Namespace) -> dict[str, Any]:
         child.start()
     await watch.start()
     now = datetime.now(UTC)
-    async with Publisher(settings, client_id="bench") as pub:
+    async with Publisher(settings, client_id="bench", signing_key=run.key("platform")) as pub:
         await pub.publish(policy_updated(load_text(MODEL), updated_by="bench"))
         for service in services:
             await pub.publish(deployed(service, "1.0.0", now - timedelta(hours=1)))

@@ -151,10 +151,20 @@ class ChainBench(LatencyBench):
 
     async def prepare(self, result: dict[str, Any]) -> None:
         self.releases = ReleaseFactory(self.ns, service_names(len(self.artifacts)))
-        async with Publisher(self.settings, client_id="bench-platform") as publisher:
+        async with Publisher(
+            self.settings, client_id="bench-platform", signing_key=self.key("platform")
+        ) as publisher:
             loaded = load_text(MODEL.encode())
             await publisher.publish(policy_updated(loaded, updated_by="bench"))
         result["model_sha256"] = loaded.sha256
+        result["signing"] = self.args.signing
+
+    def cli_argv(self) -> list[str]:
+        """How a service process is started: the command line, or with ``--signing off`` the
+        benchmark's own entry point that turns signing and verification off first."""
+        if self.args.signing == "off":
+            return [sys.executable, str(Path(__file__).parent / "harness" / "unsigned.py")]
+        return [sys.executable, "-m", "cli"]
 
     async def _observer(self, logical: str, match: Matcher) -> Observer:
         return await self.observer(self.settings.topic(logical), match)
@@ -177,7 +187,7 @@ class ChainBench(LatencyBench):
         for name in SERVICES:
             child = self.child(
                 f"{name} service",
-                [sys.executable, "-m", "cli", "run", name],
+                [*self.cli_argv(), "run", name],
                 f"{name}-service.log",
             )
             child.start()
@@ -473,6 +483,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="straggler wait (30)")
     p.add_argument("--timeout", type=float, default=600.0, help="overall limit, seconds (600)")
     p.add_argument("--keep-temp", action="store_true", help="keep service logs and spans")
+    p.add_argument(
+        "--signing",
+        choices=("on", "off"),
+        default="on",
+        help="off: the services neither sign nor verify (bench/harness/unsigned.py), to set "
+        "the chain's latency with signatures against without (on)",
+    )
     args = p.parse_args(argv)
     if args.rate <= 0 or args.seconds <= 0 or args.warmup < 0 or any(r <= 0 for r in args.steps):
         p.error("rates and durations must be positive")

@@ -233,16 +233,22 @@ def hold_release(
     version: Annotated[
         str | None, typer.Option(help="Let a version marked bad by a rollback be promoted again")
     ] = None,
-    by: By = "",
+    by: Annotated[
+        str, typer.Option(help="Who releases it (default: whose person key is here)")
+    ] = "",
 ) -> None:
-    """Release a hold the promotion service keeps after a rollback (hold.released)."""
+    """Release a hold the promotion service keeps after a rollback (hold.released), signed
+    with your person key."""
     from cli.publish import publish
+    from cli.signing import person
     from services.promotion.api import hold_released
 
     root = of(ctx)
     if env is None and version is None:
         raise root.fail("say what to release: --env ENV (the incident hold) and/or --version V")
-    event = hold_released(service, environment=env, version=version, by=by or whoami(),
+    key = person(root, by)  # a person's decision: signed with their key, in their name
+    assert key.name is not None
+    event = hold_released(service, environment=env, version=version, by=key.name,
                           reason=reason)  # fmt: skip
-    publish(root, event, client_id="lockstep-cli")
+    publish(root, event, client_id="lockstep-cli", signing_key=key)
     root.out.print(event.describe(), highlight=False)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from cli.root import Root, of
 from events import ArtifactRef, ArtifactRefError, CDEvent, InvalidEvent
+from events.signing import SigningKey
 
 E = TypeVar("E", bound=CDEvent)
 
@@ -34,12 +35,18 @@ def publish(
     traceparent: str | None = None,
     *,
     client_id: str = "lockstep-publisher",
+    signing_key: SigningKey | None = None,
 ) -> None:
-    """Publish one event and say so (an event the contract refuses is one line)."""
+    """Publish one event and say so (an event the contract refuses is one line). A decision
+    is signed with ``signing_key``, by default the key the command line signs it with
+    (``cli.signing.key_for``)."""
+    from cli.signing import key_for
     from shared.bus import Publisher, PublishError
 
+    key = signing_key or key_for(root, event)
+
     async def go() -> None:
-        async with Publisher(root.settings, client_id=client_id) as publisher:
+        async with Publisher(root.settings, client_id=client_id, signing_key=key) as publisher:
             await publisher.publish(event, traceparent=traceparent)
 
     try:
@@ -91,8 +98,10 @@ def built(root: Root, make: Callable[[], E], parts: dict[str, str] | None = None
         raise root.fail("; ".join(dict.fromkeys(said)), one_line=True) from None
 
 
-def publish_and_say(root: Root, event: CDEvent, traceparent: str | None) -> None:
-    publish(root, event, traceparent)
+def publish_and_say(
+    root: Root, event: CDEvent, traceparent: str | None, *, signing_key: SigningKey | None = None
+) -> None:
+    publish(root, event, traceparent, signing_key=signing_key)
     root.out.print(
         f"published {event.context.type} {event.id}: {event.describe()}", highlight=False
     )

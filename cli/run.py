@@ -30,6 +30,9 @@ def run(
     root = of(ctx)
     root.configure_logging()
     if service == "all":
+        from cli.keys import init_keys
+
+        init_keys(root)  # every signing service finds its key, out of the box
         raise typer.Exit(_run_all(list(SERVICES)))
     try:
         service_spec = spec(service)

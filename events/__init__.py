@@ -52,6 +52,7 @@ from events.incidents import (
 )
 from events.policy import PolicyUpdated
 from events.promotions import HoldReleased, PromotionApproved, PromotionBlocked
+from events.security import SignatureRefusal
 from events.signals import SignalObserved
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ __all__ = [
     "ServiceDeployed",
     "ServiceRolledBack",
     "SignalObserved",
+    "SignatureRefusal",
     "TestSuiteRunFinished",
     "Unreadable",
     "check_digest",

@@ -369,8 +369,9 @@ def dead_letter(
     """``record`` as it was (same key, value and headers) for ``dlq_topic``, plus
     ``lockstep.dlq.*`` headers that say why and where from. ``stage``: ``decode`` (not a valid
     event, or not even a record the client could read: ``Unreadable.record``), ``handle`` (its
-    handler failed), ``store`` (Postgres refused it) or ``duplicate`` (an event id already
-    handled, with other content). Never raises, whatever the record holds; a dead letter of a
+    handler failed), ``store`` (Postgres refused it), ``duplicate`` (an event id already
+    handled, with other content) or ``signature`` (a decision whose signature does not hold:
+    ``events.signing``). Never raises, whatever the record holds; a dead letter of a
     dead letter does not pile up the headers."""
     if len(error) > MAX_ERROR_CHARS:
         error = f"{error[:MAX_ERROR_CHARS]}… ({len(error)} characters)"

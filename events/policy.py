@@ -8,8 +8,8 @@ The hash names the file, and the file is in the event: a ``sha256`` that is not 
 the ``model`` carried. Before 1.0.0 the event had no text, and nothing tied the model to the
 hash it was cited by: anyone who could write to the topic could put any model in force under
 any hash. This is a consistency check, not proof of who published: a writer to the topic can
-still hash a file of its own; a platform key's signature (``events.signing``, not yet
-required here) is what will refuse that."""
+still hash a file of its own; a platform key's signature (``events.signing``, verified by
+every service before the event is handled) is what refuses that."""
 
 from __future__ import annotations
 

@@ -1,13 +1,15 @@
 """Signed decisions: who made a decision event, proved with Ed25519, checked before acting.
 
 A decision (a gate decision, a promotion, a rollback, a policy update, a flag change a service
-asks for, a person's approval) is signed by the service that emits it, with a key of that
-service's *role*; whoever acts on it (the deployer SDK on a promotion, the promotion service on
-a gate decision) verifies it first, against a trust store of public keys, and refuses what is
-unsigned, altered, or signed by a key whose role may not make that decision. (Not yet wired:
-no service calls ``sign`` or ``verify`` yet. Known gap to close when it is: retirement is
-judged by the event's own time, which the signer chooses, so a retired key's holder can
-backdate; a revoked state and a bound on the event's age are needed.)
+asks for, a person's approval or hold release) is signed by whoever emits it, with a key of
+that emitter's *role*: the gates, promotion and incidents services with their own
+(``shared.bus.signing``), the command line with the platform's (a release model) or the
+person's (an approval). Whoever acts on it verifies it first, against a trust store of public
+keys: every Lockstep service for each decision it handles (``shared.bus.consumer``), the
+deployer SDK for a promotion. What is unsigned, altered, signed by a key whose role may not
+make that decision, by another person than the one it names, by a revoked key, or by a retired
+key past its time, is refused: dead-lettered and reported as ``signature.refused``
+(``events.security``).
 
 The envelope
 ------------
@@ -41,20 +43,35 @@ environment. Replaying the very same event is the inboxes' business (same id: sk
 
 Keys, roles, rotation
 ---------------------
-A trust store (``TrustStore``, a JSON file) lists public keys, each with its role, when it was
-created, and when it was retired (or null). A private key ring is a directory holding one PEM
+A trust store (``TrustStore``, a JSON file) lists public keys, each with its role (and for a
+person's key the person's name), when it was created, and when it was retired and revoked (or
+null). A private key ring is a directory holding one PEM
 file per key (PKCS#8, mode 0600). ``KeyStore(directory)`` is the usual layout of both:
 ``trust.json`` and ``private/<16 hex>.pem``; Lockstep's settings name the directory
 (``LOCKSTEP_KEY_DIR``), this module takes paths.
 
-Several keys of a role may be valid at once: a signer uses the newest unretired key of its role
-that it holds; a verifier accepts any key the store has, except a retired key for an event whose
-time is at or after its retirement (events it signed before still verify).
+Several keys of a role may be valid at once: a signer uses the newest usable key of its role
+that it holds; a verifier accepts any key the store has, with three limits:
+
+- a *retired* key (rotation: ``lockstep keys retire``) verifies only events timed before its
+  retirement, and only until ``retired_grace`` (default a day, ``DEFAULT_RETIRED_GRACE``) after
+  it. The event's time is the signer's to choose, so a retired key's holder could backdate;
+  the grace bounds that to the time what the key signed needs to be read;
+- a *revoked* key (compromised: ``lockstep keys revoke``) verifies nothing, whenever signed;
+- a *person's* key carries the person's name, and verifies only an event that claims that
+  person (``claimed_person``: approval.updated's responder, hold.released's ``by``); else the
+  refusal is ``impersonation``. Whether that person may approve that environment is the
+  gates service's business.
+
+A service reads the trust store file again when it changes (``TrustStoreFile``: a ``stat`` at
+most once a second, and at once for a key it does not know yet), so a retirement or a
+revocation takes effect without a restart.
 
 ``SIGNERS`` says which roles may sign which event type. ``verify`` raises ``SignatureRefused``,
 whose ``reason`` is one of ``REFUSALS`` (``unsigned``, ``malformed``, ``unknown-key``,
-``altered``, ``role-not-allowed``, ``retired``) and whose text says what and why. The signature is
-checked before the role and the retirement, so those two refusals mean the key really signed it.
+``altered``, ``role-not-allowed``, ``impersonation``, ``retired``, ``revoked``) and whose text
+says what and why. The signature is checked first, so every refusal after ``altered`` means the
+key really signed it.
 """
 
 from __future__ import annotations
@@ -66,10 +83,12 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
@@ -92,9 +111,16 @@ KEY_ID_PREFIX: Final = "ed25519:"
 MAX_HEADER_CHARS: Final = 512  # a key id and 88 characters of base64 need far less
 TRUST_FILE: Final = "trust.json"
 PRIVATE_DIR: Final = "private"
+# How long a retired key's signatures still verify (for events timed before its retirement):
+# time for what it signed to be read. Past it, nothing the key signed verifies.
+DEFAULT_RETIRED_GRACE: Final = timedelta(days=1)
+PERSON_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 
-Role = Literal["gates", "promotion", "incidents", "platform", "person"]
+Role = Literal["gates", "promotion", "incidents", "platform", "admin", "person"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
+# The roles of services and the platform: one key each is what an installation starts with
+# (``KeyStore.init``); a person's key is per person.
+INIT_ROLES: Final[tuple[str, ...]] = ("gates", "promotion", "incidents", "platform", "admin")
 
 # Which roles may sign which decision. A role is a kind of signer, not one signer: every key of
 # the role may sign these types.
@@ -105,15 +131,26 @@ SIGNERS: Final[Mapping[str, frozenset[str]]] = {
     PromotionApproved.TYPE: frozenset({"promotion"}),
     PromotionBlocked.TYPE: frozenset({"promotion"}),
     RollbackRequested.TYPE: frozenset({"incidents"}),
-    FlagChangeRequested.TYPE: frozenset({"incidents"}),  # the kill switches incidents pulls
+    # the kill switches incidents pulls, and an administrator's change sent on Kafka
+    FlagChangeRequested.TYPE: frozenset({"incidents", "admin"}),
     PolicyUpdated.TYPE: frozenset({"platform"}),
-    # TODO(people): "person" is any key of the role; which person, checked against the model's
-    # approvers per environment (and four eyes), is the people part of issue 11.
+    # A person's key carries the person's name, and the event must claim that name
+    # (``claimed_person``). Whether that person may approve that environment is the gates
+    # service's business (the model's approvers), not the signature's.
     ApprovalUpdated.TYPE: frozenset({"person"}),
     HoldReleased.TYPE: frozenset({"person"}),
 }
 
-Refusal = Literal["unsigned", "malformed", "unknown-key", "altered", "role-not-allowed", "retired"]
+Refusal = Literal[
+    "unsigned",
+    "malformed",
+    "unknown-key",
+    "altered",
+    "role-not-allowed",
+    "impersonation",
+    "retired",
+    "revoked",
+]
 REFUSALS: Final[tuple[str, ...]] = get_args(Refusal)
 
 
@@ -137,10 +174,11 @@ class NoSigningKey(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """Who signed a verified event."""
+    """Who signed a verified event (``name``: the person, for a person's key)."""
 
     key_id: str
     role: str
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +190,16 @@ class TrustedKey:
     public_key: bytes  # raw, 32 bytes
     created_at: datetime
     retired_at: datetime | None = None
+    name: str | None = None  # the person, for a key of role person
+    revoked_at: datetime | None = None  # compromised: nothing it signed verifies
 
     def retired_by(self, moment: datetime) -> bool:
         return self.retired_at is not None and moment >= self.retired_at
+
+    @property
+    def usable(self) -> bool:
+        """Neither retired nor revoked: a signer may sign with it."""
+        return self.retired_at is None and self.revoked_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +209,7 @@ class SigningKey:
     key_id: str
     role: str
     private_key: Ed25519PrivateKey
+    name: str | None = None  # the person, for a key of role person
 
 
 def key_id(public_key: bytes | Ed25519PublicKey) -> str:
@@ -197,16 +243,35 @@ def signers_of(event: CDEvent) -> frozenset[str]:
     return SIGNERS.get(type(event).TYPE, frozenset())
 
 
+def is_decision(event_type: str) -> bool:
+    """Whether events of ``event_type`` must be signed (it is in ``SIGNERS``)."""
+    return event_type in SIGNERS
+
+
+def claimed_person(event: CDEvent) -> str | None:
+    """The person a person-signed event says acted (approval.updated's responder,
+    hold.released's ``by``); None for other events."""
+    if isinstance(event, ApprovalUpdated):
+        return event.who
+    if isinstance(event, HoldReleased):
+        return event.subject.content.by
+    return None
+
+
 def verify(
     event: CDEvent,
     header_value: str | bytes | None,
     trust: TrustStore,
     *,
     allowed_roles: Collection[str] | None = None,
+    now: datetime | None = None,
+    retired_grace: timedelta = DEFAULT_RETIRED_GRACE,
 ) -> Signer:
     """Who signed ``event`` (``header_value``: its ``ce_lockstepsig``), if a key of
-    ``allowed_roles`` (default: ``SIGNERS`` for its type) did, unretired at the event's time;
-    else raise ``SignatureRefused``."""
+    ``allowed_roles`` (default: ``SIGNERS`` for its type) did, that is not revoked, and
+    unretired at the event's time (a retired key only until ``retired_grace`` after its
+    retirement, judged by ``now``, default the system's); a person's key only for an event
+    that claims that person. Else raise ``SignatureRefused``."""
     what = _what(event)
     key_id_, signature = _parse_header(header_value, what)
     trusted = trust.get(key_id_)
@@ -233,6 +298,25 @@ def verify(
             f"{what} is signed by key {key_id_} of role {trusted.role!r}; it may be signed "
             f"by: {may}",
         )
+    if trusted.revoked_at is not None:
+        raise SignatureRefused(
+            "revoked",
+            f"{what} is signed by key {key_id_}, revoked at {_rfc3339(trusted.revoked_at)}: "
+            "nothing it signed is trusted",
+        )
+    if trusted.role == "person":
+        claimed = claimed_person(event)
+        if trusted.name is None or claimed != trusted.name:
+            whose = (
+                f"of {trusted.name!r}"
+                if trusted.name
+                else "of no one named (a person key made before keys carried names: make a "
+                "new one with --name)"
+            )
+            raise SignatureRefused(
+                "impersonation",
+                f"{what} claims to be by {claimed!r}, but is signed by key {key_id_} {whose}",
+            )
     at = event.context.timestamp
     if trusted.retired_by(at):
         assert trusted.retired_at is not None
@@ -241,7 +325,16 @@ def verify(
             f"{what} at {_rfc3339(at)} is signed by key {key_id_}, retired at "
             f"{_rfc3339(trusted.retired_at)}",
         )
-    return Signer(key_id=trusted.key_id, role=trusted.role)
+    if trusted.retired_at is not None:
+        moment = now or datetime.now(UTC)
+        if moment >= trusted.retired_at + retired_grace:
+            raise SignatureRefused(
+                "retired",
+                f"{what} is signed by key {key_id_}, retired at "
+                f"{_rfc3339(trusted.retired_at)}; its signatures verified until "
+                f"{_rfc3339(trusted.retired_at + retired_grace)} (the grace after retirement)",
+            )
+    return Signer(key_id=trusted.key_id, role=trusted.role, name=trusted.name)
 
 
 def signature_of(record: KafkaRecord) -> str | None:
@@ -331,8 +424,9 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
 
 class TrustStore:
     """Public keys by key id, with their role and life. As a file: JSON,
-    ``{"keys": [{"keyid", "role", "publicKey" (base64, raw 32 bytes), "createdAt",
-    "retiredAt" (RFC 3339, or null)}]}``."""
+    ``{"keys": [{"keyid", "role", "name" (a person key's person; else absent or null),
+    "publicKey" (base64, raw 32 bytes), "createdAt", "retiredAt", "revokedAt" (RFC 3339, or
+    null or absent)}]}``."""
 
     def __init__(self, keys: Collection[TrustedKey] = ()) -> None:
         self._keys: dict[str, TrustedKey] = {}
@@ -357,14 +451,29 @@ class TrustStore:
         key = self._keys.get(key_id_)
         if key is None:
             raise KeyStoreError(f"no key {key_id_} in the trust store")
+        if key.revoked_at is not None:
+            raise KeyStoreError(f"key {key_id_} was revoked at {_rfc3339(key.revoked_at)}")
         if key.retired_at is not None:
             raise KeyStoreError(f"key {key_id_} was retired at {_rfc3339(key.retired_at)}")
         self._keys[key_id_] = retired = replace(key, retired_at=at)
         return retired
 
+    def revoke(self, key_id_: str, at: datetime) -> TrustedKey:
+        key = self._keys.get(key_id_)
+        if key is None:
+            raise KeyStoreError(f"no key {key_id_} in the trust store")
+        if key.revoked_at is not None:
+            raise KeyStoreError(f"key {key_id_} was revoked at {_rfc3339(key.revoked_at)}")
+        self._keys[key_id_] = revoked = replace(key, revoked_at=at)
+        return revoked
+
     def of_role(self, role: str, *, at: datetime) -> list[TrustedKey]:
-        """The role's keys unretired at ``at``, newest first."""
-        found = [k for k in self._keys.values() if k.role == role and not k.retired_by(at)]
+        """The role's keys unretired at ``at`` and not revoked, newest first."""
+        found = [
+            k
+            for k in self._keys.values()
+            if k.role == role and not k.retired_by(at) and k.revoked_at is None
+        ]
         return sorted(found, key=lambda k: k.created_at, reverse=True)
 
     @classmethod
@@ -404,9 +513,11 @@ class TrustStore:
             {
                 "keyid": k.key_id,
                 "role": k.role,
+                "name": k.name,
                 "publicKey": base64.b64encode(k.public_key).decode("ascii"),
                 "createdAt": _rfc3339(k.created_at),
                 "retiredAt": _rfc3339(k.retired_at) if k.retired_at else None,
+                "revokedAt": _rfc3339(k.revoked_at) if k.revoked_at else None,
             }
             for k in self
         ]
@@ -435,9 +546,13 @@ def _trusted_key(entry: object, n: int) -> TrustedKey:
     if key_id(raw) != kid:
         raise KeyStoreError(f"{where}: keyid {kid} is not the id of its publicKey")
     created = _time(entry.get("createdAt"), f"{where}.createdAt")
-    retired_raw = entry.get("retiredAt")
+    retired_raw, revoked_raw = entry.get("retiredAt"), entry.get("revokedAt")
     retired = None if retired_raw is None else _time(retired_raw, f"{where}.retiredAt")
-    return TrustedKey(kid, str(role), raw, created, retired)
+    revoked = None if revoked_raw is None else _time(revoked_raw, f"{where}.revokedAt")
+    name = entry.get("name")
+    if name is not None and (not isinstance(name, str) or not PERSON_NAME_RE.match(name)):
+        raise KeyStoreError(f"{where}.name must be a person's name (letters, digits, ._@-)")
+    return TrustedKey(kid, str(role), raw, created, retired, name=name, revoked_at=revoked)
 
 
 def _time(raw: object, where: str) -> datetime:
@@ -471,13 +586,25 @@ class KeyStore:
     def has_private(self, key_id_: str) -> bool:
         return self.private_path(key_id_).is_file()
 
-    def create(self, role: str, *, now: datetime | None = None) -> TrustedKey:
-        """A new key of ``role``: its private half in the ring, its public half trusted."""
+    def create(
+        self, role: str, *, name: str | None = None, now: datetime | None = None
+    ) -> TrustedKey:
+        """A new key of ``role`` (a person's carries ``name``, required for that role and
+        only for it): its private half in the ring, its public half trusted."""
         if role not in ROLES:
             raise KeyStoreError(f"unknown role {role!r}; the roles are {', '.join(ROLES)}")
+        if role == "person" and not name:
+            raise KeyStoreError("a person key needs the person's name: --name NAME")
+        if role != "person" and name:
+            raise KeyStoreError(f"only a person key has a name; a {role} key is the role's")
+        if name is not None and not PERSON_NAME_RE.match(name):
+            raise KeyStoreError(
+                f"name {name!r}: 1-100 letters, digits, '.', '_', '@' or '-', starting with a "
+                "letter or digit"
+            )
         private = Ed25519PrivateKey.generate()
         raw = _raw(private.public_key())
-        key = TrustedKey(key_id(raw), role, raw, now or datetime.now(UTC))
+        key = TrustedKey(key_id(raw), role, raw, now or datetime.now(UTC), name=name)
         pem = private.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -506,18 +633,76 @@ class KeyStore:
             trust.save(self.trust_path)
         return retired
 
+    def revoke(self, key_id_: str, *, now: datetime | None = None) -> TrustedKey:
+        """Revoke a key (compromised): from now on nothing it signed verifies, whenever it
+        was signed. Its private half is deleted from the ring."""
+        with self._locked():
+            trust = self.trust()
+            revoked = trust.revoke(key_id_, now or datetime.now(UTC))
+            trust.save(self.trust_path)
+            with contextlib.suppress(FileNotFoundError):
+                self.private_path(key_id_).unlink()
+        return revoked
+
     def signing_key(
-        self, role: str, *, trust: TrustStore | None = None, now: datetime | None = None
+        self,
+        role: str,
+        *,
+        name: str | None = None,
+        trust: TrustStore | None = None,
+        now: datetime | None = None,
     ) -> SigningKey:
-        """The newest key of ``role`` that is unretired and whose private half is here."""
+        """The newest key of ``role`` (of the person ``name``, if given) that is unretired,
+        unrevoked, and whose private half is here."""
         store = self.trust() if trust is None else trust
         for key in store.of_role(role, at=now or datetime.now(UTC)):
-            if self.has_private(key.key_id):
+            if (name is None or key.name == name) and self.has_private(key.key_id):
                 return self.load_private(key)
+        whose = f" of {name}" if name else ""
+        make = f"--role {role}" + (f" --name {name}" if role == "person" else "")
+        if role == "person" and not name:
+            make = "--role person --name YOUR-NAME"
         raise NoSigningKey(
-            f"no unretired {role} key in {self.private_dir} (trusted in {self.trust_path}); "
-            f"make one with `lockstep keys create --role {role}`"
+            f"no unretired {role} key{whose} in {self.private_dir} (trusted in "
+            f"{self.trust_path}); make one with `lockstep keys init` or "
+            f"`lockstep keys create {make}`"
         )
+
+    def person_key(self, name: str | None = None) -> SigningKey:
+        """The key a person signs with: ``name``'s; without a name, the only person key in
+        the ring (several: ``NoSigningKey`` saying to choose, with LOCKSTEP_PERSON)."""
+        if name is not None:
+            return self.signing_key("person", name=name)
+        now = datetime.now(UTC)
+        mine = [k for k in self.trust().of_role("person", at=now) if self.has_private(k.key_id)]
+        names = sorted({k.name or "" for k in mine})
+        if len(names) > 1:
+            raise NoSigningKey(
+                f"the ring {self.private_dir} holds keys of {', '.join(names)}: say whose to "
+                "sign with, LOCKSTEP_PERSON=NAME"
+            )
+        return self.signing_key("person", name=names[0] if names else None)
+
+    def init(self, person: str | None) -> list[TrustedKey]:
+        """A key of each of ``INIT_ROLES`` that has no usable key here yet, and one for
+        ``person`` if they have none: what a new installation needs, and nothing more when
+        run again. Returns the keys created."""
+        created: list[TrustedKey] = []
+        now = datetime.now(UTC)
+        trust = self.trust()
+
+        def held(role: str, name: str | None = None) -> bool:
+            return any(
+                (name is None or k.name == name) and self.has_private(k.key_id)
+                for k in trust.of_role(role, at=now)
+            )
+
+        for role in INIT_ROLES:
+            if not held(role):
+                created.append(self.create(role))
+        if person is not None and not held("person", person):
+            created.append(self.create("person", name=person))
+        return created
 
     def load_private(self, key: TrustedKey) -> SigningKey:
         path = self.private_path(key.key_id)
@@ -536,7 +721,7 @@ class KeyStore:
             raise KeyStoreError(f"{path} is not an Ed25519 key")
         if key_id(private.public_key()) != key.key_id:
             raise KeyStoreError(f"{path} is not the private half of {key.key_id}")
-        return SigningKey(key_id=key.key_id, role=key.role, private_key=private)
+        return SigningKey(key_id=key.key_id, role=key.role, private_key=private, name=key.name)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -564,3 +749,66 @@ def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# --- the trust store as a file that changes ---------------------------------------------------
+
+
+class TrustStoreFile:
+    """The trust store in ``path``, read again when the file changes (a retired or revoked key
+    takes effect without a restart). The file is looked at (a ``stat``) at most once per
+    ``check_every_s``, unless a caller asks to look now (``current(look=True)``, for a key it
+    does not know yet). A file that cannot be read on a change keeps the store read before and
+    says why (``problem``); a file that is not there trusts nothing."""
+
+    def __init__(self, path: Path, *, check_every_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self._every = check_every_s
+        self._checked_at = -float("inf")
+        self._seen: tuple[int, int, int] | None = None
+        self._store = TrustStore()
+        self.problem: str | None = None
+
+    def verify(
+        self,
+        event: CDEvent,
+        header_value: str | bytes | None,
+        *,
+        now: datetime | None = None,
+        retired_grace: timedelta = DEFAULT_RETIRED_GRACE,
+    ) -> Signer:
+        """``verify`` against the current store; a key it does not know is looked for again
+        in the file at once (a key made a moment ago signs at once), then refused."""
+        try:
+            return verify(event, header_value, self.current(), now=now,
+                          retired_grace=retired_grace)  # fmt: skip
+        except SignatureRefused as refused:
+            if refused.reason != "unknown-key":
+                raise
+        return verify(event, header_value, self.current(look=True), now=now,
+                      retired_grace=retired_grace)  # fmt: skip
+
+    def current(self, *, look: bool = False) -> TrustStore:
+        """The store as the file last read says; ``look``: look at the file now, however
+        recently it was (for a key not known yet: it may have been made a moment ago)."""
+        now = time.monotonic()
+        if not look and now - self._checked_at < self._every:
+            return self._store
+        self._checked_at = now
+        try:
+            st = self.path.stat()
+            seen: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            seen = None
+        except OSError as exc:
+            self.problem = f"{self.path}: cannot look at the trust store ({exc})"
+            return self._store
+        if seen == self._seen and self.problem is None:
+            return self._store
+        try:
+            self._store = TrustStore.load(self.path) if seen is not None else TrustStore()
+            self.problem = None
+        except KeyStoreError as exc:
+            self.problem = f"{exc}; the trust store read before is kept"
+        self._seen = seen
+        return self._store

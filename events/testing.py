@@ -121,6 +121,7 @@ from events.promotions import (
     PromotionBlocked,
     promotion_id,
 )
+from events.security import SignatureRefusal
 from events.signals import SignalObserved
 
 __all__ = [
@@ -869,6 +870,19 @@ def _step(*, outcome: str = "paused", source: str = "lockstep/incidents") -> CDE
                 index=1, outcome=outcome, detail="waiting for a person",
             ),
         ),
+    )  # fmt: skip
+
+
+@_sample_of(SignatureRefusal, default=True)
+def _signature_refused(
+    *, service: str = "promotion", reason: str = "unsigned", source: str = "lockstep/promotion"
+) -> CDEvent:
+    return SignatureRefusal.build(
+        service=service, source=source, reason=reason,
+        detail="GatePassed 5d1d7f3e-0000-4000-8000-000000000003 is unsigned",
+        topic="lockstep.gates", partition=0, offset=42,
+        event_id="5d1d7f3e-0000-4000-8000-000000000003",
+        event_type=GatePassed.TYPE, claimed_source="lockstep/gates",
     )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ FLAGS: Final = "flags"
 INCIDENTS: Final = "incidents"
 SIGNALS: Final = "signals"
 POLICIES: Final = "policies"
+SECURITY: Final = "security"
 DLQ: Final = "dlq"
 
 ALL: Final[tuple[str, ...]] = (
@@ -28,6 +29,7 @@ ALL: Final[tuple[str, ...]] = (
     INCIDENTS,
     SIGNALS,
     POLICIES,
+    SECURITY,
     DLQ,
 )
 

@@ -45,6 +45,7 @@ from events.incidents import IncidentDetected
 from events.kafka import Unreadable, fetch_safely
 from events.policy import PolicyUpdated
 from events.signals import SignalObserved
+from events.signing import KeyStore
 from policy import load as load_release_model
 from policy import policy_updated
 from services.catalog import SERVICES
@@ -65,17 +66,22 @@ WATCHED = (
     topics.DEPLOYMENTS,
     topics.FLAGS,
     topics.INCIDENTS,
+    topics.SECURITY,
     topics.DLQ,
 )
 CHECKOUT = Path(__file__).resolve().parents[1]
 RELEASE_MODEL = CHECKOUT / "infra" / "demo-release-model.yaml"
 STATE = CHECKOUT / ".lockstep"  # the checkout's git-ignored state, as infra/lockstep-infra's
+PERSON = "release-manager"  # who approves production in the demo, with a person key of theirs
 
 
 def run_demo(out: Console, settings: Settings) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         out.print(f"created topics: {', '.join(created)}")
+    made = KeyStore(settings.key_dir).init(PERSON)  # as `lockstep keys init` does
+    if made:
+        out.print(f"created signing keys ({', '.join(k.role for k in made)}) in {settings.key_dir}")
     log_path = STATE / "demo-services.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out.print(f"starting services: {', '.join(SERVICES)} (log: {log_path})")
@@ -137,9 +143,13 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
             f"ci build {checkout.label}", attributes={"lockstep.artifact": checkout.label}
         ):
             trace = current_trace_headers().get("traceparent")
+            platform = KeyStore(settings.key_dir).signing_key("platform")
+            async with Publisher(
+                settings, client_id="lockstep-demo-platform", signing_key=platform
+            ) as platform_pub:
+                await platform_pub.publish(policy)  # signed with the platform key
+            out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
             async with Publisher(settings, client_id="lockstep-demo-ci") as ci_pub:
-                await ci_pub.publish(policy)
-                out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
                 for event in _ci_events(checkout, payments, other):
                     await ci_pub.publish(event, traceparent=trace)
                     out.print(f"[dim]CI  ->[/dim] {escape(event.describe())}", highlight=False)
@@ -149,11 +159,14 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
         if not await mesh.until(lambda: mesh.deployed_all(everywhere), 90):
             return checkout.label, False
         out.print("[dim]production gates ask for an approval; the release manager gives it[/dim]")
-        async with Publisher(settings, client_id="lockstep-demo-people") as people:
+        manager = KeyStore(settings.key_dir).person_key(PERSON)  # the release manager's key
+        async with Publisher(
+            settings, client_id="lockstep-demo-people", signing_key=manager
+        ) as people:
             for ref in (payments, checkout):
                 for env in ("prod-eu", "prod-us"):
                     approval = approval_of(
-                        ref.service, ref.version, environment=env, by="release-manager",
+                        ref.service, ref.version, environment=env, by=PERSON,
                         approved=True, source="demo/people",
                     )  # fmt: skip
                     await people.publish(approval)

@@ -24,11 +24,13 @@ from typing import Protocol
 import asyncpg
 from opentelemetry.sdk.trace import TracerProvider
 
+from events.signing import SigningKey
 from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
 from shared.bus.periodic import Periodic, PeriodicRunner
 from shared.bus.producer import ReliableProducer
+from shared.bus.signing import service_key
 from shared.clock import Clock, FileClock, system_clock
 from shared.db import (
     BUS_MIGRATIONS,
@@ -63,6 +65,9 @@ class ServiceSpec:
     period_s: float = 5.0
     # Built once the service is set up (its pool and settings ready), run while it runs.
     companions: Callable[[RunningService], list[Companion]] | None = None
+    # The role whose key signs the decisions it emits (events.signing.SIGNERS); None: it
+    # makes none. Its key is loaded at start-up from LOCKSTEP_KEY_DIR; none there: no start.
+    signs_as: str | None = None
 
 
 async def create_service_pool(
@@ -119,10 +124,14 @@ class RunningService:
         self.companions: list[Companion] = []
         self._companion_tasks: list[asyncio.Task[None]] = []
         self._stop_companions = asyncio.Event()
+        self.signing_key: SigningKey | None = None
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet. Postgres away (or starting up) is waited
-        for, until ``stop_requested``: then nothing is set up (``ready`` stays false)."""
+        for, until ``stop_requested``: then nothing is set up (``ready`` stays false). A
+        service that signs and has no key raises ``NotComingUp`` at once, saying what to do."""
+        if self.spec.signs_as is not None:
+            self.signing_key = service_key(self.settings, self.spec.signs_as, self.spec.name)
         opened = await until_up(
             lambda: create_service_pool(
                 self.spec, self.settings, max_size=self.settings.pg_pool_size
@@ -146,6 +155,7 @@ class RunningService:
             tracer=tracer(self.provider),
             schema=self.schema,
             clock=self.clock,
+            signing_key=self.signing_key,
         )
         if self.spec.periodic is not None:
             self.periodic = PeriodicRunner(
@@ -156,6 +166,7 @@ class RunningService:
                 tracer=tracer(self.provider),
                 clock=self.clock,
                 every_s=self.settings.periodic_s or self.spec.period_s,
+                signing_key=self.signing_key,
             )
         self._producer = ReliableProducer(
             self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"

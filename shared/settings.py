@@ -82,6 +82,17 @@ class Settings(BaseSettings):
         description="Signing keys (events.signing.KeyStore): trust.json, the public keys and "
         "their roles, and private/, one PEM file per private key (mode 0600)",
     )
+    retired_key_grace_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="How long after its retirement a retired key's signatures (of events "
+        "timed before it) still verify: time for what it signed to be read; default 1 day",
+    )
+    person: str | None = Field(
+        default=None,
+        description="Whose person key the command line signs approvals and hold releases "
+        "with, when the key directory holds several people's",
+    )
     http_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body an HTTP edge reads"
     )

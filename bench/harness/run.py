@@ -1,7 +1,9 @@
 """One bench run's resources and their clean-up.
 
-A ``Run`` owns a fresh namespace (``<prefix>_<8 hex>``), a temp dir for logs, spans and other
-scratch, and every process and client the bench starts in it. ``guarded`` runs the bench's
+A ``Run`` owns a fresh namespace (``<prefix>_<8 hex>``), a temp dir for logs, spans, signing
+keys (``<tmp>/keys``: one of every role, as ``lockstep keys init`` makes; the processes get it
+as ``LOCKSTEP_KEY_DIR``) and other scratch, and every process and client the bench starts in
+it. ``guarded`` runs the bench's
 work under an overall time limit and always cleans up afterwards: on success, on failure, on
 timeout, on Ctrl-C and on SIGTERM. Clean-up stops the processes (SIGTERM, then SIGKILL), closes
 the clients, deletes every ``<ns>.…`` topic and consumer group and drops every ``<ns>_…``
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from events.signing import KeyStore, SigningKey
 from harness.children import Child, child_env
 from harness.load import WARNINGS
 from harness.namespace import delete_own_groups, delete_own_topics, leftovers, new_settings
@@ -48,14 +51,24 @@ class Run:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"lockstep-{prefix}-"))
         traces = self.tmp / "traces"
         self.trace_dir = traces if child_spans else None
-        self.settings = probe.model_copy(update={"trace_dir": traces if bench_spans else None})
+        self.keys = KeyStore(self.tmp / "keys")
+        self.keys.init("bench")
+        self.settings = probe.model_copy(
+            update={"trace_dir": traces if bench_spans else None, "key_dir": self.keys.directory}
+        )
         self.ns = self.settings.namespace
         self.children: list[Child] = []
         self.closers: list[Closer] = []
         self.errors: list[str] = []  # clean-up problems
 
     def env(self, **extra: str) -> dict[str, str]:
-        return child_env(self.ns, self.trace_dir, **extra)
+        return child_env(
+            self.ns, self.trace_dir, LOCKSTEP_KEY_DIR=str(self.keys.directory), **extra
+        )
+
+    def key(self, role: str) -> SigningKey:
+        """The run's key of ``role`` (``platform`` signs the release model it puts in force)."""
+        return self.keys.signing_key(role)
 
     def child(
         self, name: str, argv: list[str], log_name: str, env: dict[str, str] | None = None

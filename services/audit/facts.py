@@ -32,6 +32,7 @@ from events import (
     RunbookStepFinished,
     ServiceDeployed,
     ServiceRolledBack,
+    SignatureRefusal,
     short_type,
 )
 from services.audit.chain import ActorKind, Fact
@@ -174,6 +175,18 @@ def _detected(event: IncidentDetected, _: Place | None) -> _Said:
 def _flag_rejected(event: FlagChangeRejected, incident: Place | None) -> _Said:
     return _Said(event.source, "service", **(_at(incident) | {
         "environment": event.subject.content.environment}))  # fmt: skip
+
+
+# -- what verifiers refused -------------------------------------------------------------------
+
+
+@_reads(SignatureRefusal)
+def _refused(event: SignatureRefusal, _: Place | None) -> _Said:
+    """A service (or a deployer agent) would not act on a decision whose signature did not
+    hold: the refuser is the actor; the action says why (``signature.refused.<reason>``)."""
+    c = event.subject.content
+    kind: ActorKind = "agent" if c.service.startswith("deployer/") else "service"
+    return _Said(event.source, kind, action=f"signature.refused.{c.reason}")
 
 
 # -- what deployer agents did ------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The deployer agent's own configuration: where Kafka is, which Lockstep installation
-(namespace), which agent this is (its consumer group) and where it keeps its journal.
+(namespace), which agent this is (its consumer group), where it keeps its journal, and the
+trust store it verifies promotions against (``trust_store``: by default ``trust.json`` in
+Lockstep's default key directory, as ``LOCKSTEP_KEY_DIR`` defaults).
 
 An agent runs outside Lockstep, so it does not take Lockstep's runtime settings; ``from_env``
 reads the same ``LOCKSTEP_*`` variables, so one environment serves both.
@@ -10,11 +12,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
 from events import DEFAULT_MAX_EVENT_BYTES, topics
+from events.signing import DEFAULT_RETIRED_GRACE, TRUST_FILE
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -33,12 +37,23 @@ class LockstepSettings(Protocol):
     def kafka_bootstrap(self) -> str: ...
     @property
     def max_event_bytes(self) -> int: ...
+    @property
+    def key_dir(self) -> Path: ...
+    @property
+    def retired_key_grace_s(self) -> float: ...
 
 
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/lockstep/deployer``, else ``~/.local/state/lockstep/deployer``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "lockstep" / "deployer"
+
+
+def default_trust_store() -> Path:
+    """``trust.json`` in Lockstep's default key directory (``$XDG_STATE_HOME/lockstep/keys``,
+    else ``~/.local/state/lockstep/keys``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lockstep" / "keys" / TRUST_FILE
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,9 @@ class AgentConfig:
     namespace: str = topics.DEFAULT_NAMESPACE
     state_dir: Path | None = None  # None: default_state_dir()
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # The public keys a promotion's signature is checked against (events.signing).
+    trust_store: Path = field(default_factory=default_trust_store)
+    retired_grace: timedelta = DEFAULT_RETIRED_GRACE
 
     def __post_init__(self) -> None:
         if not _AGENT_RE.match(self.agent):
@@ -73,7 +91,9 @@ class AgentConfig:
         cls, *, agent: str, state_dir: Path | None = None, env: Mapping[str, str] | None = None
     ) -> AgentConfig:
         """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``
-        (the names Lockstep itself reads) and ``LOCKSTEP_DEPLOYER_STATE_DIR``."""
+        (the names Lockstep itself reads), ``LOCKSTEP_DEPLOYER_STATE_DIR`` and
+        ``LOCKSTEP_DEPLOYER_TRUST_STORE`` (default: ``trust.json`` in ``LOCKSTEP_KEY_DIR``,
+        else in Lockstep's default key directory)."""
         env = os.environ if env is None else env
         size = env.get("LOCKSTEP_MAX_EVENT_BYTES", "").strip()
         try:
@@ -91,6 +111,7 @@ class AgentConfig:
             namespace=env.get("LOCKSTEP_NAMESPACE", "").strip() or topics.DEFAULT_NAMESPACE,
             state_dir=where,
             max_event_bytes=max_bytes,
+            trust_store=_trust_store_from(env),
         )
 
     @classmethod
@@ -102,6 +123,8 @@ class AgentConfig:
             agent=agent, bootstrap_servers=settings.kafka_bootstrap,
             namespace=settings.namespace, state_dir=state_dir,
             max_event_bytes=settings.max_event_bytes,
+            trust_store=settings.key_dir / TRUST_FILE,
+            retired_grace=timedelta(seconds=settings.retired_key_grace_s),
         )  # fmt: skip
 
     def topic(self, logical: str) -> str:
@@ -120,3 +143,11 @@ class AgentConfig:
         """One journal per installation and agent, in the agent's state directory."""
         base = self.state_dir if self.state_dir is not None else default_state_dir()
         return base / ".lockstep-journal" / f"{self.namespace}.{self.agent}.sqlite3"
+
+
+def _trust_store_from(env: Mapping[str, str]) -> Path:
+    named = env.get("LOCKSTEP_DEPLOYER_TRUST_STORE", "").strip()
+    if named:
+        return Path(named)
+    key_dir = env.get("LOCKSTEP_KEY_DIR", "").strip()
+    return Path(key_dir) / TRUST_FILE if key_dir else default_trust_store()

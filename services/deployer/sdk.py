@@ -37,6 +37,17 @@ A record on the promotions topic that the contract cannot read is dead-lettered 
 the Kafka client itself cannot decode (a header name that is not UTF-8), found by the
 contract's ``events.kafka.SafeFetcher``: its position, the error and whatever bytes the error
 holds. Either way the dead letter is acknowledged by Kafka before the offset is committed.
+
+Only signed promotions are deployed
+-----------------------------------
+A ``promotion.approved`` for one of the agent's environments is verified first
+(``events.signing``) against the trust store of ``AgentConfig.trust_store``, read again when
+the file changes. One that is unsigned, signed by a key that may not promote (not of role
+``promotion``), altered after signing (another digest, version or environment: the signature
+covers the whole event, so a promotion replayed for another environment is altered too),
+signed by a revoked key or a retired one past its time, is not deployed: it is dead-lettered
+(stage ``signature``, ``signature <reason>: <detail>``), reported by a ``signature.refused``
+event on the ``security`` topic, and committed past; the agent goes on.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -78,6 +89,8 @@ from events.deployments import (
     FailedSubject,
 )
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, dead_letter
+from events.security import SignatureRefusal
+from events.signing import SignatureRefused, TrustStoreFile, signature_of
 from services.deployer.config import AgentConfig, LockstepSettings
 from services.deployer.journal import Journal
 from services.deployer.kafka import ReportProducer
@@ -223,6 +236,8 @@ class DeployerAgent:
         self._known = set(known_types())
         self.handled = 0  # promotions carried out (deployed or failed) by this run
         self.dead_lettered = 0
+        self.refused = 0  # promotions not deployed: their signature did not hold
+        self._trust = TrustStoreFile(self.config.trust_store)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; what was acknowledged is committed, nothing is left half."""
@@ -332,6 +347,9 @@ class DeployerAgent:
         c = promotion.subject.content
         if c.environment not in self._environments:
             return False
+        refused = self._refusal(record, promotion)
+        if refused is not None:
+            return await self._refuse(record, promotion, refused, producer, stop)
         entry = journal.find(c.promotion_id)
         if entry is not None and entry.reported:
             return False  # handed over again after a crash: done and reported
@@ -351,6 +369,42 @@ class DeployerAgent:
         if not await producer.send_until_acked(entry.report, stop):
             return None
         journal.reported(c.promotion_id)
+        return True
+
+    def _refusal(
+        self, record: KafkaRecord, promotion: PromotionApproved
+    ) -> SignatureRefused | None:
+        """Why ``promotion`` must not be deployed (its signature does not hold); None: deploy."""
+        try:
+            self._trust.verify(
+                promotion, signature_of(record), now=datetime.now(UTC),
+                retired_grace=self.config.retired_grace,
+            )  # fmt: skip
+        except SignatureRefused as refused:
+            return refused
+        return None
+
+    async def _refuse(
+        self, record: KafkaRecord, promotion: PromotionApproved, refused: SignatureRefused,
+        producer: ReportProducer, stop: asyncio.Event,
+    ) -> bool | None:  # fmt: skip
+        """Not deployed: a dead letter with the reason, and a ``signature.refused`` event;
+        True once Kafka has both (the offset is then committed), None if stopped before."""
+        reason = f"signature {refused.reason}: {refused.detail}"
+        log.warning("deployer %s: promotion not deployed: %s", self._agent, reason)
+        letter = dead_letter(
+            record, dlq_topic=self.config.topic(topics.DLQ), error=reason, stage="signature",
+            group=self.config.group_id,
+        )  # fmt: skip
+        report = SignatureRefusal.of(
+            service=f"deployer/{self._agent}", source=self.config.source, record=record,
+            event=promotion, refused=refused,
+        )  # fmt: skip
+        for sent in (letter, encode(report, topic=self.config.topic(report.TOPIC))):
+            if not await producer.send_until_acked(sent, stop):
+                return None
+        self.refused += 1
+        self.dead_lettered += 1
         return True
 
     async def _dead_letter_unreadable(

@@ -7,6 +7,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="gates",
+    signs_as="gates",  # its decisions are signed with a gates key
     router=router,
     migrations=(POLICY_MIGRATIONS, MigrationSet("gates", "services.gates")),
     periodic=periodic,  # soak times running out

@@ -20,6 +20,7 @@ import asyncpg
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
+from events.signing import KeyStore, KeyStoreError, NoSigningKey, SigningKey
 from policy.in_force import in_force
 from policy.model import ReleaseModel
 from services.incidents import actions, runbooks, store
@@ -29,6 +30,7 @@ from services.incidents.postmortem import markdown as postmortem_markdown
 from services.incidents.store import Drill, Incident, RunbookRun, TimelineRow
 from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
+from shared.bus.signing import UnsignableDecision
 from shared.service import service_pool
 from shared.settings import Settings
 
@@ -54,10 +56,19 @@ class Incidents:
     """The incidents service's read models and commands, on a small pool of its schema.
     Commands raise NoSuchIncident or ActionRefused when they cannot be done."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, tracer: Tracer) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        tracer: Tracer,
+        signing_key: SigningKey | None = None,
+        no_key: str = "no incidents signing key",
+    ) -> None:
         self._pool = pool
         self._settings = settings
         self._tracer = tracer
+        self._signing_key = signing_key  # signs the decisions a command makes (a drill's)
+        self._no_key = no_key  # why there is none, said when a command needs one
 
     async def _act(
         self, span: str, work: Callable[[HandlerContext, ReleaseModel | None], Awaitable[T]]
@@ -66,9 +77,15 @@ class Incidents:
             found = await in_force(ctx.conn)
             return await work(ctx, found[1] if found else None)
 
-        return await in_transaction(
-            self._pool, self._settings, SERVICE, with_model, tracer=self._tracer, span=span
-        )
+        try:
+            return await in_transaction(
+                self._pool, self._settings, SERVICE, with_model, tracer=self._tracer, span=span,
+                signing_key=self._signing_key,
+            )  # fmt: skip
+        except UnsignableDecision as exc:
+            if self._signing_key is None:
+                raise ActionRefused(self._no_key) from None
+            raise ActionRefused(str(exc)) from None
 
     # --- commands --------------------------------------------------------------------------
 
@@ -153,5 +170,12 @@ async def open_incidents(
     commands are (default: none kept)."""
     from services.incidents.app import SPEC  # the service's assembly names its migrations
 
+    try:
+        key: SigningKey | None = KeyStore(settings.key_dir).signing_key(SERVICE)
+        no_key = ""
+    except (NoSigningKey, KeyStoreError) as exc:
+        key, no_key = None, f"the incidents service signs its decisions, and {exc}"
     async with service_pool(SPEC, settings, max_size=2) as pool:
-        yield Incidents(pool, settings, tracer or trace.get_tracer("lockstep.incidents.api"))
+        yield Incidents(
+            pool, settings, tracer or trace.get_tracer("lockstep.incidents.api"), key, no_key
+        )

@@ -26,6 +26,7 @@ def _companions(service: RunningService) -> list[Companion]:
 
 SPEC = ServiceSpec(
     name="incidents",
+    signs_as="incidents",  # its decisions are signed with an incidents key
     router=router,
     migrations=(POLICY_MIGRATIONS, MigrationSet("incidents", "services.incidents")),
     periodic=periodic,

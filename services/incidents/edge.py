@@ -20,10 +20,10 @@ import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from events import encode
 from events.signals import SignalObserved
 from services.incidents.webhooks import PayloadRefused, from_alertmanager, from_pagerduty
 from shared.bus.outbox import write_and_wake
+from shared.bus.signing import signed_record
 from shared.http_edge import BodyLimits
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers
@@ -77,8 +77,10 @@ def create_app(pool: asyncpg.Pool, settings: Settings) -> FastAPI:
             raise PayloadRefused([f"the body is not JSON: {exc}"]) from exc
 
     async def publish(signals: list[SignalObserved]) -> None:
-        records = [
-            encode(s, topic=settings.topic(s.TOPIC), trace_headers=current_trace_headers())
+        records = [  # signals are no decisions: a decision written here would have no key
+            signed_record(
+                s, topic=settings.topic(s.TOPIC), key=None, trace_headers=current_trace_headers()
+            )
             for s in signals
         ]
         async with pool.acquire() as conn, conn.transaction():

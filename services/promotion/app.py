@@ -7,6 +7,7 @@ from shared.service import ServiceSpec
 
 SPEC = ServiceSpec(
     name="promotion",
+    signs_as="promotion",  # its decisions are signed with a promotion key
     router=router,
     migrations=(POLICY_MIGRATIONS, MigrationSet("promotion", "services.promotion")),
     periodic=periodic,

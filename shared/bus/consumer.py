@@ -15,6 +15,12 @@ its partition one record at a time, nothing of the other partitions lost), then 
 and passed by offset, the dead letter committed before the offset. An event
 whose id was handled before with other content is dead-lettered too (stage ``duplicate``); an
 identical redelivery is skipped.
+
+A decision (a type in ``events.signing.SIGNERS``) is verified before its handler runs
+(``shared.bus.signing.Verifier``). One whose signature does not hold is dead-lettered at once
+(stage ``signature``, ``signature <reason>: <detail>``; no handler, no retries), reported by a
+``signature.refused`` event on the ``security`` topic, and known in the inbox by its position
+(as an unreadable record is), so a forged event cannot take the id of a real one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -31,13 +38,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from events import CDEvent, InvalidEvent, KafkaRecord, decode, model_for, short_type
+from events import CDEvent, InvalidEvent, KafkaRecord, decode, encode, model_for, short_type
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, unreadable_fetch
+from events.security import SignatureRefusal
+from events.signing import SignatureRefused, SigningKey
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.outbox import channel_for, notify, write
 from shared.bus.producer import kafka_is_transient, quiet_bootstrap
+from shared.bus.signing import Verifier
 from shared.clock import Clock, system_clock
 from shared.db import is_transient, until_up
 from shared.settings import Settings
@@ -52,6 +62,18 @@ class Stopping(Exception):
     """Shutdown was asked for while a batch could not be committed; it will be redelivered."""
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A decision read whole whose signature does not hold: not to be handled."""
+
+    event: CDEvent
+    refused: SignatureRefused
+
+    @property
+    def reason(self) -> str:
+        return f"signature {self.refused.reason}: {self.refused.detail}"
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -63,8 +85,12 @@ class EventConsumer:
         tracer: Tracer,
         schema: str,
         clock: Clock = system_clock,
+        signing_key: SigningKey | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self._clock = clock
+        self._signing_key = signing_key
+        self._verifier = verifier or Verifier(settings)
         self.service = service
         self._router = router
         self._pool = pool
@@ -213,9 +239,12 @@ class EventConsumer:
             if model is not None and not self._router.handles_type(model):
                 continue
             try:
-                work.append((record, decode(record, max_bytes=self._settings.max_event_bytes)))
+                decoded = decode(record, max_bytes=self._settings.max_event_bytes)
             except InvalidEvent as exc:
                 work.append((record, exc))
+                continue
+            refused = self._verifier.refusal(record, decoded.event)
+            work.append((record, decoded if refused is None else Refused(decoded.event, refused)))
         return work
 
     async def _handle_batch(self, records: Sequence[KafkaRecord], stop: asyncio.Event) -> None:
@@ -288,6 +317,15 @@ class EventConsumer:
                     )  # fmt: skip
                     emitted.append(self._dead(record, item.reason, "decode", 1))
                 continue
+            if isinstance(item, Refused):
+                if first_time:
+                    log.warning(
+                        "%s: %s[%d]@%d -> dead letter: %s",
+                        self._group, record.topic, record.partition, record.offset, item.reason,
+                    )  # fmt: skip
+                    emitted.append(self._dead(record, item.reason, "signature", 1))
+                    emitted.append(self._refusal_report(record, item))
+                continue
             if not first_time:
                 known, outcome = stored.get((key[0], key[1]), (None, ""))
                 if known is not None and known != key[4]:
@@ -353,6 +391,7 @@ class EventConsumer:
                     span=span,
                     clock=self._clock,
                     tracer=self._tracer,
+                    signing_key=self._signing_key,
                 )
                 try:
                     async with conn.transaction():  # a savepoint: a failure undoes this try only
@@ -377,6 +416,14 @@ class EventConsumer:
                     await inbox.set_outcome(conn, event.source, event.id, DEAD)
             return [self._dead(record, error, "handle", attempts)]
 
+    def _refusal_report(self, record: KafkaRecord, item: Refused) -> KafkaRecord:
+        """The ``signature.refused`` event that says this service would not act on it."""
+        report = SignatureRefusal.of(
+            service=self.service, source=f"lockstep/{self.service}", record=record,
+            event=item.event, refused=item.refused,
+        )  # fmt: skip
+        return encode(report, topic=self._settings.topic(report.TOPIC))
+
     def _dead(self, record: KafkaRecord, error: str, stage: str, attempts: int) -> KafkaRecord:
         return dead_letter(
             record,
@@ -395,7 +442,7 @@ def _inbox_key(record: KafkaRecord, item: Any) -> inbox.InboxKey:
     mistaken for it. An event is known by its source and id, and remembered with a digest of
     its content as Lockstep read it (so a producer's other serialisation of the same event is
     the same event)."""
-    if isinstance(item, InvalidEvent):
+    if isinstance(item, InvalidEvent | Refused):
         value_digest = hashlib.sha256(record.value or b"").hexdigest()
         ce_type = (record.header("ce_type") or "").replace("\x00", "")[:255] or None
         return (

@@ -12,6 +12,7 @@ from typing import TypeVar
 import asyncpg
 from opentelemetry.trace import INVALID_SPAN, Tracer
 
+from events.signing import SigningKey
 from shared.bus.handlers import HandlerContext
 from shared.bus.outbox import write_and_wake
 from shared.clock import Clock, system_clock
@@ -29,17 +30,20 @@ async def in_transaction(
     tracer: Tracer,
     span: str | None,
     clock: Clock = system_clock,
+    signing_key: SigningKey | None = None,
 ) -> T:
     """Run ``work`` in one transaction on ``service``'s schema; what it emits is written to
     that service's outbox in the same transaction (its relay publishes it). ``span`` names a
-    span around it; None: none (``work`` starts its own where it has a story to tell)."""
+    span around it; None: none (``work`` starts its own where it has a story to tell).
+    ``signing_key`` signs the decisions it emits (as ``HandlerContext.emit`` does)."""
     with (
         tracer.start_as_current_span(span) if span is not None else nullcontext(INVALID_SPAN)
     ) as current:
         async with pool.acquire() as conn, conn.transaction():
             ctx = HandlerContext(
-                conn=conn, settings=settings, record=None, span=current, clock=clock, tracer=tracer
-            )
+                conn=conn, settings=settings, record=None, span=current, clock=clock,
+                tracer=tracer, signing_key=signing_key,
+            )  # fmt: skip
             result = await work(ctx)
             await write_and_wake(conn, ctx.emitted, settings.db_schema(service))
         return result

@@ -26,7 +26,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from events import CDEvent, KafkaRecord, encode
+from events import CDEvent, KafkaRecord
+from events.signing import SigningKey
+from shared.bus.signing import signed_record
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
 from shared.telemetry import context_from_headers, current_trace_headers
@@ -89,6 +91,7 @@ class HandlerContext:
     span: Span
     clock: Clock = system_clock
     tracer: Tracer | None = None  # for spans of a handler's own (a periodic turn)
+    signing_key: SigningKey | None = None  # the service's, if it makes decisions
     emitted: list[KafkaRecord] = field(default_factory=list)
     _threads: dict[str, Thread] = field(default_factory=dict, init=False, repr=False)
 
@@ -163,10 +166,15 @@ class HandlerContext:
 
     def emit(self, event: CDEvent) -> None:
         """Queue ``event`` for the outbox of this transaction (written if the handler succeeds),
-        carrying the current span's context so the next service's span is its child."""
+        carrying the current span's context so the next service's span is its child. A
+        decision (``events.signing.SIGNERS``) is signed with ``signing_key``; without one, or
+        with a key of a role that may not sign it, ``UnsignableDecision`` is raised."""
         self.emitted.append(
-            encode(
-                event, topic=self.settings.topic(event.TOPIC), trace_headers=current_trace_headers()
+            signed_record(
+                event,
+                topic=self.settings.topic(event.TOPIC),
+                key=self.signing_key,
+                trace_headers=current_trace_headers(),
             )
         )
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from opentelemetry.trace import Tracer
 
+from events.signing import SigningKey
 from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
 from shared.clock import Clock
@@ -34,6 +35,7 @@ class PeriodicRunner:
         tracer: Tracer,
         clock: Clock,
         every_s: float,
+        signing_key: SigningKey | None = None,
     ) -> None:
         self._fn = fn
         self._service = service
@@ -43,6 +45,7 @@ class PeriodicRunner:
         self._clock = clock
         self._every_s = every_s
         self._lock = asyncio.Lock()
+        self._signing_key = signing_key
 
     async def turn(self) -> None:
         """One turn, in one transaction. Spans are the turn's own to start (most turns have
@@ -51,6 +54,7 @@ class PeriodicRunner:
             await in_transaction(
                 self._pool, self._settings, self._service, self._fn,
                 tracer=self._tracer, span=None, clock=self._clock,
+                signing_key=self._signing_key,
             )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:

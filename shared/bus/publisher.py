@@ -4,7 +4,9 @@
         await publisher.publish(artifact_packaged(...), traceparent=os.environ.get("TRACEPARENT"))
 
 Events are checked before they leave: a record over the size limit is refused here, with the
-reason, rather than dead-lettered later.
+reason, rather than dead-lettered later. A decision (``events.signing.SIGNERS``: a policy
+update, a person's approval) is signed with the publisher's ``signing_key``; without a key of
+a role that may sign it, ``UnsignableDecision`` is raised and nothing is sent.
 
 A long-lived publisher recovers by itself from a Kafka restart, a leader change or a fenced
 producer (see ``shared.bus.producer``): ``publish`` returns once the broker has the event
@@ -21,8 +23,10 @@ from types import TracebackType
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from events import CDEvent, InvalidEvent, KafkaRecord, encode, refuse_unstorable
+from events import CDEvent, InvalidEvent, KafkaRecord, refuse_unstorable
+from events.signing import SigningKey
 from shared.bus.producer import Fault, ReliableProducer, classify
+from shared.bus.signing import signed_record
 from shared.settings import Settings
 
 
@@ -66,6 +70,7 @@ class Publisher:
         client_id: str = "lockstep-publisher",
         publish_timeout_s: float | None = None,  # default: settings.publish_timeout_s
         producer: ReliableProducer | None = None,
+        signing_key: SigningKey | None = None,
     ) -> None:
         if publish_timeout_s is None:
             publish_timeout_s = settings.publish_timeout_s
@@ -73,6 +78,7 @@ class Publisher:
             raise ValueError(f"publish_timeout_s must be above 0, not {publish_timeout_s}")
         self._settings = settings
         self._timeout_s = publish_timeout_s
+        self._signing_key = signing_key
         self._producer = producer or ReliableProducer(settings, client_id=client_id)
 
     async def __aenter__(self) -> Publisher:
@@ -99,7 +105,10 @@ class Publisher:
         self, event: CDEvent, *, traceparent: str | None = None, tracestate: str | None = None
     ) -> KafkaRecord:
         trace = {k: v for k, v in (("traceparent", traceparent), ("tracestate", tracestate)) if v}
-        record = encode(event, topic=self._settings.topic(event.TOPIC), trace_headers=trace)
+        record = signed_record(
+            event, topic=self._settings.topic(event.TOPIC), key=self._signing_key,
+            trace_headers=trace,
+        )  # fmt: skip
         refuse_unstorable(record)
         size = len(record.value or b"")
         if size > self._settings.max_event_bytes:

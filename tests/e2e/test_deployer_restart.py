@@ -46,6 +46,7 @@ async def test_a_deployer_killed_mid_flow_reports_each_promotion_once(
     env = {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
         "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
         "LOCKSTEP_LOG_LEVEL": "WARNING",
     }
@@ -63,7 +64,7 @@ async def test_a_deployer_killed_mid_flow_reports_each_promotion_once(
     agent = start(env, *agent_args)
     try:
         for p in promotions:
-            await ns.publish(p)
+            await ns.publish(p, signed_as="promotion")
 
         def some_reported() -> bool:
             """a few promotions reported"""

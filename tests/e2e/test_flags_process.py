@@ -74,6 +74,7 @@ async def test_the_flags_process_serves_relays_and_catches_up_after_downtime(
     env = {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
         "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
         "LOCKSTEP_LOG_LEVEL": "WARNING",
         "LOCKSTEP_FLAGS_HTTP_PORT": str(port),

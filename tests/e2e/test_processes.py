@@ -55,6 +55,7 @@ async def test_a_promotion_service_killed_mid_flow_loses_and_doubles_nothing(
     env = {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
         "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
         "LOCKSTEP_LOG_LEVEL": "WARNING",
     }
@@ -64,8 +65,10 @@ async def test_a_promotion_service_killed_mid_flow_loses_and_doubles_nothing(
                   "--state-dir", str(tmp_path))  # fmt: skip
     names = [f"e2e-{i:02d}-{ns.settings.namespace[-6:]}" for i in range(30)]
     try:
+        await ns.publish(
+            policy_updated(load_text(MODEL), updated_by="platform"), signed_as="platform"
+        )
         async with Publisher(ns.settings) as ci:
-            await ci.publish(policy_updated(load_text(MODEL), updated_by="platform"))
             for name in names:
                 ref = ArtifactRef(name, "1.0.0", digest(name))
                 await ci.publish(
@@ -143,6 +146,7 @@ async def test_a_freeze_holds_production_until_the_clock_passes_it(
     env = {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
         "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
         "LOCKSTEP_LOG_LEVEL": "WARNING",
         "LOCKSTEP_CLOCK_FILE": str(clock),
@@ -165,10 +169,11 @@ async def test_a_freeze_holds_production_until_the_clock_passes_it(
     )
     service = f"frozen-{ns.settings.namespace[-6:]}"
     try:
+        await ns.publish(
+            policy_updated(load_text(FREEZE_MODEL.encode()), updated_by="platform"),
+            signed_as="platform",
+        )
         async with Publisher(ns.settings) as ci:
-            await ci.publish(
-                policy_updated(load_text(FREEZE_MODEL.encode()), updated_by="platform")
-            )
             ref = ArtifactRef(service, "1.0.0", digest(service))
             await ci.publish(
                 ArtifactPackaged.build(

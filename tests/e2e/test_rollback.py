@@ -132,6 +132,7 @@ class Mesh:
         self.env = {
             **os.environ,
             "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+            "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
             "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
             "LOCKSTEP_LOG_LEVEL": "WARNING",
             "LOCKSTEP_FLAGS_HTTP_PORT": str(self.flags_port),
@@ -211,8 +212,8 @@ async def test_a_bad_release_is_rolled_back_and_held_and_the_story_is_kept(
 
 async def _the_story(mesh: Mesh, model: Any, hooks: list[dict[str, Any]]) -> None:
     ns = mesh.ns
+    await ns.publish(policy_updated(model, updated_by="platform"), signed_as="platform")
     async with Publisher(ns.settings) as ci:
-        await ci.publish(policy_updated(model, updated_by="platform"))
         await asyncio.to_thread(
             mesh.cli, "flags", "set", "shop-new-cart", "--env", "dev",
             "--json", json.dumps(KILL_SWITCH), "--reason", "a kill switch", "--by", "shop-team",

@@ -66,6 +66,7 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
     env = {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+        "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
         "LOCKSTEP_TRACE_DIR": str(ns.settings.trace_dir),
         "LOCKSTEP_LOG_LEVEL": "WARNING",
         "LOCKSTEP_FLAGS_HTTP_PORT": "0",  # no port of anyone else's

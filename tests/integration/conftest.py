@@ -1,6 +1,9 @@
 """Integration fixtures: the real Kafka and the real Postgres that `infra/lockstep-infra up`
 started (or a Docker engine's, where one exists). Each test namespace gets its own topics,
-consumer groups and Postgres schemas, and removes them afterwards."""
+consumer groups and Postgres schemas, and removes them afterwards, and its own key directory
+(under the test run's tmp) with a key of every service role, the platform, admin and alice:
+services under test sign with them, and ``ns.publish(event, signed_as=ROLE)`` publishes a
+decision signed as the role that makes it (a person's key is the person's the event names)."""
 
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from events import CDEvent, InvalidEvent, KafkaRecord, decode, topics
+from events import CDEvent, InvalidEvent, KafkaRecord, decode, short_type, topics
 from events.kafka import SafeFetcher, Unreadable
+from events.signing import KeyStore, NoSigningKey, SigningKey, claimed_person
 from services.artifacts.app import SPEC as ARTIFACTS
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
@@ -48,15 +52,53 @@ async def _require_servers(settings: Settings) -> None:
         await consumer.stop()
 
 
+# The role that really makes each decision (events.signing.SIGNERS says which may).
+EMITTER_ROLE = {
+    "gate.passed": "gates",
+    "gate.failed": "gates",
+    "promotion.approved": "promotion",
+    "promotion.blocked": "promotion",
+    "rollback.requested": "incidents",
+    "flagchange.requested": "incidents",
+    "policy.updated": "platform",
+    "approval.updated": "person",
+    "hold.released": "person",
+}
+
+
+def emitter_role(event: CDEvent) -> str | None:
+    """The role whose service (or person) emits ``event`` in Lockstep; None: no decision."""
+    return EMITTER_ROLE.get(short_type(event.context.type))
+
+
 class Namespace:
     """One isolated Lockstep installation on the shared Kafka and Postgres."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.log = EventLog(settings)
+        self.keys = KeyStore(settings.key_dir)
 
-    async def publish(self, event: CDEvent, traceparent: str | None = None) -> KafkaRecord:
-        async with Publisher(self.settings) as publisher:
+    def signing_key(self, role: str, name: str | None = None) -> SigningKey:
+        """The namespace's key of ``role`` (a person's: ``name``'s, made on first use)."""
+        try:
+            return self.keys.signing_key(role, name=name)
+        except NoSigningKey:
+            if role != "person":
+                raise
+            self.keys.create("person", name=name)
+            return self.keys.signing_key(role, name=name)
+
+    async def publish(
+        self, event: CDEvent, traceparent: str | None = None, *, signed_as: str | None = None
+    ) -> KafkaRecord:
+        """Publish ``event``; a decision signed as ``signed_as`` (the role that really makes
+        it; a decision without one is refused, as Lockstep's publisher refuses it)."""
+        key = None
+        if signed_as is not None:
+            name = claimed_person(event) if signed_as == "person" else None
+            key = self.signing_key(signed_as, name)
+        async with Publisher(self.settings, signing_key=key) as publisher:
             return await publisher.publish(event, traceparent=traceparent)
 
     async def send_raw(self, records: list[KafkaRecord]) -> None:
@@ -196,6 +238,7 @@ async def new_namespace(
         settings = Settings(
             namespace=name,
             trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
+            key_dir=tmp_path_factory.mktemp(f"keys-{name}"),
             topic_partitions=3,
             max_event_bytes=64 * 1024,
             retry_backoff_s=0.05,
@@ -205,6 +248,7 @@ async def new_namespace(
         if not created:
             await _require_servers(settings)
         await ensure_topics(settings)
+        KeyStore(settings.key_dir).init("alice")  # every role's key, and alice's
         ns = Namespace(settings)
         await ns.log.start()
         created.append(ns)

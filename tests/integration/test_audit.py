@@ -32,7 +32,7 @@ from events.flags import ChangedContent, ChangedSubject
 from events.incidents import AcknowledgedContent, AcknowledgedSubject
 from events.testing import sample
 from services.audit.app import SPEC as AUDIT
-from tests.integration.conftest import Namespace, NamespaceFactory, unique_service
+from tests.integration.conftest import Namespace, NamespaceFactory, emitter_role, unique_service
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +44,7 @@ def lockstep_audit(ns: Namespace, *args: str, **env: str) -> subprocess.Complete
         [sys.executable, "-P", "-m", "cli", "audit", *args],  # `lockstep audit …`
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin", "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+             "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
              "LOCKSTEP_PG_DSN": ns.settings.pg_dsn, "LOCKSTEP_TRACE_DIR": "", "COLUMNS": "400",
              **env},
     )  # fmt: skip
@@ -67,7 +68,7 @@ async def until_chained(ns: Namespace, n: int, timeout: float = 30.0) -> None:
 
 
 async def publish_all(ns: Namespace, events: list[CDEvent]) -> None:
-    await asyncio.gather(*(ns.publish(e) for e in events))
+    await asyncio.gather(*(ns.publish(e, signed_as=emitter_role(e)) for e in events))
 
 
 def applied(request: FlagChangeRequested) -> FlagChanged:
@@ -130,15 +131,15 @@ async def test_the_trail_chains_what_happened_and_shows_tampering(
                                      source="lockstep/incidents")  # fmt: skip
     pulled = applied(kill)
     async with ns.service(AUDIT):
-        await ns.publish(kill)
+        await ns.publish(kill, signed_as="incidents")
         await until_chained(ns, 1)
         await publish_all(ns, [*story, detected, *burst])
         await until_chained(ns, 1 + len(story) + 1 + len(burst))
         ack = acknowledged(detected.subject.id, "bob")  # names only the incident
         await publish_all(ns, [ack, pulled])
-        await ns.publish(approval)  # the same event again: a redelivery
+        await ns.publish(approval, signed_as="person")  # the same event again: a redelivery
         marker = sample(GateFailed, service=svc, version="1.0.1", environment="staging")
-        await ns.publish(marker)  # same partition as the copy, after it
+        await ns.publish(marker, signed_as="gates")  # same partition as the copy, after it
         total = 1 + len(story) + 1 + len(burst) + 3
         await until_chained(ns, total)
         await asyncio.sleep(0.5)

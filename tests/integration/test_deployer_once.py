@@ -32,6 +32,7 @@ from events import (
 )
 from events.deployments import DeployedContent, DeployedSubject, DeploymentFacts
 from events.kafka import reason_of
+from events.signing import sign, with_signature
 from services.deployer import AgentConfig, Deployer, DeployerAgent, Deployment, report_id
 from services.deployer.journal import Journal
 from services.deployer.kafka import ReportProducer
@@ -107,7 +108,8 @@ def start_agent(
     return subprocess.Popen(
         [sys.executable, "-m", "tests.integration.test_deployer_once", *args],
         cwd=REPO, env={**os.environ, "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap,
-                       "LOCKSTEP_NAMESPACE": ns.settings.namespace},
+                       "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+                       "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir)},
     )  # fmt: skip
 
 
@@ -147,7 +149,7 @@ async def test_an_agent_killed_and_started_again_deploys_each_promotion_once(
     promotions = promotions_for(env)
     pids = [p.subject.content.promotion_id for p in promotions]
     for p in promotions:
-        await ns.publish(p)
+        await ns.publish(p, signed_as="promotion")
     state, calls = tmp_path / "state", tmp_path / "calls"
 
     killed = start_agent(ns, state, calls, env, kill_at)
@@ -186,6 +188,7 @@ async def agent(once: Namespace, tmp_path: Path) -> AsyncIterator[tuple[Deployer
     config = AgentConfig(
         agent="dlq-" + uuid.uuid4().hex[:6], bootstrap_servers=once.settings.kafka_bootstrap,
         namespace=once.settings.namespace, state_dir=tmp_path,
+        trust_store=once.settings.key_dir / "trust.json",
     )  # fmt: skip
     running = DeployerAgent(Recording(calls, None), config, environments=["dlq-env"])
     stop = asyncio.Event()
@@ -210,7 +213,7 @@ async def test_an_unreadable_promotion_is_dead_lettered_and_the_next_one_deploye
                  ("content-type", b"application/json")),
     )  # fmt: skip
     await ns.send_raw([broken])
-    await ns.publish(good)  # same key: after the broken one, in the same partition
+    await ns.publish(good, signed_as="promotion")  # same key: after the broken one
     pid = good.subject.content.promotion_id
 
     def dead_letter() -> list[KafkaRecord]:
@@ -238,10 +241,13 @@ async def test_a_promotion_the_kafka_client_cannot_decode_is_dead_lettered_and_t
     config = AgentConfig(
         agent="undecodable-" + uuid.uuid4().hex[:6], bootstrap_servers=ns.settings.kafka_bootstrap,
         namespace=ns.settings.namespace, state_dir=tmp_path,
+        trust_store=ns.settings.key_dir / "trust.json",
     )  # fmt: skip
     running = DeployerAgent(Recording(calls, None), config, environments=[env])
     good = promotions_for(env)[0]
-    record = encode(good, topic=ns.topic(topics.PROMOTIONS))
+    record = with_signature(
+        encode(good, topic=ns.topic(topics.PROMOTIONS)), sign(good, ns.signing_key("promotion"))
+    )
     pid = good.subject.content.promotion_id
     headers = [*record.headers, (RawName(b"\xff\xfeX"), b"v")]
     async with RawSender(ns) as raw:

@@ -109,6 +109,7 @@ class Flags:
             "LOCKSTEP_NAMESPACE": self.ns.settings.namespace,
             "LOCKSTEP_TRACE_DIR": str(self.ns.settings.trace_dir),
             "LOCKSTEP_FLAGD_SCHEMA_DIR": str(ROOT / ".lockstep" / "flagd-schemas"),
+            "LOCKSTEP_KEY_DIR": str(self.ns.settings.key_dir),
         }
         done = subprocess.run(
             [sys.executable, "-m", "cli", "flags", *args],
@@ -282,7 +283,7 @@ async def test_a_kill_switch_requested_on_kafka_flips(flags: Flags) -> None:
         requested_by="lockstep/incidents", reason="error_rate 4 % > 2 %", incident_id="inc-42",
         source="lockstep/incidents",
     )  # fmt: skip
-    await flags.ns.publish(request)
+    await flags.ns.publish(request, signed_as="incidents")
     details = await until(
         lambda: (
             (d := client.get_boolean_details("checkout-kill", True, ctx)).reason == Reason.DISABLED
@@ -303,7 +304,7 @@ async def test_a_kill_switch_requested_on_kafka_flips(flags: Flags) -> None:
         environment="prod-eu", flag_key="no-such-switch", action="disable",
         requested_by="lockstep/incidents", reason="kill", source="lockstep/incidents",
     )  # fmt: skip
-    await flags.ns.publish(unknown)
+    await flags.ns.publish(unknown, signed_as="incidents")
     rejected = await flags.ns.log.wait_for(
         lambda: [
             e for e in flags.ns.log.events(FlagChangeRejected)

@@ -97,7 +97,7 @@ async def test_gates_decide_from_the_evidence_and_cite_the_model(
     first = load_text(MODEL.encode())
     good, bad = unique_service(), unique_service()
     async with ns.service(), ns.service(GATES):
-        await ns.publish(policy_event(first))
+        await ns.publish(policy_event(first), signed_as="platform")
         ci = TracerProvider()
         with ci.get_tracer("ci").start_as_current_span("ci build"):
             traceparent = current_trace_headers()["traceparent"]
@@ -110,7 +110,7 @@ async def test_gates_decide_from_the_evidence_and_cite_the_model(
         # the model changes: every build is judged again, and the decisions cite the new hash
         second = load_text((MODEL + "    pass_score: 95\n").encode())
         assert second.sha256 != first.sha256
-        await ns.publish(policy_event(second))
+        await ns.publish(policy_event(second), signed_as="platform")
         again = await wait_decisions(ns, good, 4)
 
     assert {(d.environment, d.result) for d in passed} == {("dev", "pass"), ("staging", "pass")}
@@ -190,8 +190,11 @@ async def test_a_build_registered_as_the_first_model_arrives_is_judged(
 
         def run(work: Callable[[HandlerContext], Awaitable[None]]) -> asyncio.Task[None]:
             return asyncio.create_task(
-                in_transaction(running.pool, ns.settings, "gates", work, tracer=tracer, span=None)
-            )
+                in_transaction(
+                    running.pool, ns.settings, "gates", work, tracer=tracer, span=None,
+                    signing_key=running.signing_key,  # as the service's own turns sign
+                )
+            )  # fmt: skip
 
         registering = run(register)
         await asyncio.wait_for(registered.wait(), 10)

@@ -131,7 +131,9 @@ async def incidents(new_namespace: NamespaceFactory) -> AsyncIterator[Incidents]
         edge = running.companions[0]
         assert isinstance(edge, HttpServer)
         await asyncio.wait_for(edge.started.wait(), 10)
-        await ns.publish(policy_updated(load_text(MODEL.encode()), updated_by="platform"))
+        await ns.publish(
+            policy_updated(load_text(MODEL.encode()), updated_by="platform"), signed_as="platform"
+        )
         yield Incidents(ns, running, clock, f"http://127.0.0.1:{edge.port}")
     finally:
         await running.stop()

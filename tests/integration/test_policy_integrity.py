@@ -2,19 +2,23 @@
 sent as raw bytes with a made-up sha256, with a sha256 that names another file, or with the
 real file and its hash but a model without the staging gate, is dead-lettered by gates and
 promotion with the reason, and the model in force stays the real one: a build with no tests
-gets no staging ``gate.passed``. (A self-consistent file of the forger's own, with its own
-hash, is still accepted: only a platform key's signature will refuse it, not yet required.)"""
+gets no staging ``gate.passed``. The forgeries here are signed with a platform key, so what
+is tested is the check behind the signature; an unsigned one, or one signed by another role
+(a self-consistent file of the forger's own included), is refused for its signature
+(tests/integration/test_signatures.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import textwrap
 from typing import Any
 
 import pytest
 
-from events import ArtifactPackaged, GatePassed, KafkaRecord, encode, topics
+from events import ArtifactPackaged, GatePassed, InvalidEvent, KafkaRecord, decode, encode, topics
+from events.signing import PAYLOAD_TYPE, pae, sign, with_signature
 from policy import load_text, policy_updated
 from services.gates.app import SPEC as GATES
 from services.promotion.app import SPEC as PROMOTION
@@ -41,12 +45,22 @@ WITHOUT_STAGING_GATE = MODEL.split("gates:")[0]  # the forger's file: no gate at
 
 def forged(ns: Namespace, change: Any) -> KafkaRecord:
     """A policy.updated as the real one is encoded (a fresh id), its content changed by
-    ``change`` in the bytes: what anyone who can write to the topic can send."""
+    ``change`` in the bytes, and signed with a platform key: what a holder of that key could
+    send by mistake or on purpose. (Unsigned, it would be refused for that before any of
+    this is looked at: tests/integration/test_signatures.py.) The signature is over the event
+    as Lockstep reads it, or over the bytes where they do not read as an event."""
     good = encode(policy_updated(REAL, updated_by="mallory"), topic=ns.topic(topics.POLICIES))
     doc = json.loads(good.value or b"")
     change(doc["subject"])
     value = json.dumps(doc).encode()
-    return KafkaRecord(topic=good.topic, key=good.key, value=value, headers=good.headers)
+    record = KafkaRecord(topic=good.topic, key=good.key, value=value, headers=good.headers)
+    key = ns.signing_key("platform")
+    try:
+        header = sign(decode(record).event, key)
+    except InvalidEvent:
+        signature = key.private_key.sign(pae(PAYLOAD_TYPE, value))
+        header = json.dumps({"keyid": key.key_id, "sig": base64.b64encode(signature).decode()})
+    return with_signature(record, header)
 
 
 def made_up_hash(subject: dict[str, Any]) -> None:
@@ -81,7 +95,7 @@ async def test_forged_policy_updates_are_dead_lettered_and_change_nothing(
     forgeries = [made_up_hash, another_files_text, another_model, no_text]
     kept = (REAL.sha256, REAL.model.model_dump(mode="json"))
     async with ns.service(), ns.service(GATES), ns.service(PROMOTION):
-        await ns.publish(policy_updated(REAL, updated_by="platform"))
+        await ns.publish(policy_updated(REAL, updated_by="platform"), signed_as="platform")
 
         for _ in range(300):  # the real model in force in both, within 30 s
             if [await in_force(ns, s) for s in ("gates", "promotion")] == [kept, kept]:

@@ -145,7 +145,7 @@ async def test_a_freeze_holds_production_and_the_newest_build_goes_when_it_lifts
     try:
         async with ns.service(), ns.service(GATES), deployer(ns, tmp_path) as target:
             rules = load_text(model(payments, checkout))
-            await ns.publish(policy_updated(rules, updated_by="platform"))
+            await ns.publish(policy_updated(rules, updated_by="platform"), signed_as="platform")
             await ship(ns, payments, "2.3.0")
             await ship(ns, checkout, "1.0.0")
 
@@ -253,7 +253,7 @@ async def test_a_train_waits_for_its_failing_member_and_leaves_together_once_fix
         deployer(ns, tmp_path),
     ):
         rules = load_text(TRAIN_MODEL.format(a=a, b=b, c=c).encode())
-        await ns.publish(policy_updated(rules, updated_by="platform"))
+        await ns.publish(policy_updated(rules, updated_by="platform"), signed_as="platform")
         for service in (a, c):
             await ship(ns, service, "1.0.0")
         ref = ArtifactRef(b, "1.0.0", digest(b + "1.0.0"))
@@ -346,7 +346,8 @@ async def test_soak_approval_and_a_benchmark_baseline_guard_production(
     try:
         async with ns.service(), ns.service(PROMOTION), deployer(ns, tmp_path):
             await ns.publish(
-                policy_updated(load_text(GUARDED_MODEL.encode()), updated_by="platform")
+                policy_updated(load_text(GUARDED_MODEL.encode()), updated_by="platform"),
+                signed_as="platform",
             )
             await ship_with_benchmark(ns, service, "1.0.0", p99=100)
 
@@ -373,7 +374,8 @@ async def test_soak_approval_and_a_benchmark_baseline_guard_production(
                 ApprovalUpdated.build(
                     service=service, version="1.0.0", environment="prod-eu", by="alice",
                     decision="approved",
-                )
+                ),
+                signed_as="person",
             )  # fmt: skip
 
             def in_production() -> bool:
@@ -431,7 +433,7 @@ async def test_a_train_with_a_cut_off_leaves_at_its_cut_off(
     try:
         async with ns.service(), ns.service(GATES), deployer(ns, tmp_path):
             rules = load_text(CUTOFF_MODEL.format(x=x, y=y).encode())
-            await ns.publish(policy_updated(rules, updated_by="platform"))
+            await ns.publish(policy_updated(rules, updated_by="platform"), signed_as="platform")
             for service in (x, y):
                 await ship(ns, service, "1.0.0")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -16,7 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
-from events import ApprovalUpdated, KafkaRecord
+from events import GatePassed, KafkaRecord
+from events.signing import KeyStore
+from events.testing import sample
 from shared.bus.handlers import NO_THREAD, HandlerContext, Thread
 from shared.db import BUS_MIGRATIONS, create_pool, drop_namespace_schemas, migrate
 from shared.settings import Settings
@@ -189,22 +192,20 @@ async def test_recall_reads_many_keys_in_one_query_and_again_after_a_change(
 
 
 async def test_later_work_continues_the_remembered_trace_linked_to_what_set_it_off(
-    db: Counted, tracer: Tracer, spans: InMemorySpanExporter
+    db: Counted, tracer: Tracer, spans: InMemorySpanExporter, tmp_path: Path
 ) -> None:
+    keys = KeyStore(tmp_path / "keys")
+    keys.create("gates")
     with tracer.start_as_current_span("registration") as registration:
         await context(db, tracer, registration).remember("checkout@1.4.2")
     await context(db, tracer, record=sent_by(ONE)).remember_link("checkout@1.4.2")
     with tracer.start_as_current_span("an approval, in a trace of its own") as approving:
         ctx = context(db, tracer, approving)
+        ctx.signing_key = keys.signing_key("gates")  # what it decides is signed, as gates signs
         async with ctx.continuing("checkout@1.4.2", "judge again", {"a": "b"}) as thread:
             assert ctx.span is not approving  # the work's own span meanwhile
             ctx.span.set_attribute("lockstep.outcome", "pass")
-            ctx.emit(
-                ApprovalUpdated.build(
-                    service="checkout", version="1.4.2", environment="prod-eu", by="ann",
-                    decision="approved",
-                )
-            )  # fmt: skip
+            ctx.emit(sample(GatePassed, service="checkout", version="1.4.2", environment="prod-eu"))
         assert ctx.span is approving
     assert [f"{lk.context.span_id:016x}" for lk in thread.span_links()] == [ONE.split("-")[2]]
     judged = named(spans, "judge again")

@@ -99,11 +99,13 @@ def test_retire_rotates_a_role_to_its_other_key(key_dir: Path) -> None:
 
 
 def test_errors_are_one_line(key_dir: Path) -> None:
-    err = one_line_error(*lockstep(key_dir, "create", "--role", "admin")[::2])
-    assert "unknown role 'admin'" in err and "promotion" in err
+    err = one_line_error(*lockstep(key_dir, "create", "--role", "root")[::2])
+    assert "unknown role 'root'" in err and "promotion" in err
+    err = one_line_error(*lockstep(key_dir, "create", "--role", "person")[::2])
+    assert "a person key needs the person's name: --name NAME" in err
     err = one_line_error(*lockstep(key_dir, "retire", "ed25519:0000000000000000")[::2])
     assert "no key ed25519:0000000000000000" in err
-    _, kid, _ = lockstep(key_dir, "create", "--role", "person")
+    _, kid, _ = lockstep(key_dir, "create", "--role", "person", "--name", "alice")
     lockstep(key_dir, "retire", kid.strip())
     err = one_line_error(*lockstep(key_dir, "retire", kid.strip())[::2])
     assert "was retired at" in err
@@ -116,3 +118,30 @@ def test_an_empty_key_dir_setting_is_refused_in_one_line(tmp_path: Path) -> None
     result = CliRunner().invoke(app, ["keys", "list"], env={"LOCKSTEP_KEY_DIR": ""})
     err = one_line_error(result.exit_code, result.stderr)
     assert "LOCKSTEP_KEY_DIR" in err
+
+
+def test_init_makes_every_role_once_and_list_shows_names_and_revocations(key_dir: Path) -> None:
+    code, _, err = lockstep(key_dir, "init", "--person", "alice")
+    assert code == 0, err
+    for role in ("gates", "promotion", "incidents", "platform", "admin"):
+        assert f"created {role} key" in err
+    assert "created person key of alice" in err
+    code, _, err = lockstep(key_dir, "init", "--person", "alice")
+    assert code == 0 and "every role has one already" in err
+    _, listed, _ = lockstep(key_dir, "list")
+    assert listed.count("ed25519:") == 6 and "alice" in listed
+    gates = KeyStore(key_dir).signing_key("gates")
+    code, out, err = lockstep(key_dir, "revoke", gates.key_id.removeprefix("ed25519:"))
+    assert code == 0, err
+    assert f"revoked {gates.key_id} (gates)" in out and "keys create --role gates" in out
+    assert not KeyStore(key_dir).has_private(gates.key_id)
+    event = sample(PromotionApproved)
+    trust = KeyStore(key_dir).trust()
+    revoked = trust.get(gates.key_id)
+    assert revoked is not None and revoked.revoked_at is not None
+    _, listed, _ = lockstep(key_dir, "list")
+    row = next(line for line in listed.splitlines() if gates.key_id in line)
+    assert f"{revoked.revoked_at:%Y-%m-%d %H:%M:%S}" in row
+    err = one_line_error(*lockstep(key_dir, "revoke", gates.key_id)[::2])
+    assert "was revoked at" in err
+    assert verify(event, sign(event, KeyStore(key_dir).signing_key("promotion")), trust)
