@@ -67,7 +67,10 @@ async def test_only_an_owner_who_is_not_the_author_can_approve_production(
         )
 
     async with ns.service(), ns.service(GATES):
-        await ns.publish(policy_updated(loaded, updated_by="platform", source="t", sender="t"))
+        await ns.publish(
+            policy_updated(loaded, updated_by="platform", source="t", sender="t"),
+            signed_as="platform",
+        )
         await ns.publish(
             ArtifactPackaged.build(
                 service=service, version="1.0.0", digest=digest(service), commit="c0ffee",
@@ -76,11 +79,11 @@ async def test_only_an_owner_who_is_not_the_author_can_approve_production(
         )  # fmt: skip
         await ns.log.wait_for(registered)  # people approve a build they can see
         for n, person in enumerate(["mallory", "alice"], start=1):
-            await ns.publish(approve(person))
+            await ns.publish(approve(person), signed_as="person")
             await ns.log.wait_for(lambda n=n: len(refusals()) >= n)  # type: ignore[misc]
         assert prod_decisions() == []  # neither counts: production still waits
 
-        await ns.publish(approve("bob"))
+        await ns.publish(approve("bob"), signed_as="person")
         [passed] = await ns.log.wait_for(prod_decisions)
 
     mallory, alice = refusals()
