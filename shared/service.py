@@ -39,6 +39,7 @@ from shared.db import (
     pg_where,
     until_up,
 )
+from shared.pg_logins import CREDENTIALS_FILE, DSN_VARIABLE, CredentialsUnreadable, PgLogin
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -69,11 +70,12 @@ async def create_service_pool(
     spec: ServiceSpec, settings: Settings, *, max_size: int = 2
 ) -> tuple[asyncpg.Pool, list[str]]:
     """A pool on the service's own schema (``settings.db_schema(spec.name)``, created if
-    missing) with its migrations applied, the bus's then its own, as ``lockstep run`` applies
+    missing), logged in as the service's own role (``settings.pg_dsn_for``), with its
+    migrations applied, the bus's then its own, as ``lockstep run`` applies
     them; and the migration files applied now. Closed again if migrating fails. The caller
     closes it (``service_pool`` does)."""
     schema = settings.db_schema(spec.name)
-    pool = await create_pool(settings.pg_dsn, schema, max_size=max_size)
+    pool = await create_pool(settings.pg_dsn_for(spec.name), schema, max_size=max_size)
     try:
         applied = await migrate(pool, schema, [BUS_MIGRATIONS, *spec.migrations])
     except BaseException:
@@ -123,13 +125,14 @@ class RunningService:
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet. Postgres away (or starting up) is waited
         for, until ``stop_requested``: then nothing is set up (``ready`` stays false)."""
+        login = self._pg_login()
         opened = await until_up(
             lambda: create_service_pool(
                 self.spec, self.settings, max_size=self.settings.pg_pool_size
             ),
             stop=self.stop_requested,
             who=self.spec.name,
-            what=f"Postgres at {pg_where(self.settings.pg_dsn)}",
+            what=f"Postgres at {pg_where(login.dsn.get_secret_value())}",
             logger=log,
         )
         if opened is None:
@@ -165,11 +168,36 @@ class RunningService:
         self.relay = OutboxRelay(
             self.pool,
             self._producer,
-            dsn=self.settings.pg_dsn,
+            dsn=login.dsn.get_secret_value(),
             schema=self.schema,
             batch=self.settings.relay_batch,
             poll_s=self.settings.relay_poll_s,
         )
+
+    def _pg_login(self) -> PgLogin:
+        """The service's Postgres login, said at start-up: the role it logs in as and where
+        that came from, or a warning that it runs with the administrator's rights."""
+        name = self.spec.name
+        try:
+            login = self.settings.pg_login(name)
+        except CredentialsUnreadable as exc:
+            raise NotComingUp(f"{name}: Postgres login refused: {exc}") from exc
+        if login.own_role:
+            log.info(
+                "%s: Postgres as %s (from %s)", name, login.user or "its own role", login.source
+            )
+        else:
+            log.warning(
+                "%s: no Postgres role of its own (neither %s%s nor an entry in %s): it runs "
+                "with the administrator's rights (%s), and can read and write every service's "
+                "schema; `infra/lockstep-infra up` makes the roles",
+                name,
+                DSN_VARIABLE,
+                name.upper(),
+                self.settings.credentials_dir / CREDENTIALS_FILE,
+                login.user or "LOCKSTEP_PG_DSN",
+            )
+        return login
 
     @property
     def ready(self) -> bool:
