@@ -5,7 +5,8 @@
 --   pw      its password (fed on stdin, never on a command line)
 --   admin   the administrator (lockstep): a member of every service role, so that it can
 --           read every schema (the CLI's readers) and drop a namespace's schemas
---   schema  the installation's schema of the service (<namespace>_<service>)
+--   schema  the installation's schema of the service (<namespace>_<service>); optional
+--           (without it the service creates its schema at its first start)
 -- Idempotent: a second run keeps the role, sets the password again (the credentials file is
 -- the truth) and changes nothing else.
 SET client_min_messages = warning;
@@ -30,6 +31,7 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 -- The installation's schema is made by the administrator for the role, so no other role can
 -- take its name first; one made before roles existed (by the administrator) is handed over
 -- with everything in it.
+\if :{?schema}
 SELECT format('CREATE SCHEMA %I AUTHORIZATION %I', :'schema', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :'schema') \gexec
 SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, :'role')
@@ -59,3 +61,4 @@ SELECT format('ALTER %s %I.%I OWNER TO %I',
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname = :'schema' AND t.typtype IN ('e', 'd', 'r')
    AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role') \gexec
+\endif
