@@ -1,7 +1,9 @@
 """A service's life: connect, migrate, consume and relay until told to stop, then drain.
 
 ``ServiceSpec`` is what a service declares (its name, handlers, migrations); ``RunningService``
-assembles the real parts from settings. SIGTERM or SIGINT: the consumer finishes the batch in
+assembles the real parts from settings. Postgres is reached as the service's own role
+(``Settings.pg_dsn_for``), said at start-up, with a warning where there is none and the
+service runs with the administrator's rights. SIGTERM or SIGINT: the consumer finishes the batch in
 hand and commits, the relay publishes what is left in the outbox, spans are flushed, and the
 process exits 0.
 

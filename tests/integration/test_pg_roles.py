@@ -16,6 +16,7 @@ import pytest
 from events import ArtifactPackaged, ArtifactPublished
 from services.artifacts.api import open_artifacts
 from services.artifacts.app import SPEC as ARTIFACTS
+from services.catalog import SERVICES
 from services.gates.app import SPEC as GATES
 from shared.bus.handlers import Router
 from shared.db import SchemaNotOurs, create_pool, drop_namespace_schemas, read_only_connection
@@ -186,3 +187,26 @@ async def test_the_administrator_drops_what_the_roles_own(new_namespace: Namespa
     finally:
         await conn.close()
     assert left == 0
+
+
+async def test_up_made_a_role_for_every_service_of_the_mesh_that_logs_in(
+    new_namespace: NamespaceFactory,
+) -> None:
+    ns = await new_namespace()
+    path = ns.settings.credentials_dir / CREDENTIALS_FILE
+    require_roles(ns.settings)
+    assert path.stat().st_mode & 0o077 == 0  # the passwords: the owner's only
+    found = read_credentials(path)
+    assert set(SERVICES) <= found.keys()  # what `lockstep run` finds, `up` found
+    for service in SERVICES:
+        conn = await asyncpg.connect(ns.settings.pg_dsn_for(service))
+        try:
+            assert await conn.fetchval("SELECT current_user") == f"lockstep_svc_{service}"
+            assert (
+                await conn.fetchval(
+                    "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+                )
+                is False
+            )
+        finally:
+            await conn.close()
