@@ -1,6 +1,8 @@
 """Integration fixtures: the real Kafka and the real Postgres that `infra/lockstep-infra up`
 started (or a Docker engine's, where one exists). Each test namespace gets its own topics,
-consumer groups and Postgres schemas, and removes them afterwards."""
+consumer groups and Postgres schemas, and removes them afterwards. Services run as their own
+Postgres roles (the credentials file `up` wrote); what tests look at and clean up, as the
+administrator."""
 
 from __future__ import annotations
 
@@ -214,6 +216,7 @@ async def new_namespace(
     for ns in created:
         await ns.log.stop()
         await delete_namespace_topics(ns.settings)
+        # as the administrator (pg_dsn), a member of every service's role: whoever owns them
         await drop_namespace_schemas(ns.settings)
 
 
