@@ -3,9 +3,9 @@
 ``ServiceSpec`` is what a service declares (its name, handlers, migrations); ``RunningService``
 assembles the real parts from settings. Postgres is reached as the service's own role
 (``Settings.pg_dsn_for``), said at start-up, with a warning where there is none and the
-service runs with the administrator's rights. SIGTERM or SIGINT: the consumer finishes the batch in
-hand and commits, the relay publishes what is left in the outbox, spans are flushed, and the
-process exits 0.
+service runs with the administrator's rights. SIGTERM or SIGINT: the consumer finishes the
+batch in hand and commits, the relay publishes what is left in the outbox, spans are flushed,
+and the process exits 0.
 
 A service started while Postgres or Kafka is away waits for it (``shared.db.until_up``: one
 line per try, the wait doubling to 5 s), however long that takes, and SIGTERM still ends it at
@@ -73,8 +73,8 @@ async def create_service_pool(
 ) -> tuple[asyncpg.Pool, list[str]]:
     """A pool on the service's own schema (``settings.db_schema(spec.name)``, created if
     missing), logged in as the service's own role (``settings.pg_dsn_for``), with its
-    migrations applied, the bus's then its own, as ``lockstep run`` applies
-    them; and the migration files applied now. Closed again if migrating fails. The caller
+    migrations applied, the bus's then its own, as ``lockstep run`` applies them; and the
+    migration files applied now. Closed again if migrating fails. The caller
     closes it (``service_pool`` does)."""
     schema = settings.db_schema(spec.name)
     pool = await create_pool(settings.pg_dsn_for(spec.name), schema, max_size=max_size)

@@ -196,6 +196,14 @@ class Settings(BaseSettings):
             raise ValueError("name a directory for the signing keys (empty is not one)")
         return value
 
+    @field_validator("credentials_dir", mode="before")
+    @classmethod
+    def _credentials_dir_is_named(cls, value: object) -> object:
+        # As for LOCKSTEP_KEY_DIR: empty would be the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("name a directory for the credentials (empty is not one)")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_capitals(cls, value: object) -> object:

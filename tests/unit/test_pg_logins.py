@@ -96,3 +96,9 @@ def test_the_credentials_dir_defaults_to_the_checkouts_state_dir(
 ) -> None:
     monkeypatch.delenv("LOCKSTEP_CREDENTIALS_DIR", raising=False)
     assert Settings().credentials_dir == CHECKOUT / ".lockstep" / "credentials"
+
+
+def test_an_empty_credentials_dir_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCKSTEP_CREDENTIALS_DIR", " ")
+    with pytest.raises(ValueError, match="name a directory for the credentials"):
+        Settings()
