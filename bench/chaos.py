@@ -152,6 +152,7 @@ class Mesh:
         env = run.env(
             LOCKSTEP_KAFKA_BOOTSTRAP=kafka.bootstrap,
             LOCKSTEP_PG_DSN=pg.dsn,
+            LOCKSTEP_CREDENTIALS_DIR=str(pg.credentials_dir),  # each service its own role
             LOCKSTEP_FLAGS_HTTP_PORT=str(self.flags_port),
             LOCKSTEP_INCIDENTS_HTTP_PORT=str(self.incidents_port),
             LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN=self.webhook_token,
@@ -567,7 +568,9 @@ async def scenario(
     name: str, result: dict[str, Any], kafka: OwnKafka, pg: OwnPostgres,
     work: Any, args: argparse.Namespace,
 ) -> None:  # fmt: skip
-    run = Run("chaos", kafka_bootstrap=kafka.bootstrap, pg_dsn=pg.dsn)
+    run = Run(
+        "chaos", kafka_bootstrap=kafka.bootstrap, pg_dsn=pg.dsn, credentials_dir=pg.credentials_dir
+    )
     t0 = time.monotonic()
 
     async def body() -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Postgres: a pool per service, pinned to the service's own schema, and its migrations.
 
-Each service owns one schema (``<namespace>_<service>``) and never reads another's. Migrations
-are plain numbered ``.sql`` files applied in order, once, under an advisory lock so that several
-instances starting together do not race.
+Each service owns one schema (``<namespace>_<service>``) and never reads another's: it logs in
+as a role of its own (``Settings.pg_dsn_for``), which owns that schema and has no rights on any
+other, nor on ``public``; the administrator (``Settings.pg_dsn``) is a member of every such
+role and reads them all. Migrations are plain numbered ``.sql`` files applied in order, once,
+under an advisory lock so that several instances starting together do not race.
 
 ``until_up`` is how a service waits at start-up for what it stands on (Postgres here, Kafka in
 the bus): tried again, with a capped backoff, for as long as the error says "not now", until
@@ -166,7 +168,10 @@ def _lock_key(name: str) -> int:
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 1, max_size: int = 5
 ) -> asyncpg.Pool:
-    """A pool whose connections see ``schema`` first. Creates the schema if needed."""
+    """A pool whose connections see ``schema`` first. Creates the schema if needed (owned by
+    the DSN's user); refuses, with ``SchemaNotOurs``, a schema whose owner's rights the user
+    does not have (another service's role took the name, or the administrator made it before
+    roles existed)."""
     conn = await asyncpg.connect(dsn)
     try:
         # CREATE SCHEMA IF NOT EXISTS is not safe against itself: two processes starting at
@@ -174,7 +179,17 @@ async def create_pool(
         # A lock on the schema's name makes the second wait and find it.
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(f"schema:{schema}"))
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            owner = await _schema_owner(conn, schema)
+            if owner is None:  # only then: a role may own its schema yet lack CREATE on the db
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            elif not owner[1]:
+                user = await conn.fetchval("SELECT current_user")
+                raise SchemaNotOurs(
+                    f"the schema {schema} belongs to the role {owner[0]}, and {user} (whom "
+                    "this service logs in as) has no rights on it: `infra/lockstep-infra up` "
+                    "hands an installation's schemas to their services' roles, or as its "
+                    f'owner run ALTER SCHEMA "{schema}" OWNER TO "{user}" (and its tables)'
+                )
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
@@ -187,14 +202,31 @@ async def create_pool(
     return pool
 
 
+class SchemaNotOurs(RuntimeError):
+    """A service's schema is owned by a role whose rights its login does not have."""
+
+
+async def _schema_owner(conn: asyncpg.Connection, schema: str) -> tuple[str, bool] | None:
+    """The schema's owner, and whether the current user has that owner's rights; None if
+    there is no such schema."""
+    row = await conn.fetchrow(
+        """SELECT nspowner::regrole::text AS owner,
+                  pg_has_role(current_user, nspowner, 'USAGE') AS ours
+             FROM pg_namespace WHERE nspname = $1""",
+        schema,
+    )
+    return None if row is None else (row["owner"], row["ours"])
+
+
 @asynccontextmanager
 async def read_only_connection(
     settings: Settings, service: str
 ) -> AsyncIterator[asyncpg.Connection]:
     """One connection on ``service``'s own schema, for reading (its transactions are
-    read-only). Applies no migrations and creates nothing: reading never shapes the schema.
-    Where the service has never run, its tables are missing (``asyncpg.UndefinedTableError``
-    on a query), which the reader takes as "nothing there"."""
+    read-only), as the administrator (``pg_dsn``, a member of every service's role): the
+    CLI reads any service. Applies no migrations and creates nothing: reading never shapes
+    the schema. Where the service has never run, its tables are missing
+    (``asyncpg.UndefinedTableError`` on a query), which the reader takes as "nothing there"."""
     conn = await asyncpg.connect(
         settings.pg_dsn,
         server_settings={

@@ -1,9 +1,11 @@
 """A service's life: connect, migrate, consume and relay until told to stop, then drain.
 
 ``ServiceSpec`` is what a service declares (its name, handlers, migrations); ``RunningService``
-assembles the real parts from settings. SIGTERM or SIGINT: the consumer finishes the batch in
-hand and commits, the relay publishes what is left in the outbox, spans are flushed, and the
-process exits 0.
+assembles the real parts from settings. Postgres is reached as the service's own role
+(``Settings.pg_dsn_for``), said at start-up, with a warning where there is none and the
+service runs with the administrator's rights. SIGTERM or SIGINT: the consumer finishes the
+batch in hand and commits, the relay publishes what is left in the outbox, spans are flushed,
+and the process exits 0.
 
 A service started while Postgres or Kafka is away waits for it (``shared.db.until_up``: one
 line per try, the wait doubling to 5 s), however long that takes, and SIGTERM still ends it at
@@ -41,6 +43,7 @@ from shared.db import (
     pg_where,
     until_up,
 )
+from shared.pg_logins import CREDENTIALS_FILE, DSN_VARIABLE, CredentialsUnreadable, PgLogin
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -74,11 +77,12 @@ async def create_service_pool(
     spec: ServiceSpec, settings: Settings, *, max_size: int = 2
 ) -> tuple[asyncpg.Pool, list[str]]:
     """A pool on the service's own schema (``settings.db_schema(spec.name)``, created if
-    missing) with its migrations applied, the bus's then its own, as ``lockstep run`` applies
-    them; and the migration files applied now. Closed again if migrating fails. The caller
+    missing), logged in as the service's own role (``settings.pg_dsn_for``), with its
+    migrations applied, the bus's then its own, as ``lockstep run`` applies them; and the
+    migration files applied now. Closed again if migrating fails. The caller
     closes it (``service_pool`` does)."""
     schema = settings.db_schema(spec.name)
-    pool = await create_pool(settings.pg_dsn, schema, max_size=max_size)
+    pool = await create_pool(settings.pg_dsn_for(spec.name), schema, max_size=max_size)
     try:
         applied = await migrate(pool, schema, [BUS_MIGRATIONS, *spec.migrations])
     except BaseException:
@@ -132,13 +136,14 @@ class RunningService:
         service that signs and has no key raises ``NotComingUp`` at once, saying what to do."""
         if self.spec.signs_as is not None:
             self.signing_key = service_key(self.settings, self.spec.signs_as, self.spec.name)
+        login = self._pg_login()
         opened = await until_up(
             lambda: create_service_pool(
                 self.spec, self.settings, max_size=self.settings.pg_pool_size
             ),
             stop=self.stop_requested,
             who=self.spec.name,
-            what=f"Postgres at {pg_where(self.settings.pg_dsn)}",
+            what=f"Postgres at {pg_where(login.dsn.get_secret_value())}",
             logger=log,
         )
         if opened is None:
@@ -176,11 +181,36 @@ class RunningService:
         self.relay = OutboxRelay(
             self.pool,
             self._producer,
-            dsn=self.settings.pg_dsn,
+            dsn=login.dsn.get_secret_value(),
             schema=self.schema,
             batch=self.settings.relay_batch,
             poll_s=self.settings.relay_poll_s,
         )
+
+    def _pg_login(self) -> PgLogin:
+        """The service's Postgres login, said at start-up: the role it logs in as and where
+        that came from, or a warning that it runs with the administrator's rights."""
+        name = self.spec.name
+        try:
+            login = self.settings.pg_login(name)
+        except CredentialsUnreadable as exc:
+            raise NotComingUp(f"{name}: Postgres login refused: {exc}") from exc
+        if login.own_role:
+            log.info(
+                "%s: Postgres as %s (from %s)", name, login.user or "its own role", login.source
+            )
+        else:
+            log.warning(
+                "%s: no Postgres role of its own (neither %s%s nor an entry in %s): it runs "
+                "with the administrator's rights (%s), and can read and write every service's "
+                "schema; `infra/lockstep-infra up` makes the roles",
+                name,
+                DSN_VARIABLE,
+                name.upper(),
+                self.settings.credentials_dir / CREDENTIALS_FILE,
+                login.user or "LOCKSTEP_PG_DSN",
+            )
+        return login
 
     @property
     def ready(self) -> bool:

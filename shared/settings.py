@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from events import topics
 from events._envelope import DEFAULT_MAX_EVENT_BYTES
+from shared.pg_logins import DSN_VARIABLE, PgLogin, login_for
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -26,6 +28,25 @@ def user_state_dir() -> Path:
     deployer's record): ``$XDG_STATE_HOME/lockstep``, else ``~/.local/state/lockstep``."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "lockstep"
+
+
+class _ServiceDsns(PydanticBaseSettingsSource):
+    """The ``LOCKSTEP_PG_DSN_<SERVICE>`` variables, gathered into ``pg_service_dsns``
+    (``LOCKSTEP_PG_DSN_GATES`` is the gates service's): one variable per service, so that each
+    service's deployment is given its own DSN and no other."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found = {
+            name[len(DSN_VARIABLE) :].lower(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(DSN_VARIABLE)
+            and len(name) > len(DSN_VARIABLE)
+            and value.strip()
+        }
+        return {"pg_service_dsns": found} if found else {}
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,7 +64,19 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     # No TLS over loopback (Debian's Postgres offers it, and asyncpg would take it: a third of
     # a service's CPU went to encrypting localhost traffic). Set your own DSN for a remote one.
+    # The administrator's DSN (the CLI's readers, set-up and clean-up); a service logs in as
+    # its own role: pg_dsn_for(service).
     pg_dsn: str = "postgresql://lockstep:lockstep@127.0.0.1:5432/lockstep?sslmode=disable"
+    pg_service_dsns: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="A service's own DSN, given as LOCKSTEP_PG_DSN_<SERVICE> "
+        "(e.g. LOCKSTEP_PG_DSN_GATES); before the credentials file",
+    )
+    credentials_dir: Path = Field(
+        default=CHECKOUT / ".lockstep" / "credentials",
+        description="The credentials `infra/lockstep-infra up` writes (postgres.json: each "
+        "service's Postgres role and password; kafka.json), mode 0600",
+    )
     topic_partitions: int = Field(default=6, ge=1)
     max_event_bytes: int = Field(
         default=DEFAULT_MAX_EVENT_BYTES,
@@ -139,6 +172,23 @@ class Settings(BaseSettings):
         description="Export spans over OTLP/HTTP as well (the standard OpenTelemetry variable)",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            _ServiceDsns(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
+
     @field_validator("trace_dir", mode="before")
     @classmethod
     def _empty_keeps_none(cls, value: object) -> object:
@@ -155,6 +205,14 @@ class Settings(BaseSettings):
         # must never be written into a checkout.
         if isinstance(value, str) and not value.strip():
             raise ValueError("name a directory for the signing keys (empty is not one)")
+        return value
+
+    @field_validator("credentials_dir", mode="before")
+    @classmethod
+    def _credentials_dir_is_named(cls, value: object) -> object:
+        # As for LOCKSTEP_KEY_DIR: empty would be the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("name a directory for the credentials (empty is not one)")
         return value
 
     @field_validator("log_level", mode="before")
@@ -186,3 +244,20 @@ class Settings(BaseSettings):
 
     def db_schema(self, service: str) -> str:
         return f"{self.namespace}_{service}"
+
+    def pg_login(self, service: str) -> PgLogin:
+        """How ``service`` logs in to Postgres: its ``LOCKSTEP_PG_DSN_<SERVICE>``, else its
+        role in ``credentials_dir/postgres.json``, else the administrator's ``pg_dsn``
+        (``own_role`` false). Raises ``shared.pg_logins.CredentialsUnreadable`` for a
+        credentials file that is there but unusable."""
+        return login_for(
+            service,
+            admin_dsn=self.pg_dsn,
+            explicit=self.pg_service_dsns,
+            credentials_dir=self.credentials_dir,
+        )
+
+    def pg_dsn_for(self, service: str) -> str:
+        """``service``'s own DSN (``pg_login``): what its pool and its relay's listener use.
+        It holds the password: never log it (``shared.db.pg_where`` is what to show)."""
+        return self.pg_login(service).dsn.get_secret_value()

@@ -4,7 +4,9 @@ other ports, temp dirs, removed at the end (``close``), whatever happened."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -16,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from harness import REPO
 
 INFRA = REPO / "infra" / "lockstep-infra"
+SERVICE_ROLE_SQL = REPO / "infra" / "postgres" / "service-role.sql"
 SHARED_LIBS = REPO / ".lockstep" / "kafka" / "libs"
 
 
@@ -123,7 +126,9 @@ class OwnKafka:
 
 class OwnPostgres:
     """A Postgres cluster of the run's own: initdb in a temp dir, run with pg_ctl as the
-    ``postgres`` user on a free loopback port; ``stop_immediate`` is a crash."""
+    ``postgres`` user on a free loopback port; ``stop_immediate`` is a crash. It has the
+    administrator ``lockstep`` and each service's own role, as ``infra/lockstep-infra up``
+    makes them (the same SQL), with their passwords in ``credentials_dir``."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -137,11 +142,17 @@ class OwnPostgres:
     def dsn(self) -> str:
         return f"postgresql://lockstep:lockstep@127.0.0.1:{self.port}/lockstep?sslmode=disable"
 
-    def _run(self, *argv: str, check: bool = True) -> str:
+    @property
+    def credentials_dir(self) -> Path:
+        """For ``LOCKSTEP_CREDENTIALS_DIR``: ``postgres.json``, the services' roles."""
+        return self.dir / "credentials"
+
+    def _run(self, *argv: str, check: bool = True, stdin: str | None = None) -> str:
         cmd = (["runuser", "-u", "postgres", "--"] if self._as_root else []) + list(argv)
         done = subprocess.run(
-            cmd, cwd="/", capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
-        )
+            cmd, cwd="/", capture_output=True, text=True, timeout=120,
+            **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
+        )  # fmt: skip
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
         return done.stdout
@@ -170,6 +181,27 @@ class OwnPostgres:
             "CREATE ROLE lockstep LOGIN CREATEDB PASSWORD 'lockstep'",
             "-c", "CREATE DATABASE lockstep OWNER lockstep",
         )  # fmt: skip
+        await asyncio.to_thread(self._make_service_roles)
+
+    def _make_service_roles(self) -> None:
+        """A role per service of the mesh (``services.catalog``), as ``up`` makes them; each
+        creates its own schema in the run's namespace at its first start."""
+        from services.catalog import SERVICES
+
+        found: dict[str, dict[str, str]] = {}
+        for service in SERVICES:
+            role, password = f"lockstep_svc_{service}", secrets.token_hex(24)
+            given = f"\\set role {role}\n\\set pw {password}\n\\set admin lockstep\n"
+            self._run(
+                self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                "-p", str(self.port), "-U", "postgres", "-d", "lockstep",
+                stdin=given + SERVICE_ROLE_SQL.read_text(encoding="utf-8"),
+            )  # fmt: skip
+            found[service] = {"user": role, "password": password}
+        self.credentials_dir.mkdir(mode=0o700)
+        path = self.credentials_dir / "postgres.json"
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            json.dump(found, f)
 
     async def start(self) -> None:
         opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c max_connections=200"

@@ -368,7 +368,8 @@ class FlagEdge:
         self.settings = settings
         self.pool = pool
         schema = settings.db_schema("flags")
-        self.live = LiveFlagSets(pool, settings.pg_dsn, schema)
+        # its LISTEN connection, as the service's own role, like its pool
+        self.live = LiveFlagSets(pool, settings.pg_dsn_for("flags"), schema)
         self.evaluations = EvaluationLog()
         self.app = create_app(
             live=self.live,

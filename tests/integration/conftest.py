@@ -3,7 +3,9 @@ started (or a Docker engine's, where one exists). Each test namespace gets its o
 consumer groups and Postgres schemas, and removes them afterwards, and its own key directory
 (under the test run's tmp) with a key of every service role, the platform, admin and alice:
 services under test sign with them, and ``ns.publish(event, signed_as=ROLE)`` publishes a
-decision signed as the role that makes it (a person's key is the person's the event names)."""
+decision signed as the role that makes it (a person's key is the person's the event names).
+Services run as their own Postgres roles (the credentials file `up` wrote); what tests look
+at and clean up, as the administrator."""
 
 from __future__ import annotations
 
@@ -258,6 +260,7 @@ async def new_namespace(
     for ns in created:
         await ns.log.stop()
         await delete_namespace_topics(ns.settings)
+        # as the administrator (pg_dsn), a member of every service's role: whoever owns them
         await drop_namespace_schemas(ns.settings)
 
 

@@ -4,6 +4,7 @@ order, and that what was opened is closed, also when migrating fails."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -67,6 +68,24 @@ async def test_a_service_pool_is_on_its_schema_with_the_bus_then_its_own_migrati
     assert calls.pools == [(SETTINGS.pg_dsn, "unit_things", 2)]
     assert calls.migrated == [("unit_things", [BUS_MIGRATIONS, OWN])]
     assert calls.pool.closed
+
+
+async def test_a_service_pool_logs_in_as_the_services_own_role(
+    calls: Calls, tmp_path: Path
+) -> None:
+    (tmp_path / "postgres.json").write_text(
+        '{"things": {"user": "lockstep_svc_things", "password": "pw"}}'
+    )
+    settings = Settings(
+        namespace="unit",
+        pg_dsn="postgresql://lockstep:admin@db:5432/lockstep",
+        credentials_dir=tmp_path,
+    )
+    async with service_pool(SPEC, settings):
+        pass
+    assert calls.pools == [
+        ("postgresql://lockstep_svc_things:pw@db:5432/lockstep", "unit_things", 2)
+    ]
 
 
 async def test_a_service_pool_is_closed_when_its_user_fails(calls: Calls) -> None:
