@@ -17,7 +17,7 @@ def _decide(ctx: typer.Context, artifact: str, env: str, by: str, approved: bool
     root = of(ctx)
     ref = root.parse_label(artifact)
     event = approval(ref.service, ref.version, environment=env, by=by, approved=approved)
-    publish_and_say(root, event, None)
+    publish_and_say(root, event, None, principal="person")
 
 
 def approve(

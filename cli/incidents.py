@@ -244,5 +244,5 @@ def hold_release(
         raise root.fail("say what to release: --env ENV (the incident hold) and/or --version V")
     event = hold_released(service, environment=env, version=version, by=by or whoami(),
                           reason=reason)  # fmt: skip
-    publish(root, event, client_id="lockstep-cli")
+    publish(root, event, client_id="lockstep-cli", principal="person")
     root.out.print(event.describe(), highlight=False)

@@ -34,12 +34,15 @@ def publish(
     traceparent: str | None = None,
     *,
     client_id: str = "lockstep-publisher",
+    principal: str = "ci",
 ) -> None:
-    """Publish one event and say so (an event the contract refuses is one line)."""
+    """Publish one event as ``principal`` (infra/access.toml: ``ci`` for what CI built and
+    verified) and say so (an event the contract refuses is one line)."""
     from shared.bus import Publisher, PublishError
 
     async def go() -> None:
-        async with Publisher(root.settings, client_id=client_id) as publisher:
+        settings = root.settings.as_principal(principal)
+        async with Publisher(settings, client_id=client_id) as publisher:
             await publisher.publish(event, traceparent=traceparent)
 
     try:
@@ -91,8 +94,10 @@ def built(root: Root, make: Callable[[], E], parts: dict[str, str] | None = None
         raise root.fail("; ".join(dict.fromkeys(said)), one_line=True) from None
 
 
-def publish_and_say(root: Root, event: CDEvent, traceparent: str | None) -> None:
-    publish(root, event, traceparent)
+def publish_and_say(
+    root: Root, event: CDEvent, traceparent: str | None, *, principal: str = "ci"
+) -> None:
+    publish(root, event, traceparent, principal=principal)
     root.out.print(
         f"published {event.context.type} {event.id}: {event.describe()}", highlight=False
     )

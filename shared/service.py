@@ -100,7 +100,8 @@ async def service_pool(
 class RunningService:
     def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
         self.spec = spec
-        self.settings = settings
+        # Each service is its own Kafka principal (infra/access.toml), whoever starts it.
+        self.settings = settings.as_principal(spec.name)
         self.clock = clock
         self.periodic: PeriodicRunner | None = None
         self._periodic_task: asyncio.Task[None] | None = None

@@ -1,5 +1,6 @@
-"""The deployer agent's own configuration: where Kafka is, which Lockstep installation
-(namespace), which agent this is (its consumer group) and where it keeps its journal.
+"""The agent's own configuration: where Kafka is and how it logs in (SCRAM user and
+password), which Lockstep installation (namespace), which agent this is (its consumer group)
+and where it keeps its journal.
 
 An agent runs outside Lockstep, so it does not take Lockstep's runtime settings; ``from_env``
 reads the same ``LOCKSTEP_*`` variables, so one environment serves both.
@@ -10,14 +11,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from events import DEFAULT_MAX_EVENT_BYTES, topics
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEPLOYER_PRINCIPAL = "deployer"  # infra/access.toml
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,7 @@ class LockstepSettings(Protocol):
     def kafka_bootstrap(self) -> str: ...
     @property
     def max_event_bytes(self) -> int: ...
+    def as_principal(self, principal: str) -> Any: ...
 
 
 def default_state_dir() -> Path:
@@ -48,6 +51,10 @@ class AgentConfig:
     namespace: str = topics.DEFAULT_NAMESPACE
     state_dir: Path | None = None  # None: default_state_dir()
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # Lockstep's Kafka takes SCRAM-SHA-512 logins; PLAINTEXT only for a broker without security.
+    security_protocol: str = "SASL_PLAINTEXT"
+    kafka_user: str = DEPLOYER_PRINCIPAL
+    kafka_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not _AGENT_RE.match(self.agent):
@@ -67,13 +74,25 @@ class AgentConfig:
             raise ConfigError(
                 f"max_event_bytes {self.max_event_bytes} is below 1024 (LOCKSTEP_MAX_EVENT_BYTES)"
             )
+        if self.security_protocol not in ("SASL_PLAINTEXT", "PLAINTEXT"):
+            raise ConfigError(
+                f"LOCKSTEP_KAFKA_SECURITY_PROTOCOL={self.security_protocol!r}: SASL_PLAINTEXT "
+                "(the default) or PLAINTEXT (a broker without security)"
+            )
+        if self.security_protocol != "PLAINTEXT" and not self.kafka_password:
+            raise ConfigError(
+                f"no Kafka password for user {self.kafka_user!r}: set LOCKSTEP_KAFKA_PASSWORD "
+                "(`lockstep infra up` keeps the local users' in .lockstep/credentials/kafka.json)"
+            )
 
     @classmethod
     def from_env(
         cls, *, agent: str, state_dir: Path | None = None, env: Mapping[str, str] | None = None
     ) -> AgentConfig:
-        """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``
-        (the names Lockstep itself reads) and ``LOCKSTEP_DEPLOYER_STATE_DIR``."""
+        """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``,
+        ``LOCKSTEP_KAFKA_SECURITY_PROTOCOL``, ``LOCKSTEP_KAFKA_USER`` (default ``deployer``),
+        ``LOCKSTEP_KAFKA_PASSWORD`` (the names Lockstep itself reads) and
+        ``LOCKSTEP_DEPLOYER_STATE_DIR``."""
         env = os.environ if env is None else env
         size = env.get("LOCKSTEP_MAX_EVENT_BYTES", "").strip()
         try:
@@ -91,18 +110,42 @@ class AgentConfig:
             namespace=env.get("LOCKSTEP_NAMESPACE", "").strip() or topics.DEFAULT_NAMESPACE,
             state_dir=where,
             max_event_bytes=max_bytes,
+            security_protocol=env.get("LOCKSTEP_KAFKA_SECURITY_PROTOCOL", "").strip()
+            or "SASL_PLAINTEXT",
+            kafka_user=env.get("LOCKSTEP_KAFKA_USER", "").strip() or DEPLOYER_PRINCIPAL,
+            kafka_password=env.get("LOCKSTEP_KAFKA_PASSWORD") or None,
         )
 
     @classmethod
     def from_settings(
         cls, settings: LockstepSettings, *, agent: str, state_dir: Path | None = None
     ) -> AgentConfig:
-        """From Lockstep's own settings (the ``lockstep deployer`` command, tests)."""
+        """From Lockstep's own settings (the ``lockstep deployer`` command, tests): logged in
+        as their ``deployer`` principal (or the user they name)."""
+        try:
+            login = settings.as_principal(DEPLOYER_PRINCIPAL).kafka_login()
+        except ValueError as exc:  # no password: the message says where to put one
+            raise ConfigError(str(exc)) from None
+        user, password = login if login is not None else (DEPLOYER_PRINCIPAL, None)
         return cls(
             agent=agent, bootstrap_servers=settings.kafka_bootstrap,
             namespace=settings.namespace, state_dir=state_dir,
             max_event_bytes=settings.max_event_bytes,
+            security_protocol="PLAINTEXT" if login is None else "SASL_PLAINTEXT",
+            kafka_user=user, kafka_password=password,
         )  # fmt: skip
+
+    def kafka_security(self) -> dict[str, str]:
+        """The security keyword arguments of the agent's aiokafka clients."""
+        if self.security_protocol == "PLAINTEXT":
+            return {"security_protocol": "PLAINTEXT"}
+        assert self.kafka_password is not None  # __post_init__ saw to it
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": self.kafka_user,
+            "sasl_plain_password": self.kafka_password,
+        }
 
     def topic(self, logical: str) -> str:
         return topics.physical(self.namespace, logical)

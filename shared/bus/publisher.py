@@ -22,6 +22,7 @@ from types import TracebackType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from events import CDEvent, InvalidEvent, KafkaRecord, encode, refuse_unstorable
+from shared.bus.kafka_client import KafkaLoginRefused
 from shared.bus.producer import Fault, ReliableProducer, classify
 from shared.settings import Settings
 
@@ -58,6 +59,10 @@ class KafkaUnreachable(PublishError, ConnectionError):
     """Kafka did not answer at all when the publisher started."""
 
 
+class LoginRefused(PublishError):
+    """Kafka refused the publisher's login (or it had no password to give)."""
+
+
 class Publisher:
     def __init__(
         self,
@@ -80,6 +85,8 @@ class Publisher:
         # started: say so now. Once started, the publisher rides out restarts by itself.
         try:
             await self._producer.start()
+        except KafkaLoginRefused as exc:  # one line that says what to do
+            raise LoginRefused(str(exc)) from exc
         except (KafkaError, OSError) as exc:
             raise KafkaUnreachable(
                 f"Kafka at {self._settings.kafka_bootstrap} does not answer ({exc}); start it "
