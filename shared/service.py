@@ -24,6 +24,7 @@ from typing import Protocol
 import asyncpg
 from opentelemetry.sdk.trace import TracerProvider
 
+from shared.bus.access import service_settings
 from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
@@ -101,7 +102,7 @@ class RunningService:
     def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
         self.spec = spec
         # Each service is its own Kafka principal (infra/access.toml), whoever starts it.
-        self.settings = settings.as_principal(spec.name)
+        self.settings = service_settings(settings, spec.name)
         self.clock = clock
         self.periodic: PeriodicRunner | None = None
         self._periodic_task: asyncio.Task[None] | None = None

@@ -15,6 +15,7 @@ namespace's bindings in one request."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -41,6 +42,7 @@ from pydantic import (
 )
 
 from events import topics
+from shared.settings import Settings
 
 ADMIN = "admin"
 _NAME = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -133,6 +135,24 @@ def load_access(path: Path) -> AccessFile:
     except OSError as exc:
         raise AccessFileError(f"cannot read the access file {path}: {exc}") from None
     return parse_access(text, str(path))
+
+
+@functools.cache
+def _principals_in(path: Path, mtime_ns: int) -> frozenset[str]:
+    return frozenset(load_access(path).principals)
+
+
+def service_settings(settings: Settings, service: str) -> Settings:
+    """The settings of a running service: logged in as the principal of its name. A service
+    the access file does not name (a test's own) keeps the settings' principal."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return settings
+    path = settings.access_file
+    try:
+        known = _principals_in(path, path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise AccessFileError(f"cannot read the access file {path}: {exc}") from None
+    return settings.as_principal(service) if service in known else settings
 
 
 def extra_users(credentials_file: Path) -> dict[str, str]:

@@ -33,6 +33,9 @@ class KafkaLoginRefused(KafkaError):  # type: ignore[misc]
     retriable = False
     invalid_metadata = False
 
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "Kafka refused the login"
+
 
 def user_of(settings: Settings) -> str:
     """The SCRAM user this process logs in as."""
