@@ -119,12 +119,14 @@ def parse_access(text: str, where: str) -> AccessFile:
     except ValidationError as exc:
         said = []
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            loc = tuple(p for p in error["loc"] if p != "[key]")  # a bad key: said below
             field = ".".join(str(p) for p in loc if not isinstance(p, int))
             index = "".join(f"[{p}]" for p in loc if isinstance(p, int))
             line = _line_of(text, loc)
             at = f"{where}:{line}" if line else where
             message = str(error["msg"]).removeprefix("Value error, ")
+            if "[key]" in error["loc"]:
+                message = "not a principal name (1-64 of a-z, 0-9, '_' and '-', from a letter)"
             said.append(f"{at}: {field or '(top)'}{index}: {message}")
         raise AccessFileError("; ".join(said)) from None
 
