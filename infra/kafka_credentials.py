@@ -13,6 +13,7 @@ one more user with a principal's rights (a second CI system, another deployer ag
 
     kafka_credentials.py ensure ACCESS_TOML CREDENTIALS   make what is missing; reuse the rest
     kafka_credentials.py add CREDENTIALS NAME ROLE ACCESS_TOML
+    kafka_credentials.py remove CREDENTIALS NAME          forget a user made by `add`
     kafka_credentials.py users CREDENTIALS                one "name password" line per user
     kafka_credentials.py controller CREDENTIALS           the controller listener's password
 """
@@ -97,12 +98,25 @@ def add(path: Path, name: str, role: str, access: Path) -> None:
         _save(path, data)
 
 
+def remove(path: Path, name: str) -> None:
+    data = _load(path)
+    user = data["users"].get(name)
+    if user is None:
+        sys.exit(f"no user {name!r} in {path}")
+    if user.get("role") == name:
+        sys.exit(f"{name!r} is a principal of the access file; remove it there")
+    del data["users"][name]
+    _save(path, data)
+
+
 def main(argv: list[str]) -> None:
     match argv:
         case ["ensure", access, creds]:
             ensure(Path(access), Path(creds))
         case ["add", creds, name, role, access]:
             add(Path(creds), name, role, Path(access))
+        case ["remove", creds, name]:
+            remove(Path(creds), name)
         case ["users", creds]:
             for name, user in sorted(_load(Path(creds))["users"].items()):
                 print(name, user["password"])

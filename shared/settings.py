@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         description="Export spans over OTLP/HTTP as well (the standard OpenTelemetry variable)",
     )
 
+    @field_validator("kafka_user", "kafka_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # LOCKSTEP_KAFKA_PASSWORD= (empty) is no password given, not an empty one.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("trace_dir", mode="before")
     @classmethod
     def _empty_keeps_none(cls, value: object) -> object:

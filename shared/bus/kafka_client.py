@@ -13,12 +13,18 @@ the broker once more, directly, why."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.settings import CredentialsMissing, Settings
@@ -35,6 +41,59 @@ class KafkaLoginRefused(KafkaError):  # type: ignore[misc]
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "Kafka refused the login"
+
+
+class WriteNotAllowed(InvalidTopicError):  # type: ignore[misc]
+    """The principal may not write the topic (infra/access.toml): a fault of the record's,
+    for the publisher (``shared.bus.producer.classify``), which sending again will not mend."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "not allowed to write the topic"
+
+
+class WritesRefusedAtOnce:
+    """A producer (``start``, ``stop``, ``send``) whose refused writes are ``WriteNotAllowed``
+    at once, for a publisher whose caller must hear it (``lockstep publish`` as ``ci`` to
+    the promotions topic), not wait out its timeout. A service's relay keeps retrying
+    instead: an ACL mended by the operator lets it go on, with nothing set aside."""
+
+    def __init__(self, producer: Any, settings: Settings) -> None:
+        self._producer = producer
+        self._settings = settings
+
+    def _refusal(self, topic: str) -> WriteNotAllowed:
+        return WriteNotAllowed(
+            f"Kafka user '{user_of(self._settings)}' may not write {topic} "
+            f"(infra/access.toml); publish as a principal that may"
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        try:
+            sent = await self._producer.send(topic, *args, **kwargs)
+        except TopicAuthorizationFailedError:
+            raise self._refusal(topic) from None
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def settle(done: asyncio.Future[Any]) -> None:
+            if answer.done():
+                return
+            if done.cancelled():
+                answer.cancel()
+            elif isinstance(done.exception(), TopicAuthorizationFailedError):
+                answer.set_exception(self._refusal(topic))
+            elif (error := done.exception()) is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(done.result())
+
+        sent.add_done_callback(settle)
+        return answer
 
 
 def user_of(settings: Settings) -> str:

@@ -22,8 +22,8 @@ from types import TracebackType
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from events import CDEvent, InvalidEvent, KafkaRecord, encode, refuse_unstorable
-from shared.bus.kafka_client import KafkaLoginRefused
-from shared.bus.producer import Fault, ReliableProducer, classify
+from shared.bus.kafka_client import KafkaLoginRefused, WritesRefusedAtOnce
+from shared.bus.producer import Fault, ReliableProducer, classify, new_kafka_producer
 from shared.settings import Settings
 
 
@@ -78,7 +78,11 @@ class Publisher:
             raise ValueError(f"publish_timeout_s must be above 0, not {publish_timeout_s}")
         self._settings = settings
         self._timeout_s = publish_timeout_s
-        self._producer = producer or ReliableProducer(settings, client_id=client_id)
+        self._producer = producer or ReliableProducer(
+            settings,
+            client_id=client_id,
+            factory=lambda: WritesRefusedAtOnce(new_kafka_producer(settings, client_id), settings),
+        )
 
     async def __aenter__(self) -> Publisher:
         # Kafka that does not answer at all is most often a wrong address or Kafka not

@@ -6,6 +6,10 @@ services); the namespace's ACLs are the ones ``ensure_topics`` made from the acc
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -17,7 +21,7 @@ from shared.bus import Publisher
 from shared.bus.kafka_client import KafkaLoginRefused, kafka_admin, kafka_consumer, kafka_producer
 from shared.bus.publisher import LoginRefused
 from shared.settings import Settings
-from tests.integration.conftest import Namespace, NamespaceFactory
+from tests.integration.conftest import REPO, Namespace, NamespaceFactory
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,8 +37,8 @@ async def secured(new_namespace: NamespaceFactory) -> Namespace:
 async def writable(settings: Settings, ns: Namespace, logical: str) -> bool:
     """Whether ``settings``' principal may write a record to the namespace's topic."""
     producer = kafka_producer(settings, request_timeout_ms=10000, client_id="security-test")
-    await producer.start()
     try:
+        await producer.start()
         await producer.send_and_wait(ns.topic(logical), b"probe", key=b"security-test")
         return True
     except TopicAuthorizationFailedError:
@@ -151,3 +155,63 @@ async def test_a_principal_that_is_not_admin_cannot_delete_a_topic(secured: Name
         assert topic in await admin.list_topics()
     finally:
         await admin.close()
+
+
+def lockstep(ns: Namespace, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in the namespace, with ``env`` on top of this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "LOCKSTEP_NAMESPACE": ns.settings.namespace,
+                          "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap, **env},
+    )  # fmt: skip
+
+
+ARTIFACT = ("publish", "artifact", "--service", "sec", "--version", "1.0.0",
+            "--digest", "sha256:" + "a" * 64, "--commit", "abc123")  # fmt: skip
+
+
+async def test_the_command_line_refuses_a_wrong_password_in_one_line(secured: Namespace) -> None:
+    done = lockstep(secured, *ARTIFACT, LOCKSTEP_KAFKA_PASSWORD="not-the-password")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
+    assert (
+        f"error: not published: Kafka at {secured.settings.kafka_bootstrap} refused user 'ci' "
+        "(SASL_AUTHENTICATION_FAILED)"
+    ) in done.stderr
+
+
+async def test_a_command_as_a_principal_without_the_right_is_refused_at_once(
+    secured: Namespace,
+) -> None:
+    approve = ("approve", "sec@1.0.0", "--env", "prod", "--by", "ann")
+    done = lockstep(secured, *approve, LOCKSTEP_KAFKA_USER="ci")  # ci may not write gates
+    assert done.returncode == 2, done.stdout
+    assert f"Kafka user 'ci' may not write {secured.topic(topics.GATES)}" in done.stderr
+    done = lockstep(secured, *approve)  # as person, as the command is
+    assert done.returncode == 0, done.stderr
+    assert "approval.updated" in done.stdout
+
+
+async def test_a_ci_system_is_added_in_one_command_with_ci_s_rights(secured: Namespace) -> None:
+    name = "ci-test-" + uuid.uuid4().hex[:6]
+    added = lockstep(secured, "infra", "principal", "add", name, "--as", "ci")
+    try:
+        assert added.returncode == 0, added.stderr
+        creds = secured.settings.credentials_dir / "kafka.json"
+        assert f"user '{name}' has the rights of 'ci'; its password is in {creds}" in added.stdout
+        assert creds.stat().st_mode & 0o077 == 0  # the owner's only
+        password = json.loads(creds.read_text())["users"][name]["password"]
+        jenkins = secured.settings.model_copy(
+            update={"kafka_user": name, "kafka_password": SecretStr(password)}
+        )
+        assert await writable(jenkins, secured, topics.ARTIFACTS)
+        assert not await writable(jenkins, secured, topics.PROMOTIONS)
+    finally:
+        removed = lockstep(secured, "infra", "principal", "remove", name)
+        assert removed.returncode == 0, removed.stderr
+    assert name not in json.loads(creds.read_text())["users"]
+    gone = secured.settings.model_copy(
+        update={"kafka_user": name, "kafka_password": SecretStr(password)}
+    )
+    with pytest.raises(KafkaLoginRefused, match=f"refused user '{name}'"):
+        await writable(gone, secured, topics.ARTIFACTS)
