@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import harness  # noqa: F401 - first: it puts the repository on sys.path
-from aiokafka import AIOKafkaProducer
 from chaos import count, fuzz
 from chaos.infra import OwnKafka, OwnPostgres, free_port, netem_available
 from chaos.platform import Breaches, FlagChanges, Platform, publish_retrying
@@ -76,6 +75,7 @@ from events import (
 from policy import load_text, policy_updated
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics
+from shared.bus.kafka_client import kafka_producer
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = b"""\
@@ -151,6 +151,7 @@ class Mesh:
         self.webhook_token = secrets.token_urlsafe(16)  # the webhooks are closed without one
         env = run.env(
             LOCKSTEP_KAFKA_BOOTSTRAP=kafka.bootstrap,
+            LOCKSTEP_CREDENTIALS_DIR=str(kafka.credentials_dir),
             LOCKSTEP_PG_DSN=pg.dsn,
             LOCKSTEP_FLAGS_HTTP_PORT=str(self.flags_port),
             LOCKSTEP_INCIDENTS_HTTP_PORT=str(self.incidents_port),
@@ -404,8 +405,8 @@ async def fuzz_pass(mesh: Mesh, args: argparse.Namespace) -> dict[str, Any]:
     records = fuzz.records()
     say(f"fuzz: {len(records)} malformed records of {len(fuzz.kinds())} kinds")
     crashes_before = {p.name: len(p.crashes) for p in mesh.sup.procs}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=mesh.kafka.bootstrap, acks="all", max_request_size=8 * 1024 * 1024,
+    producer = kafka_producer(
+        mesh.settings, acks="all", max_request_size=8 * 1024 * 1024,
         client_id="chaos-fuzz",
     )  # fmt: skip
     sent: dict[str, str] = {}
@@ -565,7 +566,8 @@ async def scenario(
     name: str, result: dict[str, Any], kafka: OwnKafka, pg: OwnPostgres,
     work: Any, args: argparse.Namespace,
 ) -> None:  # fmt: skip
-    run = Run("chaos", kafka_bootstrap=kafka.bootstrap, pg_dsn=pg.dsn)
+    run = Run("chaos", kafka_bootstrap=kafka.bootstrap, pg_dsn=pg.dsn,
+              credentials_dir=kafka.credentials_dir)  # fmt: skip
     t0 = time.monotonic()
 
     async def body() -> dict[str, Any]:
