@@ -16,6 +16,7 @@ one more user with a principal's rights (a second CI system, another deployer ag
     kafka_credentials.py remove CREDENTIALS NAME          forget a user made by `add`
     kafka_credentials.py users CREDENTIALS                one "name password" line per user
     kafka_credentials.py controller CREDENTIALS           the controller listener's password
+    kafka_credentials.py dotenv CREDENTIALS               the same as an .env for docker compose
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def main(argv: list[str]) -> None:
                 print(name, user["password"])
         case ["controller", creds]:
             print(_load(Path(creds))["controller_password"])
+        case ["dotenv", creds]:
+            data = _load(Path(creds))
+            users = ",".join(f"{n}:{u['password']}" for n, u in sorted(data["users"].items()))
+            print("# Made by infra/kafka_credentials.py dotenv; never commit it (.gitignore has it)")
+            print(f"LOCKSTEP_KAFKA_ADMIN_PASSWORD={data['users']['admin']['password']}")
+            print(f"LOCKSTEP_KAFKA_CONTROLLER_PASSWORD={data['controller_password']}")
+            print(f"LOCKSTEP_KAFKA_SCRAM_USERS={users}")
         case _:
             sys.exit(__doc__)
 
