@@ -126,7 +126,7 @@ def main(argv: list[str]) -> None:
         case ["dotenv", creds]:
             data = _load(Path(creds))
             users = ",".join(f"{n}:{u['password']}" for n, u in sorted(data["users"].items()))
-            print("# Made by infra/kafka_credentials.py dotenv; never commit it (.gitignore has it)")
+            print("# Made by infra/kafka_credentials.py dotenv; never commit it (git ignores it)")
             print(f"LOCKSTEP_KAFKA_ADMIN_PASSWORD={data['users']['admin']['password']}")
             print(f"LOCKSTEP_KAFKA_CONTROLLER_PASSWORD={data['controller_password']}")
             print(f"LOCKSTEP_KAFKA_SCRAM_USERS={users}")
