@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -215,3 +216,16 @@ async def test_a_ci_system_is_added_in_one_command_with_ci_s_rights(secured: Nam
     )
     with pytest.raises(KafkaLoginRefused, match=f"refused user '{name}'"):
         await writable(gone, secured, topics.ARTIFACTS)
+
+
+async def test_a_service_with_a_wrong_password_gives_up_at_once_in_one_line(
+    secured: Namespace,
+) -> None:
+    started = time.monotonic()
+    done = lockstep(secured, "run", "gates", LOCKSTEP_KAFKA_PASSWORD="not-the-password")
+    assert time.monotonic() - started < 60  # not waited on as if Kafka were away
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: gates: Kafka at"), last
+    assert "refused user 'gates' (SASL_AUTHENTICATION_FAILED)" in last
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
