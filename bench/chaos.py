@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import harness  # noqa: F401 - first: it puts the repository on sys.path
-from aiokafka import AIOKafkaProducer
 from chaos import count, fuzz
 from chaos.infra import OwnKafka, OwnPostgres, free_port, netem_available
 from chaos.platform import Breaches, FlagChanges, Platform, publish_retrying
@@ -76,6 +75,7 @@ from events import (
 from policy import load_text, policy_updated
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics
+from shared.bus.kafka_client import kafka_producer
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = b"""\
@@ -140,6 +140,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def credentials_of(kafka: OwnKafka, pg: OwnPostgres) -> Path:
+    """One ``LOCKSTEP_CREDENTIALS_DIR`` for a scenario, as ``infra/lockstep-infra up`` keeps
+    it: the Kafka users' passwords of its own Kafka (``kafka.json``) and the service roles'
+    of the run's Postgres (``postgres.json``), linked from where each was made."""
+    where = pg.dir / f"credentials-{kafka.port}"
+    if not where.exists():
+        where.mkdir(mode=0o700)
+        (where / "kafka.json").symlink_to(kafka.credentials_dir / "kafka.json")
+        (where / "postgres.json").symlink_to(pg.credentials_dir / "postgres.json")
+    return where
+
+
 class Mesh:
     """One namespace on one Kafka and Postgres with the six processes supervised."""
 
@@ -152,7 +164,8 @@ class Mesh:
         env = run.env(
             LOCKSTEP_KAFKA_BOOTSTRAP=kafka.bootstrap,
             LOCKSTEP_PG_DSN=pg.dsn,
-            LOCKSTEP_CREDENTIALS_DIR=str(pg.credentials_dir),  # each service its own role
+            # each service its own Kafka user and Postgres role
+            LOCKSTEP_CREDENTIALS_DIR=str(credentials_of(kafka, pg)),
             LOCKSTEP_FLAGS_HTTP_PORT=str(self.flags_port),
             LOCKSTEP_INCIDENTS_HTTP_PORT=str(self.incidents_port),
             LOCKSTEP_INCIDENTS_WEBHOOK_TOKEN=self.webhook_token,
@@ -407,8 +420,8 @@ async def fuzz_pass(mesh: Mesh, args: argparse.Namespace) -> dict[str, Any]:
     records = fuzz.records()
     say(f"fuzz: {len(records)} malformed records of {len(fuzz.kinds())} kinds")
     crashes_before = {p.name: len(p.crashes) for p in mesh.sup.procs}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=mesh.kafka.bootstrap, acks="all", max_request_size=8 * 1024 * 1024,
+    producer = kafka_producer(
+        mesh.settings, acks="all", max_request_size=8 * 1024 * 1024,
         client_id="chaos-fuzz",
     )  # fmt: skip
     sent: dict[str, str] = {}
@@ -569,7 +582,10 @@ async def scenario(
     work: Any, args: argparse.Namespace,
 ) -> None:  # fmt: skip
     run = Run(
-        "chaos", kafka_bootstrap=kafka.bootstrap, pg_dsn=pg.dsn, credentials_dir=pg.credentials_dir
+        "chaos",
+        kafka_bootstrap=kafka.bootstrap,
+        pg_dsn=pg.dsn,
+        credentials_dir=credentials_of(kafka, pg),
     )
     t0 = time.monotonic()
 

@@ -20,7 +20,7 @@ def _decide(ctx: typer.Context, artifact: str, env: str, by: str, approved: bool
     key = person(root, by)  # signed as the person: their key, their name
     assert key.name is not None
     event = approval(ref.service, ref.version, environment=env, by=key.name, approved=approved)
-    publish_and_say(root, event, None, signing_key=key)
+    publish_and_say(root, event, None, signing_key=key, principal="person")
 
 
 def approve(

@@ -250,5 +250,5 @@ def hold_release(
     assert key.name is not None
     event = hold_released(service, environment=env, version=version, by=key.name,
                           reason=reason)  # fmt: skip
-    publish(root, event, client_id="lockstep-cli", signing_key=key)
+    publish(root, event, client_id="lockstep-cli", signing_key=key, principal="person")
     root.out.print(event.describe(), highlight=False)

@@ -58,4 +58,5 @@ def model_publish(
 
     root = of(ctx)
     loaded = _load_or_refuse(root, file)
-    publish_and_say(root, policy_updated(loaded, updated_by=by, source=str(file)), None)
+    event = policy_updated(loaded, updated_by=by, source=str(file))
+    publish_and_say(root, event, None, principal="platform")

@@ -36,9 +36,11 @@ def publish(
     *,
     client_id: str = "lockstep-publisher",
     signing_key: SigningKey | None = None,
+    principal: str = "ci",
 ) -> None:
-    """Publish one event and say so (an event the contract refuses is one line). A decision
-    is signed with ``signing_key``, by default the key the command line signs it with
+    """Publish one event as ``principal`` (infra/access.toml: ``ci`` for what CI built and
+    verified) and say so (an event the contract refuses is one line). A decision is signed
+    with ``signing_key``, by default the key the command line signs it with
     (``cli.signing.key_for``)."""
     from cli.signing import key_for
     from shared.bus import Publisher, PublishError
@@ -46,7 +48,8 @@ def publish(
     key = signing_key or key_for(root, event)
 
     async def go() -> None:
-        async with Publisher(root.settings, client_id=client_id, signing_key=key) as publisher:
+        settings = root.settings.as_principal(principal)
+        async with Publisher(settings, client_id=client_id, signing_key=key) as publisher:
             await publisher.publish(event, traceparent=traceparent)
 
     try:
@@ -99,9 +102,14 @@ def built(root: Root, make: Callable[[], E], parts: dict[str, str] | None = None
 
 
 def publish_and_say(
-    root: Root, event: CDEvent, traceparent: str | None, *, signing_key: SigningKey | None = None
+    root: Root,
+    event: CDEvent,
+    traceparent: str | None,
+    *,
+    signing_key: SigningKey | None = None,
+    principal: str = "ci",
 ) -> None:
-    publish(root, event, traceparent, signing_key=signing_key)
+    publish(root, event, traceparent, signing_key=signing_key, principal=principal)
     root.out.print(
         f"published {event.context.type} {event.id}: {event.describe()}", highlight=False
     )

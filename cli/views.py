@@ -7,7 +7,6 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -17,6 +16,7 @@ from events import ArtifactRef, InvalidEvent, KafkaRecord, decode, short_type, t
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, reason_of
 from services.artifacts.api import ArtifactSummary, ArtifactView, open_artifacts
 from services.promotion.api import Placement, what_runs_where
+from shared.bus.kafka_client import kafka_consumer
 from shared.settings import Settings
 from shared.telemetry import read_spans
 
@@ -112,9 +112,9 @@ async def tail(
     idle: float | None,
 ) -> None:
     names = [settings.topic(t) for t in (logical or list(topics.ALL))]
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_consumer(
+        settings.as_principal("viewer"),  # read-only (infra/access.toml)
         *names,
-        bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

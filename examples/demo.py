@@ -54,6 +54,7 @@ from services.gates.api import approval as approval_of
 from services.promotion.api import what_runs_where
 from shared.bus import Publisher
 from shared.bus.admin import ensure_topics, partitions_of
+from shared.bus.kafka_client import kafka_consumer
 from shared.settings import Settings
 from shared.telemetry import current_trace_headers, tracer, tracer_provider
 
@@ -143,13 +144,18 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
             f"ci build {checkout.label}", attributes={"lockstep.artifact": checkout.label}
         ):
             trace = current_trace_headers().get("traceparent")
-            platform = KeyStore(settings.key_dir).signing_key("platform")
+            # Each writer is its own Kafka principal (infra/access.toml), as in a real set-up.
+            platform_key = KeyStore(settings.key_dir).signing_key("platform")
             async with Publisher(
-                settings, client_id="lockstep-demo-platform", signing_key=platform
-            ) as platform_pub:
-                await platform_pub.publish(policy)  # signed with the platform key
-            out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
-            async with Publisher(settings, client_id="lockstep-demo-ci") as ci_pub:
+                settings.as_principal("platform"),
+                client_id="lockstep-demo-platform",
+                signing_key=platform_key,
+            ) as platform:
+                await platform.publish(policy)  # signed with the platform key
+                out.print(f"[dim]platform ->[/dim] {escape(policy.describe())}", highlight=False)
+            async with Publisher(
+                settings.as_principal("ci"), client_id="lockstep-demo-ci"
+            ) as ci_pub:
                 for event in _ci_events(checkout, payments, other):
                     await ci_pub.publish(event, traceparent=trace)
                     out.print(f"[dim]CI  ->[/dim] {escape(event.describe())}", highlight=False)
@@ -161,7 +167,7 @@ async def _push_sample(out: Console, settings: Settings) -> tuple[str, bool]:
         out.print("[dim]production gates ask for an approval; the release manager gives it[/dim]")
         manager = KeyStore(settings.key_dir).person_key(PERSON)  # the release manager's key
         async with Publisher(
-            settings, client_id="lockstep-demo-people", signing_key=manager
+            settings.as_principal("person"), client_id="lockstep-demo-people", signing_key=manager
         ) as people:
             for ref in (payments, checkout):
                 for env in ("prod-eu", "prod-us"):
@@ -305,11 +311,10 @@ class _Mesh:
 
 async def _watch(settings: Settings) -> AIOKafkaConsumer:
     """A consumer positioned at the current end of the watched topics (so nothing is missed)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
+    viewer = settings.as_principal("viewer")  # read-only (infra/access.toml)
+    consumer = kafka_consumer(viewer, enable_auto_commit=False)
     await consumer.start()
-    partitions = await partitions_of(settings, [settings.topic(t) for t in WATCHED])
+    partitions = await partitions_of(viewer, [settings.topic(t) for t in WATCHED])
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)
     for tp in partitions:
@@ -366,7 +371,9 @@ async def _flags(out: Console, settings: Settings, mesh: _Mesh, checkout: Artifa
                       f"{got.get('value')} ({got.get('reason')})", highlight=False)  # fmt: skip
         out.print("[dim]checkout's errors climb in prod-eu; Prometheus reports them[/dim]")
         now = datetime.now(UTC)
-        async with Publisher(settings, client_id="lockstep-demo-prometheus") as prometheus:
+        async with Publisher(
+            settings.as_principal("monitoring"), client_id="lockstep-demo-prometheus"
+        ) as prometheus:
             for seconds, value in ((-61, 0.07), (0, 0.09)):  # above 0.05 for over a minute
                 bad = SignalObserved.build(
                     service="checkout", environment="prod-eu", metric="error_rate",

@@ -27,6 +27,7 @@ import asyncpg
 from opentelemetry.sdk.trace import TracerProvider
 
 from events.signing import SigningKey
+from shared.bus.access import service_settings
 from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
@@ -109,7 +110,8 @@ async def service_pool(
 class RunningService:
     def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
         self.spec = spec
-        self.settings = settings
+        # Each service is its own Kafka principal (infra/access.toml), whoever starts it.
+        self.settings = service_settings(settings, spec.name)
         self.clock = clock
         self.periodic: PeriodicRunner | None = None
         self._periodic_task: asyncio.Task[None] | None = None

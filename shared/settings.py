@@ -3,6 +3,7 @@ nothing else in Lockstep reads the environment."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -49,6 +50,10 @@ class _ServiceDsns(PydanticBaseSettingsSource):
         return {"pg_service_dsns": found} if found else {}
 
 
+class CredentialsMissing(ValueError):
+    """No password for the process's Kafka user; the message says where to put one."""
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -62,6 +67,30 @@ class Settings(BaseSettings):
         description="One Lockstep installation: prefixes topics, consumer groups and DB schemas",
     )
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = Field(
+        default="SASL_PLAINTEXT",
+        description="SASL_PLAINTEXT: log in with SCRAM-SHA-512 (what `infra/lockstep-infra up` "
+        "starts); PLAINTEXT only for a broker without security",
+    )
+    kafka_user: str | None = Field(
+        default=None,
+        description="The SCRAM user to log in as; default: the process's principal "
+        "(LOCKSTEP_KAFKA_PRINCIPAL), its password read from the credentials file",
+    )
+    kafka_password: SecretStr | None = Field(
+        default=None, description="The SCRAM password of LOCKSTEP_KAFKA_USER (never logged)"
+    )
+    kafka_principal: str = Field(
+        default="admin",
+        description="Which principal of infra/access.toml this process is, when no user is "
+        "given: `lockstep run <service>` is that service, `publish` is ci, `model publish` "
+        "is platform, approvals are person; anything else is admin",
+    )
+    access_file: Path = Field(
+        default=CHECKOUT / "infra" / "access.toml",
+        description="The principals and their rights (shared/bus/access.py); the ACLs of a "
+        "namespace's topics are made from it",
+    )
     # No TLS over loopback (Debian's Postgres offers it, and asyncpg would take it: a third of
     # a service's CPU went to encrypting localhost traffic). Set your own DSN for a remote one.
     # The administrator's DSN (the CLI's readers, set-up and clean-up); a service logs in as
@@ -74,8 +103,8 @@ class Settings(BaseSettings):
     )
     credentials_dir: Path = Field(
         default=CHECKOUT / ".lockstep" / "credentials",
-        description="The credentials `infra/lockstep-infra up` writes (postgres.json: each "
-        "service's Postgres role and password; kafka.json), mode 0600",
+        description="The credentials `infra/lockstep-infra up` writes, mode 0600: kafka.json "
+        "(the local SCRAM users' passwords) and postgres.json (each service's Postgres role)",
     )
     topic_partitions: int = Field(default=6, ge=1)
     max_event_bytes: int = Field(
@@ -189,6 +218,14 @@ class Settings(BaseSettings):
             file_secret_settings,
         )
 
+    @field_validator("kafka_user", "kafka_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # LOCKSTEP_KAFKA_PASSWORD= (empty) is no password given, not an empty one.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("trace_dir", mode="before")
     @classmethod
     def _empty_keeps_none(cls, value: object) -> object:
@@ -232,6 +269,40 @@ class Settings(BaseSettings):
                 "(it names Kafka topics and Postgres schemas)"
             )
         return value
+
+    def kafka_login(self) -> tuple[str, str] | None:
+        """The SCRAM user and password this process logs in with (None: PLAINTEXT). The user
+        is LOCKSTEP_KAFKA_USER, else the principal; the password LOCKSTEP_KAFKA_PASSWORD, else
+        the user's in ``<credentials_dir>/kafka.json``. ``CredentialsMissing`` if none."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return None
+        user = self.kafka_user or self.kafka_principal
+        if self.kafka_password is not None:
+            return user, self.kafka_password.get_secret_value()
+        path = self.credentials_dir / "kafka.json"
+        try:
+            users = json.loads(path.read_text()).get("users", {})
+        except FileNotFoundError:
+            raise CredentialsMissing(
+                f"no password for Kafka user '{user}': set LOCKSTEP_KAFKA_PASSWORD, or run "
+                f"`lockstep infra up` (it writes {path})"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise CredentialsMissing(f"cannot read the Kafka credentials {path}: {exc}") from None
+        found = users.get(user, {}).get("password") if isinstance(users, dict) else None
+        if not isinstance(found, str):
+            raise CredentialsMissing(
+                f"no password for Kafka user '{user}' in {path}: set LOCKSTEP_KAFKA_PASSWORD, "
+                f"or add the user (`lockstep infra principal add {user} --as <principal>`)"
+            )
+        return user, found
+
+    def as_principal(self, principal: str) -> Settings:
+        """These settings for a process that is ``principal`` (infra/access.toml). A user
+        named in the settings (LOCKSTEP_KAFKA_USER) is kept: the operator chose it."""
+        if self.kafka_user is not None or self.kafka_principal == principal:
+            return self
+        return self.model_copy(update={"kafka_principal": principal})
 
     def topic(self, logical: str) -> str:
         return topics.physical(self.namespace, logical)

@@ -9,13 +9,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from events import InvalidEvent, decode
 from events._envelope import KafkaRecord
 from shared.bus.admin import partitions_of
 from shared.bus.consumer import record_from_kafka
+from shared.bus.kafka_client import kafka_admin, kafka_consumer
 from shared.settings import Settings
 
 
@@ -25,8 +25,8 @@ async def read_all(
     """Every record of ``<ns>.<logical>`` from offset 0 (or, per partition, ``start``) to the
     end as it is now."""
     topic = settings.topic(logical)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = kafka_consumer(
+        settings, enable_auto_commit=False,
         client_id="chaos-count", max_partition_fetch_bytes=4 * 1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
     )  # fmt: skip
@@ -115,8 +115,8 @@ class Lag:
 
     async def sample(self) -> dict[tuple[str, TopicPartition], int]:
         s = self._settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="chaos-lag")
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, client_id="chaos-lag")
+        admin = kafka_admin(s, client_id="chaos-lag")
+        consumer = kafka_consumer(s, client_id="chaos-lag")
         await admin.start()
         await consumer.start()
         try:

@@ -14,8 +14,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
 from harness import REPO
+
+from shared.bus.kafka_client import kafka_admin
+from shared.settings import Settings
 
 INFRA = REPO / "infra" / "lockstep-infra"
 SERVICE_ROLE_SQL = REPO / "infra" / "postgres" / "service-role.sql"
@@ -61,6 +63,11 @@ class OwnKafka:
         self.started = False
 
     @property
+    def credentials_dir(self) -> Path:
+        """Where its `up` keeps the SCRAM users' passwords (it is secured like any other)."""
+        return self.state / "credentials"
+
+    @property
     def bootstrap(self) -> str:
         if self.brokers == 1:
             return f"127.0.0.1:{self.port}"
@@ -97,7 +104,8 @@ class OwnKafka:
         await self._infra("up", "kafka")
 
     async def leader_of(self, topic: str, partition: int = 0) -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-admin")
+        settings = Settings(kafka_bootstrap=self.bootstrap, credentials_dir=self.credentials_dir)
+        admin = kafka_admin(settings, client_id="chaos-admin")
         await admin.start()
         try:
             for d in await admin.describe_topics([topic]):

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from harness import REPO
 
 from chaos import count
@@ -45,6 +44,7 @@ from events import (
     topics,
 )
 from shared.bus import Publisher
+from shared.bus.kafka_client import kafka_admin
 from shared.settings import Settings
 
 Say = Callable[[str], None]
@@ -325,7 +325,7 @@ class Breaches:
     async def _incidents_committed(self) -> dict[int, int]:
         """The incidents group's committed offset per partition of the deployments topic."""
         s = self._settings
-        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="chaos-obs")
+        admin = kafka_admin(s, client_id="chaos-obs")
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(s.group_id("incidents"))

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import CDEvent, InvalidEvent, decode
 from shared.bus.consumer import record_from_kafka
+from shared.bus.kafka_client import kafka_consumer
 from shared.settings import Settings
 
 
@@ -49,8 +50,10 @@ class Observer:
     """Reads every partition of a topic from its end (positioned before anything is sent) and
     notes when each awaited id arrives."""
 
-    def __init__(self, bootstrap: str, partitions: list[TopicPartition], match: Matcher) -> None:
-        self._bootstrap = bootstrap
+    def __init__(
+        self, settings: Settings, partitions: list[TopicPartition], match: Matcher
+    ) -> None:
+        self._settings = settings
         self._partitions = partitions
         self._match = match
         self._consumer: AIOKafkaConsumer | None = None
@@ -62,8 +65,8 @@ class Observer:
         self.counts: Counter[str] = Counter()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        consumer = kafka_consumer(
+            self._settings,
             client_id="bench-observer",
             group_id=None,
             enable_auto_commit=False,
@@ -126,9 +129,9 @@ class Arrivals:
     ) -> None:
         self.seen: dict[Hashable, float] = {}
         self._key = key
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = kafka_consumer(
+            settings,
             settings.topic(topic),
-            bootstrap_servers=settings.kafka_bootstrap,
             group_id=f"{settings.namespace}.bench-watch",
             auto_offset_reset="latest",
         )

@@ -21,6 +21,7 @@ from harness.load import Item
 from harness.namespace import create_topics
 from harness.run import Run
 from shared.bus.admin import partitions_of
+from shared.bus.kafka_client import kafka_producer
 
 HOP = Path(__file__).resolve().with_name("hop.py")
 
@@ -41,7 +42,7 @@ class Floor:
         run, settings = self._run, self._run.settings
         await create_topics(settings, self.topics)
         last = await partitions_of(settings, [self.topics[-1]])
-        self.observer = Observer(settings.kafka_bootstrap, last, match_ce_id)
+        self.observer = Observer(settings, last, match_ce_id)
         await self.observer.start()
         run.closing(self.observer.stop)
         for i, (group, name) in enumerate(zip(self._groups, self._names, strict=True)):
@@ -60,8 +61,8 @@ class Floor:
             )
             hop.start()
             self.hops.append(hop)
-        self._producer = AIOKafkaProducer(  # what ReliableProducer builds, minus its wrapper
-            bootstrap_servers=settings.kafka_bootstrap,
+        self._producer = kafka_producer(  # what ReliableProducer builds, minus its wrapper
+            settings,
             client_id="bench-floor-producer",
             enable_idempotence=True,
             acks="all",

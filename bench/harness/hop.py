@@ -3,8 +3,10 @@
     python bench/harness/hop.py --src T1 --dst T2 --group G --bootstrap HOST:PORT [--linger-ms 2]
 
 It consumes ``--src``, produces each record to ``--dst`` (idempotent, acks=all) and commits
-offsets: a Lockstep service's Kafka work, minus Postgres. Stops on SIGTERM. Only aiokafka: it
-does not import the rest of the harness (it runs as a script, not as part of the package)."""
+offsets: a Lockstep service's Kafka work, minus Postgres. Stops on SIGTERM. Only aiokafka, and
+Lockstep's client settings to log in (``shared.bus.kafka_client``, as admin, from the
+``LOCKSTEP_*`` environment): it does not import the rest of the harness (it runs as a
+script, not as part of the package)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import argparse
 import asyncio
 import signal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from shared.bus.kafka_client import kafka_consumer, kafka_producer
+from shared.settings import Settings
 
 
 async def hop(bootstrap: str, src: str, dst: str, group: str, linger_ms: int) -> None:
@@ -20,17 +23,19 @@ async def hop(bootstrap: str, src: str, dst: str, group: str, linger_ms: int) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    consumer = AIOKafkaConsumer(
+    # The bench's own hop logs in as the bench does (admin: it writes the bench's topics).
+    settings = Settings(kafka_bootstrap=bootstrap, kafka_principal="admin")
+    consumer = kafka_consumer(
+        settings,
         src,
-        bootstrap_servers=bootstrap,
         group_id=group,
         client_id=f"{group}-consumer",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = kafka_producer(
+        settings,
         client_id=f"{group}-producer",
         enable_idempotence=True,
         acks="all",

@@ -74,7 +74,7 @@ class LatencyBench(Run):
     async def observer(self, topic: str, match: Any) -> Observer:
         """An observer on every partition of the physical ``topic``, closed at clean-up."""
         parts = await partitions_of(self.settings, [topic])
-        observer = Observer(self.settings.kafka_bootstrap, parts, match)
+        observer = Observer(self.settings, parts, match)
         await observer.start()
         self.closing(observer.stop)
         return observer

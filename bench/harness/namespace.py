@@ -16,6 +16,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from harness import REPO
 from shared.bus.admin import delete_namespace_topics
+from shared.bus.kafka_client import kafka_admin
 from shared.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -54,7 +55,7 @@ def check_loopback(settings: Settings) -> None:
 
 
 def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="bench-admin")
+    return kafka_admin(settings.as_principal("admin"), client_id="bench-admin")
 
 
 def _own(settings: Settings, name: str) -> bool:

@@ -1,7 +1,8 @@
-"""The deployer agent's own configuration: where Kafka is, which Lockstep installation
-(namespace), which agent this is (its consumer group), where it keeps its journal, and the
-trust store it verifies promotions against (``trust_store``: by default ``trust.json`` in
-Lockstep's default key directory, as ``LOCKSTEP_KEY_DIR`` defaults).
+"""The agent's own configuration: where Kafka is and how it logs in (SCRAM user and
+password), which Lockstep installation (namespace), which agent this is (its consumer group),
+where it keeps its journal, and the trust store it verifies promotions against
+(``trust_store``: by default ``trust.json`` in Lockstep's default key directory, as
+``LOCKSTEP_KEY_DIR`` defaults).
 
 An agent runs outside Lockstep, so it does not take Lockstep's runtime settings; ``from_env``
 reads the same ``LOCKSTEP_*`` variables, so one environment serves both.
@@ -15,13 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from events import DEFAULT_MAX_EVENT_BYTES, topics
 from events.signing import DEFAULT_RETIRED_GRACE, TRUST_FILE
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+DEPLOYER_PRINCIPAL = "deployer"  # infra/access.toml
 
 
 class ConfigError(ValueError):
@@ -41,6 +43,7 @@ class LockstepSettings(Protocol):
     def key_dir(self) -> Path: ...
     @property
     def retired_key_grace_s(self) -> float: ...
+    def as_principal(self, principal: str) -> Any: ...
 
 
 def default_state_dir() -> Path:
@@ -66,6 +69,10 @@ class AgentConfig:
     # The public keys a promotion's signature is checked against (events.signing).
     trust_store: Path = field(default_factory=default_trust_store)
     retired_grace: timedelta = DEFAULT_RETIRED_GRACE
+    # Lockstep's Kafka takes SCRAM-SHA-512 logins; PLAINTEXT only for a broker without security.
+    security_protocol: str = "SASL_PLAINTEXT"
+    kafka_user: str = DEPLOYER_PRINCIPAL
+    kafka_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not _AGENT_RE.match(self.agent):
@@ -85,15 +92,26 @@ class AgentConfig:
             raise ConfigError(
                 f"max_event_bytes {self.max_event_bytes} is below 1024 (LOCKSTEP_MAX_EVENT_BYTES)"
             )
+        if self.security_protocol not in ("SASL_PLAINTEXT", "PLAINTEXT"):
+            raise ConfigError(
+                f"LOCKSTEP_KAFKA_SECURITY_PROTOCOL={self.security_protocol!r}: SASL_PLAINTEXT "
+                "(the default) or PLAINTEXT (a broker without security)"
+            )
+        if self.security_protocol != "PLAINTEXT" and not self.kafka_password:
+            raise ConfigError(
+                f"no Kafka password for user {self.kafka_user!r}: set LOCKSTEP_KAFKA_PASSWORD "
+                "(`lockstep infra up` keeps the local users' in .lockstep/credentials/kafka.json)"
+            )
 
     @classmethod
     def from_env(
         cls, *, agent: str, state_dir: Path | None = None, env: Mapping[str, str] | None = None
     ) -> AgentConfig:
-        """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``
-        (the names Lockstep itself reads), ``LOCKSTEP_DEPLOYER_STATE_DIR`` and
-        ``LOCKSTEP_DEPLOYER_TRUST_STORE`` (default: ``trust.json`` in ``LOCKSTEP_KEY_DIR``,
-        else in Lockstep's default key directory)."""
+        """``LOCKSTEP_KAFKA_BOOTSTRAP``, ``LOCKSTEP_NAMESPACE``, ``LOCKSTEP_MAX_EVENT_BYTES``,
+        ``LOCKSTEP_KAFKA_SECURITY_PROTOCOL``, ``LOCKSTEP_KAFKA_USER`` (default ``deployer``),
+        ``LOCKSTEP_KAFKA_PASSWORD`` (the names Lockstep itself reads),
+        ``LOCKSTEP_DEPLOYER_STATE_DIR`` and ``LOCKSTEP_DEPLOYER_TRUST_STORE`` (default:
+        ``trust.json`` in ``LOCKSTEP_KEY_DIR``, else in Lockstep's default key directory)."""
         env = os.environ if env is None else env
         size = env.get("LOCKSTEP_MAX_EVENT_BYTES", "").strip()
         try:
@@ -112,20 +130,44 @@ class AgentConfig:
             state_dir=where,
             max_event_bytes=max_bytes,
             trust_store=_trust_store_from(env),
+            security_protocol=env.get("LOCKSTEP_KAFKA_SECURITY_PROTOCOL", "").strip()
+            or "SASL_PLAINTEXT",
+            kafka_user=env.get("LOCKSTEP_KAFKA_USER", "").strip() or DEPLOYER_PRINCIPAL,
+            kafka_password=env.get("LOCKSTEP_KAFKA_PASSWORD") or None,
         )
 
     @classmethod
     def from_settings(
         cls, settings: LockstepSettings, *, agent: str, state_dir: Path | None = None
     ) -> AgentConfig:
-        """From Lockstep's own settings (the ``lockstep deployer`` command, tests)."""
+        """From Lockstep's own settings (the ``lockstep deployer`` command, tests): logged in
+        as their ``deployer`` principal (or the user they name)."""
+        try:
+            login = settings.as_principal(DEPLOYER_PRINCIPAL).kafka_login()
+        except ValueError as exc:  # no password: the message says where to put one
+            raise ConfigError(str(exc)) from None
+        user, password = login if login is not None else (DEPLOYER_PRINCIPAL, None)
         return cls(
             agent=agent, bootstrap_servers=settings.kafka_bootstrap,
             namespace=settings.namespace, state_dir=state_dir,
             max_event_bytes=settings.max_event_bytes,
             trust_store=settings.key_dir / TRUST_FILE,
             retired_grace=timedelta(seconds=settings.retired_key_grace_s),
+            security_protocol="PLAINTEXT" if login is None else "SASL_PLAINTEXT",
+            kafka_user=user, kafka_password=password,
         )  # fmt: skip
+
+    def kafka_security(self) -> dict[str, str]:
+        """The security keyword arguments of the agent's aiokafka clients."""
+        if self.security_protocol == "PLAINTEXT":
+            return {"security_protocol": "PLAINTEXT"}
+        assert self.kafka_password is not None  # __post_init__ saw to it
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": self.kafka_user,
+            "sasl_plain_password": self.kafka_password,
+        }
 
     def topic(self, logical: str) -> str:
         return topics.physical(self.namespace, logical)

@@ -24,15 +24,19 @@ WEDGED = (OutOfOrderSequenceNumber, UnknownProducerId)
 class ReportProducer:
     """Sends one record at a time and waits for the broker (acks=all, idempotent)."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, client_id: str, security: dict[str, str] | None = None
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
+        self._security = security or {}  # AgentConfig.kafka_security()
         self._producer: AIOKafkaProducer | None = None
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap,
+                **self._security,
                 client_id=self._client_id,
                 enable_idempotence=True,
                 acks="all",

@@ -244,7 +244,9 @@ class DeployerAgent:
         journal = Journal(self.config.journal_path)
         journal.forget_reported_before(JOURNAL_KEEPS)
         producer = ReportProducer(
-            self.config.bootstrap_servers, client_id=f"deployer-{self._agent}"
+            self.config.bootstrap_servers,
+            client_id=f"deployer-{self._agent}",
+            security=self.config.kafka_security(),
         )
         consumer: AIOKafkaConsumer | None = None
         try:
@@ -276,6 +278,7 @@ class DeployerAgent:
             consumer = AIOKafkaConsumer(
                 self.config.topic(topics.PROMOTIONS),
                 bootstrap_servers=self.config.bootstrap_servers,
+                **self.config.kafka_security(),
                 group_id=self.config.group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

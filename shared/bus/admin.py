@@ -1,25 +1,33 @@
-"""Topic set-up: create the namespace's topics that are missing (idempotent)."""
+"""Topic set-up: create the namespace's topics that are missing, and their ACLs (both
+idempotent, as admin); remove both for a test's namespace."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
 from events import topics
+from shared.bus.access import ADMIN, create_acls, delete_acls, extra_users, load_access
+from shared.bus.access import namespace_acls as acls_of
+from shared.bus.kafka_client import CREDENTIALS_FILE, kafka_admin, kafka_consumer
 from shared.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the topics (docs/architecture.md, "Topics") under the settings' namespace, and
-    wait until each of their partitions has a leader; returns those created."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
-    )
+    """Create the topics (docs/architecture.md, "Topics") under the settings' namespace and
+    the ACLs infra/access.toml gives on them, and wait until each of their partitions has a
+    leader; returns the topics created. Runs as admin."""
+    settings = settings.as_principal(ADMIN)
+    access = load_access(settings.access_file) if _secured(settings) else None
+    admin = kafka_admin(settings, client_id="lockstep-admin")
     await admin.start()
     try:
+        if access is not None:  # before the topics: no moment in which they exist unguarded
+            extras = extra_users(settings.credentials_dir / CREDENTIALS_FILE)
+            await create_acls(admin, acls_of(access, settings.namespace, extras))
         existing = set(await admin.list_topics())
         cluster = await admin.describe_cluster()
         replication = max(1, min(3, len(cluster.get("brokers", [])) or 1))
@@ -53,10 +61,9 @@ async def _until_offsets_answer(
     position. Ask until every partition answers."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin",
-        enable_auto_commit=False, request_timeout_ms=5000,
-    )  # fmt: skip
+    consumer = kafka_consumer(
+        settings, client_id="lockstep-admin", enable_auto_commit=False, request_timeout_ms=5000
+    )
     await consumer.start()
     try:
         while True:
@@ -73,18 +80,21 @@ async def _until_offsets_answer(
 
 
 async def delete_namespace_topics(settings: Settings) -> None:
-    """Remove every topic of the namespace (test clean-up; never the default namespace)."""
+    """Remove every topic of the namespace and their ACLs (test clean-up; never the default
+    namespace). Runs as admin."""
     if settings.namespace == "lockstep":
         raise ValueError("refusing to delete the default namespace's topics")
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
-    )
+    settings = settings.as_principal(ADMIN)
+    admin = kafka_admin(settings, client_id="lockstep-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         doomed = [t for t in settings.all_topics() if t in existing]
         if doomed:
             await admin.delete_topics(doomed)
+        if _secured(settings):
+            access = load_access(settings.access_file)
+            await delete_acls(admin, settings.namespace, access, list(topics.ALL))
     finally:
         await admin.close()
 
@@ -97,9 +107,7 @@ async def partitions_of(
     none yet can be left without a position)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap, client_id="lockstep-admin"
-    )
+    admin = kafka_admin(settings, client_id="lockstep-admin")
     await admin.start()
     try:
         while True:
@@ -124,3 +132,8 @@ async def partitions_of(
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
+
+def _secured(settings: Settings) -> bool:
+    """A broker with an authorizer (PLAINTEXT: the security-off set-up, which has none)."""
+    return settings.kafka_security_protocol != "PLAINTEXT"

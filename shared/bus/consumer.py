@@ -45,6 +45,7 @@ from events.signing import SignatureRefused, SigningKey
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
+from shared.bus.kafka_client import kafka_consumer
 from shared.bus.outbox import channel_for, notify, write
 from shared.bus.producer import kafka_is_transient, quiet_bootstrap
 from shared.bus.signing import Verifier
@@ -105,9 +106,9 @@ class EventConsumer:
     async def _started(self) -> AIOKafkaConsumer:
         """A consumer of the service's topics, started; closed again if it fails to start (or
         the start is cancelled), so that a try leaves nothing behind."""
-        consumer = AIOKafkaConsumer(
+        consumer = kafka_consumer(
+            self._settings,
             *self._topics,
-            bootstrap_servers=self._settings.kafka_bootstrap,
             group_id=self._group,
             client_id=f"{self._group}-consumer",
             enable_auto_commit=False,

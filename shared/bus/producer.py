@@ -57,6 +57,7 @@ from aiokafka.errors import (
 
 from events import KafkaRecord
 from events.topics import DLQ_MAX_MESSAGE_BYTES
+from shared.bus.kafka_client import kafka_producer
 from shared.db import short_reason
 from shared.settings import Settings
 
@@ -163,8 +164,8 @@ def quiet_bootstrap() -> Iterator[None]:
 
 
 def new_kafka_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return kafka_producer(
+        settings,
         client_id=client_id,
         enable_idempotence=True,
         acks="all",

@@ -25,7 +25,8 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from events import CDEvent, InvalidEvent, KafkaRecord, refuse_unstorable
 from events.signing import SigningKey
-from shared.bus.producer import Fault, ReliableProducer, classify
+from shared.bus.kafka_client import KafkaLoginRefused, WritesRefusedAtOnce
+from shared.bus.producer import Fault, ReliableProducer, classify, new_kafka_producer
 from shared.bus.signing import signed_record
 from shared.settings import Settings
 
@@ -62,6 +63,10 @@ class KafkaUnreachable(PublishError, ConnectionError):
     """Kafka did not answer at all when the publisher started."""
 
 
+class LoginRefused(PublishError):
+    """Kafka refused the publisher's login (or it had no password to give)."""
+
+
 class Publisher:
     def __init__(
         self,
@@ -79,13 +84,19 @@ class Publisher:
         self._settings = settings
         self._timeout_s = publish_timeout_s
         self._signing_key = signing_key
-        self._producer = producer or ReliableProducer(settings, client_id=client_id)
+        self._producer = producer or ReliableProducer(
+            settings,
+            client_id=client_id,
+            factory=lambda: WritesRefusedAtOnce(new_kafka_producer(settings, client_id), settings),
+        )
 
     async def __aenter__(self) -> Publisher:
         # Kafka that does not answer at all is most often a wrong address or Kafka not
         # started: say so now. Once started, the publisher rides out restarts by itself.
         try:
             await self._producer.start()
+        except KafkaLoginRefused as exc:  # one line that says what to do
+            raise LoginRefused(str(exc)) from exc
         except (KafkaError, OSError) as exc:
             raise KafkaUnreachable(
                 f"Kafka at {self._settings.kafka_bootstrap} does not answer ({exc}); start it "

@@ -27,6 +27,7 @@ from events.signing import KeyStore, NoSigningKey, SigningKey, claimed_person
 from services.artifacts.app import SPEC as ARTIFACTS
 from shared.bus import Publisher
 from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
+from shared.bus.kafka_client import KafkaLoginRefused, kafka_consumer
 from shared.db import drop_namespace_schemas
 from shared.service import RunningService, ServiceSpec
 from shared.settings import Settings
@@ -43,9 +44,11 @@ async def _require_servers(settings: Settings) -> None:
         pytest.fail(
             f"Postgres at {settings.pg_dsn} does not answer ({exc}); run `{INFRA} up` first"
         )
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = kafka_consumer(settings)  # as admin: the namespace's set-up and clean-up
     try:
         await asyncio.wait_for(consumer.start(), 15)
+    except KafkaLoginRefused as exc:
+        pytest.fail(str(exc))
     except Exception as exc:
         pytest.fail(
             f"Kafka at {settings.kafka_bootstrap} does not answer ({exc}); run `{INFRA} up` first"
@@ -74,7 +77,9 @@ def emitter_role(event: CDEvent) -> str | None:
 
 
 class Namespace:
-    """One isolated Lockstep installation on the shared Kafka and Postgres."""
+    """One isolated Lockstep installation on the shared Kafka and Postgres. Its settings are
+    the admin's (set-up, clean-up, and a test's own publishing); the services it runs log in
+    as themselves (``RunningService`` uses ``Settings.as_principal``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -156,8 +161,8 @@ class EventLog:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        consumer = self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
+        consumer = self._consumer = kafka_consumer(
+            self._settings,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,

@@ -101,6 +101,14 @@ async def _agent_main(
     await DeployerAgent(Recording(Path(calls), kill_at), config, environments=[env]).run(stop)
 
 
+def deployer_login(ns: Namespace) -> dict[str, str]:
+    """The environment that logs an agent in as the ``deployer`` principal."""
+    login = ns.settings.as_principal("deployer").kafka_login()
+    if login is None:
+        return {"LOCKSTEP_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+    return {"LOCKSTEP_KAFKA_USER": login[0], "LOCKSTEP_KAFKA_PASSWORD": login[1]}
+
+
 def start_agent(
     ns: Namespace, state: Path, calls: Path, env: str, kill_at: str | None = None
 ) -> subprocess.Popen[bytes]:
@@ -109,7 +117,7 @@ def start_agent(
         [sys.executable, "-m", "tests.integration.test_deployer_once", *args],
         cwd=REPO, env={**os.environ, "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap,
                        "LOCKSTEP_NAMESPACE": ns.settings.namespace,
-                       "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir)},
+                       "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir), **deployer_login(ns)},
     )  # fmt: skip
 
 
@@ -177,19 +185,17 @@ async def test_an_agent_killed_and_started_again_deploys_each_promotion_once(
         assert set(found[pid]) == {report_id(pid, "deployed")}, (pid, found[pid])
     repeats = [pid for pid, ids in found.items() if len(ids) > 1]
     assert repeats == ([pids[2]] if kill_at == "acked:3" else [])  # acknowledged, not kept
-    with Journal(AgentConfig(agent=f"once-{env}", namespace=ns.settings.namespace,
-                             state_dir=state).journal_path) as journal:  # fmt: skip
+    config = AgentConfig.from_settings(ns.settings, agent=f"once-{env}", state_dir=state)
+    with Journal(config.journal_path) as journal:
         assert journal.pending() == []
 
 
 @pytest.fixture
 async def agent(once: Namespace, tmp_path: Path) -> AsyncIterator[tuple[DeployerAgent, Path]]:
     calls = tmp_path / "calls"
-    config = AgentConfig(
-        agent="dlq-" + uuid.uuid4().hex[:6], bootstrap_servers=once.settings.kafka_bootstrap,
-        namespace=once.settings.namespace, state_dir=tmp_path,
-        trust_store=once.settings.key_dir / "trust.json",
-    )  # fmt: skip
+    config = AgentConfig.from_settings(
+        once.settings, agent="dlq-" + uuid.uuid4().hex[:6], state_dir=tmp_path
+    )
     running = DeployerAgent(Recording(calls, None), config, environments=["dlq-env"])
     stop = asyncio.Event()
     task = asyncio.create_task(running.run(stop))
@@ -238,11 +244,9 @@ async def test_a_promotion_the_kafka_client_cannot_decode_is_dead_lettered_and_t
     partition: the agent finds the position, dead-letters it with its own producer (the dead
     letter acknowledged before the offset is committed) and deploys the promotion after it."""
     ns, env, calls = once, "undecodable-env", tmp_path / "calls"
-    config = AgentConfig(
-        agent="undecodable-" + uuid.uuid4().hex[:6], bootstrap_servers=ns.settings.kafka_bootstrap,
-        namespace=ns.settings.namespace, state_dir=tmp_path,
-        trust_store=ns.settings.key_dir / "trust.json",
-    )  # fmt: skip
+    config = AgentConfig.from_settings(
+        ns.settings, agent="undecodable-" + uuid.uuid4().hex[:6], state_dir=tmp_path
+    )
     running = DeployerAgent(Recording(calls, None), config, environments=[env])
     good = promotions_for(env)[0]
     record = with_signature(

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from events import ArtifactPackaged, ArtifactPublished, KafkaRecord, encode
 from shared.bus.consumer import content_digest, record_from_kafka
 from shared.bus.dlq import reason_of
+from shared.bus.kafka_client import kafka_consumer, kafka_producer
 from shared.service import RunningService
 from tests.integration.conftest import (
     EventLog,
@@ -77,9 +78,7 @@ class RawSender:
     """A plain aiokafka producer: records go out exactly as given, to the partition given."""
 
     def __init__(self, ns: Namespace) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=ns.settings.kafka_bootstrap, max_request_size=2 * 1024 * 1024
-        )
+        self._producer = kafka_producer(ns.settings, max_request_size=2 * 1024 * 1024)
 
     async def __aenter__(self) -> RawSender:
         await self._producer.start()
@@ -113,7 +112,7 @@ class RawSender:
 async def read_dlq(ns: Namespace) -> list[KafkaRecord]:
     """Every record on the namespace's DLQ topic, from the beginning to its end now."""
     topic = ns.topic("dlq")
-    consumer = AIOKafkaConsumer(bootstrap_servers=ns.settings.kafka_bootstrap)
+    consumer = kafka_consumer(ns.settings)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(ns.settings.topic_partitions)]
@@ -142,7 +141,7 @@ def by_position(letters: list[KafkaRecord]) -> dict[tuple[str, int, int], list[K
 
 
 async def committed_to_the_end(ns: Namespace, group: str, topic: str) -> bool:
-    consumer = AIOKafkaConsumer(bootstrap_servers=ns.settings.kafka_bootstrap, group_id=group)
+    consumer = kafka_consumer(ns.settings, group_id=group)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(ns.settings.topic_partitions)]
@@ -155,9 +154,7 @@ async def committed_to_the_end(ns: Namespace, group: str, topic: str) -> bool:
 async def rewind_group(ns: Namespace, group: str, topic: str) -> None:
     """What a crash after the dead letters' transactions but before any offset commit leaves:
     the group's offsets back at the start (the service is stopped; the group is empty)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ns.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = kafka_consumer(ns.settings, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(ns.settings.topic_partitions)]

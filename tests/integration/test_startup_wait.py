@@ -166,9 +166,10 @@ async def test_a_service_started_before_kafka_waits_then_relays_and_consumes(
     ns = await new_namespace()
     async with service_pool(ARTIFACTS, ns.settings) as pool, pool.acquire() as conn:
         # Something left in the outbox from an earlier run: the relay's producer must start.
+        # (On the DLQ: a topic the artifacts service may write, and that nothing consumes.)
         await write_and_wake(
             conn,
-            [KafkaRecord(topic=ns.topic("signals"), key=b"k", value=b"left over")],
+            [KafkaRecord(topic=ns.topic("dlq"), key=b"k", value=b"left over")],
             ns.settings.db_schema("artifacts"),
         )
     port = closed_port()

@@ -246,9 +246,20 @@ def test_the_configuration_reads_lockstep_names_and_refuses_bad_ones_plainly() -
     config = AgentConfig.from_env(
         agent="eu-1",
         env={"LOCKSTEP_NAMESPACE": "acme", "LOCKSTEP_KAFKA_BOOTSTRAP": "k:9093",
-             "LOCKSTEP_DEPLOYER_STATE_DIR": "/srv/agent"},
+             "LOCKSTEP_DEPLOYER_STATE_DIR": "/srv/agent", "LOCKSTEP_KAFKA_PASSWORD": "pw"},
     )  # fmt: skip
     assert (config.namespace, config.bootstrap_servers) == ("acme", "k:9093")
+    assert config.kafka_security() == {
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "deployer", "sasl_plain_password": "pw",
+    }  # fmt: skip
+    assert "pw" not in repr(config)  # never in a log line
+    with pytest.raises(ConfigError, match="no Kafka password for user 'deployer'"):
+        AgentConfig.from_env(agent="eu-1", env={})
+    plain = AgentConfig.from_env(
+        agent="eu-1", env={"LOCKSTEP_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
+    )
+    assert plain.kafka_security() == {"security_protocol": "PLAINTEXT"}
     assert config.group_id == "acme.deployer.eu-1"
     assert config.topic(topics.PROMOTIONS) == "acme.promotions"
     assert config.journal_path.parent.parent == Path("/srv/agent")

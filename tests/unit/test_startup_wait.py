@@ -248,7 +248,9 @@ async def test_the_consumer_waits_for_kafka_and_leaves_no_consumer_open(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     FakeKafkaConsumer.made = []
-    monkeypatch.setattr(shared.bus.consumer, "AIOKafkaConsumer", FakeKafkaConsumer)
+    monkeypatch.setattr(
+        shared.bus.consumer, "kafka_consumer", lambda *a, **kw: FakeKafkaConsumer(*a, **kw)
+    )
     consumer = EventConsumer(
         service="artifacts", router=Router(), pool=None,  # type: ignore[arg-type]
         settings=SETTINGS, tracer=NoOpTracer(), schema="unit_artifacts",
