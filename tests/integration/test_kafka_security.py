@@ -163,7 +163,8 @@ def lockstep(ns: Namespace, *args: str, **env: str) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, "-m", "cli", *args], cwd=REPO, capture_output=True, text=True,
         timeout=120, env={**os.environ, "LOCKSTEP_NAMESPACE": ns.settings.namespace,
-                          "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap, **env},
+                          "LOCKSTEP_KAFKA_BOOTSTRAP": ns.settings.kafka_bootstrap,
+                          "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir), **env},
     )  # fmt: skip
 
 
@@ -184,7 +185,7 @@ async def test_the_command_line_refuses_a_wrong_password_in_one_line(secured: Na
 async def test_a_command_as_a_principal_without_the_right_is_refused_at_once(
     secured: Namespace,
 ) -> None:
-    approve = ("approve", "sec@1.0.0", "--env", "prod", "--by", "ann")
+    approve = ("approve", "sec@1.0.0", "--env", "prod", "--by", "alice")  # her key signs
     done = lockstep(secured, *approve, LOCKSTEP_KAFKA_USER="ci")  # ci may not write gates
     assert done.returncode == 2, done.stdout
     assert f"Kafka user 'ci' may not write {secured.topic(topics.GATES)}" in done.stderr

@@ -135,11 +135,8 @@ class Recorder(Deployer):
 
 @asynccontextmanager
 async def agent(ns: Namespace, tmp_path: Path, environments: list[str]) -> AsyncIterator[Any]:
-    config = AgentConfig(
-        agent="signed", bootstrap_servers=ns.settings.kafka_bootstrap,
-        namespace=ns.settings.namespace, state_dir=tmp_path,
-        trust_store=ns.settings.key_dir / "trust.json",
-    )  # fmt: skip
+    config = AgentConfig.from_settings(ns.settings, agent="signed", state_dir=tmp_path)
+    assert config.trust_store == ns.settings.key_dir / "trust.json"
     target = Recorder()
     running = DeployerAgent(target, config, environments=environments)
     stop = asyncio.Event()
