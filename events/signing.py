@@ -243,9 +243,12 @@ def signers_of(event: CDEvent) -> frozenset[str]:
     return SIGNERS.get(type(event).TYPE, frozenset())
 
 
-def is_decision(event_type: str) -> bool:
-    """Whether events of ``event_type`` must be signed (it is in ``SIGNERS``)."""
-    return event_type in SIGNERS
+def is_decision(event: CDEvent) -> bool:
+    """Whether ``event`` must be signed: its model's type is in ``SIGNERS``. Decided by the
+    model the event was read as, never by the type string it carries: ``decode`` reads any
+    minor or patch version of a known type with the model of that type (``gate.passed.0.9.9``
+    is a ``GatePassed``), and such a string must not pass as "not a decision"."""
+    return type(event).TYPE in SIGNERS
 
 
 def claimed_person(event: CDEvent) -> str | None:

@@ -83,7 +83,7 @@ def signed_record(
     """``event`` as a record for ``topic``; a decision (a type in ``SIGNERS``) signed with
     ``key``, which must be of a role that may sign it (else ``UnsignableDecision``)."""
     record = encode(event, topic=topic, trace_headers=trace_headers or {})
-    if _BENCH_UNSIGNED or not is_decision(event.context.type):
+    if _BENCH_UNSIGNED or not is_decision(event):
         return record
     roles = signers_of(event)
     if key is None:
@@ -112,7 +112,7 @@ class Verifier:
     def refusal(self, record: KafkaRecord, event: CDEvent) -> SignatureRefused | None:
         """Why ``event`` (read from ``record``) must not be acted on; None: act (it is not a
         decision, or its signature holds)."""
-        if _BENCH_UNSIGNED or not is_decision(event.context.type):
+        if _BENCH_UNSIGNED or not is_decision(event):
             return None
         try:
             self._trust.verify(

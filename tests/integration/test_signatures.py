@@ -50,6 +50,7 @@ from services.flags.app import SPEC as FLAGS
 from services.flags.changes import Change, apply_now
 from services.gates.app import SPEC as GATES
 from services.promotion.app import SPEC as PROMOTION
+from shared.bus import Publisher
 from tests.integration.conftest import REPO, Namespace, NamespaceFactory, digest, unique_service
 
 MODEL = load_text(b"version: 1\nenvironments:\n  - name: dev\n")
@@ -291,6 +292,57 @@ async def test_a_forged_gate_decision_is_refused_by_promotion_and_chained_by_aud
     )
     assert {r["event_type"] for r in rows} == {SignatureRefusal.TYPE}
     assert {r["actor_kind"] for r in rows} == {"service"}
+
+
+def retyped(record: KafkaRecord, event_type: str) -> KafkaRecord:
+    """``record`` sent as another version of its type (``ce_type`` and ``context.type``)."""
+    document = json.loads(record.value or b"")
+    document["context"]["type"] = event_type
+    headers = tuple((k, v) for k, v in record.headers if k != "ce_type")
+    return KafkaRecord(
+        topic=record.topic, key=record.key, value=json.dumps(document).encode(),
+        headers=(*headers, ("ce_type", event_type.encode())),
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+async def test_a_decision_sent_as_another_version_of_its_type_is_still_a_decision(
+    new_namespace: NamespaceFactory,
+) -> None:
+    """A reader takes any minor or patch version of a type it knows with the model of that
+    type, so ``gate.passed.0.9.9`` is a gate decision and must be signed like one. Sent as
+    the attacker the issue names: a person's login, which may write the gates topic."""
+    ns = await new_namespace()
+    forged_for, real = unique_service(), unique_service()
+    gate = sample(GatePassed, service=forged_for, version="6.6.6", environment="dev")
+    approval = sample(ApprovalUpdated, service=forged_for, version="6.6.6", environment="dev")
+    future_gate = GatePassed.TYPE.rsplit(".", 3)[0] + ".0.9.9"
+    future_approval = ApprovalUpdated.TYPE.rsplit(".", 3)[0] + ".0.1.7"
+    async with ns.service(PROMOTION), ns.service(GATES):
+        await ns.publish(policy_updated(MODEL, updated_by="platform"), signed_as="platform")
+        await until_in_force(ns, MODEL.sha256, "promotion", "gates")
+        async with Publisher(ns.settings.as_principal("person")) as person:
+            await person.send_raw(
+                [
+                    retyped(unsigned(ns, gate), future_gate),
+                    retyped(unsigned(ns, approval), future_approval),
+                ]
+            )
+        await ns.publish(sample(GatePassed, service=real, environment="dev"), signed_as="gates")
+        await ns.log.wait_for(lambda: promoted(ns, real), 45)
+        for event, service in ((gate, "promotion"), (approval, "gates")):
+
+            def refused(e: CDEvent = event, s: str = service) -> list[SignatureRefusal]:
+                """the refusal of the retyped decision"""
+                return refusals(ns, e.id, s)
+
+            [report] = await ns.log.wait_for(refused, 45)
+            assert report.subject.content.reason == "unsigned"
+        approvals = await ns.sql(
+            "gates", "SELECT count(*) AS n FROM approvals WHERE service = $1", forged_for
+        )
+    assert promoted(ns, forged_for) == []
+    assert approvals[0]["n"] == 0
 
 
 @pytest.mark.timeout(180)
