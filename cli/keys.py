@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from cli.root import Root, of, whoami
-from events.signing import KEY_ID_PREFIX, ROLES, KeyStore, KeyStoreError, TrustedKey
+from events.signing import KEY_ID_PREFIX, ROLES, KeyStore, KeyStoreError, NoSigningKey, TrustedKey
 
 keys_app = typer.Typer(
     help="The keys that sign decisions: init, create, list, retire (rotation), revoke.",
@@ -45,7 +45,8 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create a key for a role: its private half in the ring, its public half trusted. The
-    role's services sign with their newest key from then on; older keys still verify."""
+    role's running services sign with it within a second (the newest usable key of their
+    role); older keys still verify. To rotate, create the new key, then retire the old."""
     root = of(ctx)
     key = _on_keys(root, lambda store: store.create(role, name=name))
     store = KeyStore(root.settings.key_dir)
@@ -108,6 +109,7 @@ def keys_retire(
         f"{grace:g} h more (LOCKSTEP_RETIRED_KEY_GRACE_S)",
         highlight=False,
     )
+    _say_if_none_left(root, key.role)
 
 
 @keys_app.command("revoke")
@@ -127,6 +129,23 @@ def keys_revoke(
         highlight=False,
         soft_wrap=True,
     )
+    _say_if_none_left(root, key.role)
+
+
+def _say_if_none_left(root: Root, role: str) -> None:
+    """A warning when the role has no usable key left here: what it signs fails until one
+    is made (a service's decisions are retried, never sent unsigned)."""
+    if role == "person":
+        return
+    try:
+        KeyStore(root.settings.key_dir).signing_key(role)
+    except (NoSigningKey, KeyStoreError):
+        root.err.print(
+            f"warning: no usable {role} key is left here: what signs as {role} fails until "
+            f"you run `lockstep keys create --role {role}`",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @keys_app.command("init")

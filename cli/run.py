@@ -218,5 +218,5 @@ def deployer(
 
     try:
         asyncio.run(go())
-    except JournalError as exc:
+    except (JournalError, ConfigError) as exc:  # a journal or trust store it cannot use
         raise root.fail(str(exc)) from None

@@ -757,6 +757,33 @@ def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
 # --- the trust store as a file that changes ---------------------------------------------------
 
 
+def trust_store_problem(path: Path) -> str | None:
+    """Why a verifier must not start on the trust store at ``path`` (None: it may): missing,
+    unreadable, trusting no key (every decision would be refused, dead-lettered and lost), or
+    writable by others than its owner, it or its directory (whoever can write it chooses whom
+    a verifier trusts)."""
+    path = Path(path)
+    for where in (path, path.parent):
+        try:
+            mode = where.stat().st_mode
+        except FileNotFoundError:
+            return (
+                f"there is no trust store at {path}: run `lockstep keys init` (or set "
+                "LOCKSTEP_KEY_DIR)"
+            )
+        except OSError as exc:
+            return f"cannot read the trust store at {path} ({exc})"
+        if mode & 0o022:
+            return f"{where} may be written by others (mode {mode & 0o777:o}): `chmod go-w {where}`"
+    try:
+        store = TrustStore.load(path)
+    except (KeyStoreError, OSError) as exc:
+        return f"cannot read the trust store at {path} ({exc})"
+    if not len(store):
+        return f"the trust store at {path} trusts no key: run `lockstep keys init`"
+    return None
+
+
 class TrustStoreFile:
     """The trust store in ``path``, read again when the file changes (a retired or revoked key
     takes effect without a restart). The file is looked at (a ``stat``) at most once per

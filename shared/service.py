@@ -26,14 +26,14 @@ from typing import Protocol
 import asyncpg
 from opentelemetry.sdk.trace import TracerProvider
 
-from events.signing import SigningKey
+from events.signing import SIGNERS, TRUST_FILE, trust_store_problem
 from shared.bus.access import service_settings
 from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
 from shared.bus.periodic import Periodic, PeriodicRunner
 from shared.bus.producer import ReliableProducer
-from shared.bus.signing import service_key
+from shared.bus.signing import RotatingKey, service_key
 from shared.clock import Clock, FileClock, system_clock
 from shared.db import (
     BUS_MIGRATIONS,
@@ -130,14 +130,20 @@ class RunningService:
         self.companions: list[Companion] = []
         self._companion_tasks: list[asyncio.Task[None]] = []
         self._stop_companions = asyncio.Event()
-        self.signing_key: SigningKey | None = None
+        self.signing_key: RotatingKey | None = None
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet. Postgres away (or starting up) is waited
         for, until ``stop_requested``: then nothing is set up (``ready`` stays false). A
-        service that signs and has no key raises ``NotComingUp`` at once, saying what to do."""
+        service that signs and has no key, or that acts on decisions and has no trust store it can
+        rely on (``trust_store_problem``), raises ``NotComingUp`` at once, saying what to do."""
         if self.spec.signs_as is not None:
-            self.signing_key = service_key(self.settings, self.spec.signs_as, self.spec.name)
+            first = service_key(self.settings, self.spec.signs_as, self.spec.name)
+            self.signing_key = RotatingKey(self.settings, self.spec.signs_as, self.spec.name, first)
+        if any(t in SIGNERS for t in self.spec.router.event_types):
+            problem = trust_store_problem(self.settings.key_dir / TRUST_FILE)
+            if problem is not None:  # it would refuse, and lose, every decision it is sent
+                raise NotComingUp(f"{self.spec.name}: it acts on signed decisions, and {problem}")
         login = self._pg_login()
         opened = await until_up(
             lambda: create_service_pool(

@@ -90,8 +90,8 @@ from events.deployments import (
 )
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, dead_letter
 from events.security import SignatureRefusal
-from events.signing import SignatureRefused, TrustStoreFile, signature_of
-from services.deployer.config import AgentConfig, LockstepSettings
+from events.signing import SignatureRefused, TrustStoreFile, signature_of, trust_store_problem
+from services.deployer.config import AgentConfig, ConfigError, LockstepSettings
 from services.deployer.journal import Journal
 from services.deployer.kafka import ReportProducer
 
@@ -240,7 +240,14 @@ class DeployerAgent:
         self._trust = TrustStoreFile(self.config.trust_store)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set; what was acknowledged is committed, nothing is left half."""
+        """Until ``stop`` is set; what was acknowledged is committed, nothing is left half.
+        A trust store that is missing, trusts no key or may be written by others is a
+        ``ConfigError`` before anything is read: every promotion would be refused and lost."""
+        problem = trust_store_problem(self.config.trust_store)
+        if problem is not None:
+            raise ConfigError(
+                f"deployer {self._agent}: it deploys signed promotions, and {problem}"
+            )
         journal = Journal(self.config.journal_path)
         journal.forget_reported_before(JOURNAL_KEEPS)
         producer = ReportProducer(

@@ -41,14 +41,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, encode, model_for, short_type
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, unreadable_fetch
 from events.security import SignatureRefusal
-from events.signing import SignatureRefused, SigningKey
+from events.signing import SignatureRefused
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
 from shared.bus.kafka_client import kafka_consumer
 from shared.bus.outbox import channel_for, notify, write
 from shared.bus.producer import kafka_is_transient, quiet_bootstrap
-from shared.bus.signing import Verifier
+from shared.bus.signing import KeySource, Verifier
 from shared.clock import Clock, system_clock
 from shared.db import is_transient, until_up
 from shared.settings import Settings
@@ -86,7 +86,7 @@ class EventConsumer:
         tracer: Tracer,
         schema: str,
         clock: Clock = system_clock,
-        signing_key: SigningKey | None = None,
+        signing_key: KeySource | None = None,
         verifier: Verifier | None = None,
     ) -> None:
         self._clock = clock

@@ -12,9 +12,9 @@ from typing import TypeVar
 import asyncpg
 from opentelemetry.trace import INVALID_SPAN, Tracer
 
-from events.signing import SigningKey
 from shared.bus.handlers import HandlerContext
 from shared.bus.outbox import write_and_wake
+from shared.bus.signing import KeySource
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
 
@@ -30,7 +30,7 @@ async def in_transaction(
     tracer: Tracer,
     span: str | None,
     clock: Clock = system_clock,
-    signing_key: SigningKey | None = None,
+    signing_key: KeySource | None = None,
 ) -> T:
     """Run ``work`` in one transaction on ``service``'s schema; what it emits is written to
     that service's outbox in the same transaction (its relay publishes it). ``span`` names a

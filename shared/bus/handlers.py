@@ -27,8 +27,7 @@ from opentelemetry.trace import Link, Span, Tracer
 from opentelemetry.util.types import AttributeValue
 
 from events import CDEvent, KafkaRecord
-from events.signing import SigningKey
-from shared.bus.signing import signed_record
+from shared.bus.signing import KeySource, signed_record
 from shared.clock import Clock, system_clock
 from shared.settings import Settings
 from shared.telemetry import context_from_headers, current_trace_headers
@@ -91,7 +90,7 @@ class HandlerContext:
     span: Span
     clock: Clock = system_clock
     tracer: Tracer | None = None  # for spans of a handler's own (a periodic turn)
-    signing_key: SigningKey | None = None  # the service's, if it makes decisions
+    signing_key: KeySource | None = None  # the service's, if it makes decisions
     emitted: list[KafkaRecord] = field(default_factory=list)
     _threads: dict[str, Thread] = field(default_factory=dict, init=False, repr=False)
 

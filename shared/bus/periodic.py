@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from opentelemetry.trace import Tracer
 
-from events.signing import SigningKey
 from shared.bus.direct import in_transaction
 from shared.bus.handlers import HandlerContext
+from shared.bus.signing import KeySource
 from shared.clock import Clock
 from shared.db import is_transient
 from shared.settings import Settings
@@ -35,7 +35,7 @@ class PeriodicRunner:
         tracer: Tracer,
         clock: Clock,
         every_s: float,
-        signing_key: SigningKey | None = None,
+        signing_key: KeySource | None = None,
     ) -> None:
         self._fn = fn
         self._service = service

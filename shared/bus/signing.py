@@ -11,6 +11,7 @@ reported on the ``security`` topic (``events.security.SignatureRefusal.of``)."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def unsigned_for_a_benchmark() -> None:
 
 
 __all__ = [
+    "KeySource",
+    "RotatingKey",
     "UnsignableDecision",
     "Verifier",
     "service_key",
@@ -73,18 +76,75 @@ def service_key(settings: Settings, role: str, who: str) -> SigningKey:
         raise NotComingUp(f"{who}: cannot load its {role} signing key: {exc}") from None
 
 
+class RotatingKey:
+    """The key a running service signs with: the newest usable key of its role, looked up
+    again when ``trust.json`` changes (looked at at most once a second). So a successor made
+    with ``lockstep keys create`` and the old key retired or revoked take effect without a
+    restart. With no usable key left (revoked with no successor), every decision raises
+    ``UnsignableDecision``: the handler fails and is retried, and nothing goes out unsigned
+    or signed by a key the verifiers refuse."""
+
+    def __init__(self, settings: Settings, role: str, who: str, first: SigningKey) -> None:
+        self._store = KeyStore(settings.key_dir)
+        self._role, self._who = role, who
+        self._key: SigningKey | None = first
+        self._problem = ""
+        self._stamp = self._trust_stamp()
+        self._looked = time.monotonic()
+
+    @property
+    def role(self) -> str:
+        return self._role
+
+    def current(self) -> SigningKey:
+        now = time.monotonic()
+        if now - self._looked >= 1.0:
+            self._looked = now
+            stamp = self._trust_stamp()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._look_again()
+        if self._key is None:
+            raise UnsignableDecision(f"{self._who}: no usable {self._role} key: {self._problem}")
+        return self._key
+
+    def _look_again(self) -> None:
+        before = self._key.key_id if self._key is not None else None
+        try:
+            self._key = self._store.signing_key(self._role)
+        except (NoSigningKey, KeyStoreError) as exc:
+            self._key, self._problem = None, str(exc)
+            log.error("%s: no usable %s key any more (%s)", self._who, self._role, exc)
+            return
+        if self._key.key_id != before:
+            log.info("%s: now signing with %s key %s", self._who, self._role, self._key.key_id)
+
+    def _trust_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self._store.trust_path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+
+KeySource = SigningKey | RotatingKey  # a key, or where a running service finds its current one
+
+
 def signed_record(
     event: CDEvent,
     *,
     topic: str,
-    key: SigningKey | None,
+    key: KeySource | None,
     trace_headers: dict[str, str] | None = None,
 ) -> KafkaRecord:
     """``event`` as a record for ``topic``; a decision (a type in ``SIGNERS``) signed with
-    ``key``, which must be of a role that may sign it (else ``UnsignableDecision``)."""
+    ``key`` (a ``RotatingKey``: its current one), which must be of a role that may sign it
+    (else ``UnsignableDecision``)."""
     record = encode(event, topic=topic, trace_headers=trace_headers or {})
     if _BENCH_UNSIGNED or not is_decision(event):
         return record
+    if isinstance(key, RotatingKey):
+        key = key.current()
     roles = signers_of(event)
     if key is None:
         raise UnsignableDecision(

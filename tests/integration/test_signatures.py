@@ -561,3 +561,36 @@ async def test_the_command_line_signs_approvals_as_the_person_and_models_as_the_
     )
     assert nothing.returncode == 2 and len(nothing.stderr.strip().splitlines()) == 1
     assert "lockstep keys init" in nothing.stderr
+
+
+@pytest.mark.timeout(180)
+async def test_a_running_service_signs_with_its_roles_new_key_once_the_old_is_retired(
+    new_namespace: NamespaceFactory,
+) -> None:
+    """Rotation of an emitter's own key, without a restart: after `keys create` and `keys
+    retire` of the old one, promotion's next decision is signed with the new key (were it
+    still the old one, every deployer would refuse it as retired)."""
+    ns = await new_namespace()
+    first, second = unique_service(), unique_service()
+    old = ns.signing_key("promotion")
+    async with ns.service(PROMOTION):
+        await ns.publish(policy_updated(MODEL, updated_by="platform"), signed_as="platform")
+        await until_in_force(ns, MODEL.sha256, "promotion")
+        await ns.publish(sample(GatePassed, service=first, environment="dev"), signed_as="gates")
+        [before] = await ns.log.wait_for(lambda: promoted(ns, first), 45)
+        ns.keys.create("promotion")
+        ns.keys.retire(old.key_id, now=datetime.now(UTC))
+        new = ns.signing_key("promotion")
+        assert new.key_id != old.key_id
+        await asyncio.sleep(1.5)  # the service looks at the trust store at most once a second
+        await ns.publish(sample(GatePassed, service=second, environment="dev"), signed_as="gates")
+        [after] = await ns.log.wait_for(lambda: promoted(ns, second), 45)
+
+    def header_of(event: CDEvent) -> str | None:
+        [record] = [r for r in ns.log.records if r.header("ce_id") == event.id]
+        return signature_of(record)
+
+    assert json.loads(header_of(before) or "{}")["keyid"] == old.key_id
+    assert json.loads(header_of(after) or "{}")["keyid"] == new.key_id
+    trust = ns.keys.trust()
+    assert verify(after, header_of(after), trust) == Signer(new.key_id, "promotion", None)

@@ -35,6 +35,7 @@ from events.signing import (
     claimed_person,
     sign,
     signature_of,
+    trust_store_problem,
     verify,
 )
 from events.testing import sample
@@ -234,6 +235,65 @@ async def test_a_service_that_signs_does_not_start_without_its_key(
     with pytest.raises(NotComingUp, match=f"it signs as {name}.*`lockstep keys init`"):
         await service.setup()  # before it touches Postgres or Kafka
     assert service.pool is None and not service.ready
+
+
+async def test_a_service_that_acts_on_decisions_does_not_start_on_a_trust_store_it_cannot_use(
+    tmp_path: Path,
+) -> None:
+    """flags verifies flag changes; with no trust store, one that trusts no key, or one that
+    others may write, it would refuse (and lose) every kill switch, or trust an attacker's."""
+    from services.catalog import spec
+    from shared.db import NotComingUp
+    from shared.service import RunningService
+    from shared.settings import Settings
+
+    async def refused(key_dir: Path) -> str:
+        service = RunningService(spec("flags"), Settings(namespace="notrust", key_dir=key_dir))
+        with pytest.raises(NotComingUp) as caught:
+            await service.setup()
+        assert service.pool is None
+        return str(caught.value)
+
+    assert "flags: it acts on signed decisions, and there is no trust store at" in await refused(
+        tmp_path / "none"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    TrustStore().save(empty / "trust.json")
+    assert "trusts no key: run `lockstep keys init`" in await refused(empty)
+    shared_dir = tmp_path / "shared"
+    KeyStore(shared_dir).init(None)
+    shared_dir.chmod(0o777)
+    assert "may be written by others (mode 777): `chmod go-w" in await refused(shared_dir)
+    shared_dir.chmod(0o700)
+    assert trust_store_problem(shared_dir / "trust.json") is None
+
+
+def test_a_running_service_takes_up_its_roles_new_key_and_never_signs_with_a_revoked_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.bus.signing import RotatingKey, UnsignableDecision, service_key, signed_record
+    from shared.settings import Settings
+
+    settings = Settings(key_dir=tmp_path / "keys")
+    store = KeyStore(settings.key_dir)
+    old = store.create("gates")
+    clock = [1000.0]
+    monkeypatch.setattr("shared.bus.signing.time.monotonic", lambda: clock[0])
+    key = RotatingKey(settings, "gates", "gates", service_key(settings, "gates", "gates"))
+    decision = sample(GatePassed)
+    assert key.current().key_id == old.key_id
+    new = store.create("gates")
+    store.retire(old.key_id)
+    assert key.current().key_id == old.key_id  # looked at at most once a second
+    clock[0] += 1.5
+    assert key.current().key_id == new.key_id
+    record = signed_record(decision, topic="t", key=key)
+    assert json.loads(signature_of(record) or "{}")["keyid"] == new.key_id
+    store.revoke(new.key_id)  # and no successor: nothing may be signed any more
+    clock[0] += 1.5
+    with pytest.raises(UnsignableDecision, match="no usable gates key"):
+        signed_record(decision, topic="t", key=key)
 
 
 def test_only_the_benchmarks_entry_point_turns_signing_off(tmp_path: Path) -> None:
