@@ -199,7 +199,7 @@ async def changes(
             t0 = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cli", "flags", action, "switch",
-                "--env", "bench", "--reason", "bench cli", "--by", "bench",
+                "--env", "bench", "--reason", "bench cli", "--by", "bench",  # the run's person key
                 env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip

@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from cli.root import Root, of, whoami
+from cli.root import Root, of
+from cli.signing import acting_person
 from events.flags import ChangeAction
 from services.flags.api import DefinitionError, Flags, open_flags
 
@@ -31,7 +32,9 @@ flags_app.add_typer(keys_app, name="keys")
 T = TypeVar("T")
 
 Env = Annotated[str, typer.Option("--env", help="The environment (e.g. prod-eu)")]
-By = Annotated[str, typer.Option(help="Who makes the change (default: your login)")]
+By = Annotated[
+    str, typer.Option(help="Who makes the change: you, as your person key says (default)")
+]
 Reason = Annotated[str, typer.Option(help="Why (kept in the flag's history)")]
 
 
@@ -59,7 +62,7 @@ def _change(
 ) -> None:
     from services.flags.api import Change, ChangeRefused, SchemaMissing, UnknownFlag
 
-    change = Change(env, key, action, by or whoami(), reason, "cli", **extra)
+    change = Change(env, key, action, acting_person(root, by), reason, "cli", **extra)
     try:
         event = _with_flags(root, lambda flags: flags.apply(change), traced=True)
     except DefinitionError as exc:
@@ -165,9 +168,10 @@ def flags_import(
 
     root = of(ctx)
     doc = _read_json(root, file, None)
+    who = acting_person(root, by)
 
     async def work(flags: Flags) -> int:
-        made = await flags.import_flag_set(env, doc, by=by or whoami(), reason=reason)
+        made = await flags.import_flag_set(env, doc, by=who, reason=reason)
         return len(made)
 
     try:

@@ -16,7 +16,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from cli.root import Root, of, whoami
+from cli.root import Root, of
+from cli.signing import acting_person
 from services.incidents.api import ActionRefused, Incidents, NoSuchIncident, open_incidents
 
 incidents_app = typer.Typer(help="Incidents: list, acknowledge, resolve, runbooks, postmortems.",
@@ -26,7 +27,7 @@ hold_app = typer.Typer(help="Holds on promotion after a rollback.", no_args_is_h
 
 T = TypeVar("T")
 
-By = Annotated[str, typer.Option(help="Who (default: your login)")]
+By = Annotated[str, typer.Option(help="Who: you, as your person key says (default)")]
 
 
 def _with_incidents(
@@ -95,7 +96,7 @@ def incidents_show(ctx: typer.Context, incident_id: str) -> None:
 def incidents_ack(ctx: typer.Context, incident_id: str, by: By = "") -> None:
     """Acknowledge: you have it; escalation stops."""
     root = of(ctx)
-    who = by or whoami()
+    who = acting_person(root, by)
     _with_incidents(root, lambda incidents: incidents.acknowledge(incident_id, who),
                     traced=True)  # fmt: skip
     root.out.print(f"{incident_id} acknowledged by {who}", highlight=False)
@@ -110,14 +111,14 @@ def incidents_resolve(
 ) -> None:
     """Resolve: the incident is over; promotion of the service there may go on."""
     root = of(ctx)
-    who = by or whoami()
+    who = acting_person(root, by)
     _with_incidents(root, lambda incidents: incidents.resolve(incident_id, who, reason),
                     traced=True)  # fmt: skip
     root.out.print(f"{incident_id} resolved by {who}", highlight=False)
 
 
 def _resume(root: Root, incident_id: str, by: str, go_on: bool) -> None:
-    who = by or whoami()
+    who = acting_person(root, by)
 
     async def work(incidents: Incidents) -> Any:
         if go_on:
@@ -204,7 +205,7 @@ def drill_rollback(
     promotion, deployer, service.rolledback), and record how long it took. A drill neither
     marks the version bad nor holds promotion."""
     root = of(ctx)
-    who = by or whoami()
+    who = acting_person(root, by)
     incident_id = _with_incidents(
         root, lambda incidents: incidents.start_drill(service, env, who), traced=True
     )

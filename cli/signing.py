@@ -54,3 +54,12 @@ def person(root: Root, claimed: str) -> SigningKey:
             one_line=True,
         )
     return key
+
+
+def acting_person(root: Root, claimed: str) -> str:
+    """Who does what a command does for a person (an incident acknowledged, a flag changed):
+    the name of the person key here, as for a signed decision (``person``). Holding the key
+    is how the command line knows who you are; ``--by`` someone else is refused."""
+    key = person(root, claimed)
+    assert key.name is not None  # a person key always has one
+    return key.name

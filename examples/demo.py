@@ -74,13 +74,16 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 RELEASE_MODEL = CHECKOUT / "infra" / "demo-release-model.yaml"
 STATE = CHECKOUT / ".lockstep"  # the checkout's git-ignored state, as infra/lockstep-infra's
 PERSON = "release-manager"  # who approves production in the demo, with a person key of theirs
+ON_CALL = "on-call"  # who resolves the demo's incident, with a key of their own
 
 
 def run_demo(out: Console, settings: Settings) -> int:
     created = asyncio.run(ensure_topics(settings))
     if created:
         out.print(f"created topics: {', '.join(created)}")
-    made = KeyStore(settings.key_dir).init(PERSON)  # as `lockstep keys init` does
+    store = KeyStore(settings.key_dir)
+    made = store.init(PERSON)  # as `lockstep keys init` does
+    made += store.init(ON_CALL)
     if made:
         out.print(f"created signing keys ({', '.join(k.role for k in made)}) in {settings.key_dir}")
     log_path = STATE / "demo-services.log"
@@ -399,7 +402,7 @@ def _resolve(out: Console, incident_id: str) -> bool:
     """On-call resolves the incident (so the next demo run starts clean)."""
     done = subprocess.run(
         [sys.executable, "-P", "-m", "cli", "incidents", "resolve", incident_id,
-         "--by", "on-call", "--reason", "payments provider recovered"],
+         "--by", ON_CALL, "--reason", "payments provider recovered"],
         capture_output=True, text=True, env=os.environ.copy(), check=False,
     )  # fmt: skip
     out.print(f"[dim]on-call ->[/dim] lockstep incidents resolve {incident_id}: "

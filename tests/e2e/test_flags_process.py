@@ -92,6 +92,7 @@ async def test_the_flags_process_serves_relays_and_catches_up_after_downtime(
         await until_serving(url, service)
         async with ns.connect("flags") as conn:
             key = await keys.create(conn, "prod-eu", "evaluate", "e2e", datetime.now(UTC))
+        ns.signing_key("person", "sre")  # who changes the flag, with a key of their own
         await asyncio.to_thread(
             run_cli, env, "set", "pay-kill", "--env", "prod-eu", "--json", json.dumps(SWITCH),
             "--reason", "new switch", "--by", "sre",

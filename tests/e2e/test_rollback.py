@@ -216,7 +216,7 @@ async def _the_story(mesh: Mesh, model: Any, hooks: list[dict[str, Any]]) -> Non
     async with Publisher(ns.settings) as ci:
         await asyncio.to_thread(
             mesh.cli, "flags", "set", "shop-new-cart", "--env", "dev",
-            "--json", json.dumps(KILL_SWITCH), "--reason", "a kill switch", "--by", "shop-team",
+            "--json", json.dumps(KILL_SWITCH), "--reason", "a kill switch", "--by", "alice",
         )  # fmt: skip
 
         def deployed(version: str) -> bool:
@@ -295,6 +295,7 @@ async def _the_story(mesh: Mesh, model: Any, hooks: list[dict[str, Any]]) -> Non
     mesh.procs["incidents"].wait(30)
     mesh.start("incidents", "run", "incidents")
     incident_id = incident.subject.id
+    ns.signing_key("person", "ann")  # the on-call engineer, with a key of her own
     out = await asyncio.to_thread(mesh.cli, "incidents", "continue", incident_id, "--by", "ann")
     assert "continued by ann" in out
     await ns.log.wait_for(
@@ -355,5 +356,5 @@ async def _the_story(mesh: Mesh, model: Any, hooks: list[dict[str, Any]]) -> Non
 
     # A drill: 3.0.0 rolled back on purpose to the last good version (1.0.0, not 2.0.0).
     out = await asyncio.to_thread(mesh.cli, "drill", "rollback", "--service", SERVICE,
-                                  "--env", "dev", "--timeout", "90")  # fmt: skip
+                                  "--env", "dev", "--timeout", "90", "--by", "ann")  # fmt: skip
     assert "shop-api@1.0.0 runs in dev again" in out

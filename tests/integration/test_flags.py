@@ -158,7 +158,7 @@ async def flags(new_namespace: NamespaceFactory, tmp_path_factory: pytest.TempPa
         path = tmp_path_factory.mktemp("flags") / "flags.json"
         path.write_text(json.dumps(FLAG_SET), encoding="utf-8")
         await asyncio.to_thread(f.cli, "import", str(path), "--env", "prod-eu", "--reason", "seed",
-                                "--by", "platform")  # fmt: skip
+                                "--by", "alice")  # fmt: skip
         yield f
     finally:
         await running.stop()
@@ -247,9 +247,15 @@ async def test_a_cli_change_reaches_clients_and_kafka(flags: Flags) -> None:
     assert await asyncio.to_thread(client.get_integer_value, "max-items", 0, guest) == 10
     definition = {k: v for k, v in FLAG_SET["flags"]["max-items"].items() if k != "targeting"}
     definition["defaultVariant"] = "many"
+    posing = await asyncio.to_thread(
+        flags.cli, "set", "max-items", "--env", "prod-eu", "--json", json.dumps(definition),
+        "--reason", "as someone else", "--by", "mallory", check=False,
+    )  # fmt: skip
+    assert posing.returncode != 0
+    assert "--by mallory, but the person key here is alice's" in posing.stderr
     done = await asyncio.to_thread(
         flags.cli, "set", "max-items", "--env", "prod-eu", "--json", json.dumps(definition),
-        "--reason", "more items for everyone", "--by", "carol",
+        "--reason", "more items for everyone", "--by", "alice",  # as her key says
     )  # fmt: skip
     assert "version 2" in done.stdout
     await until(lambda: client.get_integer_value("max-items", 0, guest) == 100)
@@ -268,7 +274,7 @@ async def test_a_cli_change_reaches_clients_and_kafka(flags: Flags) -> None:
     assert created and created[0].subject.content.previous is None  # the import made it
     c = changed[0].subject.content
     assert (c.action, c.changed_by, c.source, c.reason) == (
-        "set", "carol", "cli", "more items for everyone",
+        "set", "alice", "cli", "more items for everyone",
     )  # fmt: skip
     assert c.previous is not None and c.previous["defaultVariant"] == "few"
     assert c.definition is not None and c.definition["defaultVariant"] == "many"
