@@ -86,6 +86,8 @@ def add(path: Path, name: str, role: str, access: Path) -> None:
     if not NAME_RE.match(name):
         sys.exit(f"principal name {name!r}: 1-64 of a-z, 0-9, '_' and '-', starting with a letter")
     roles = _roles(access)
+    if role == "admin":  # super.users is the broker's own list: an added user gets no rights
+        sys.exit("a second admin is not made this way: use the admin's own login")
     if role not in roles:
         sys.exit(
             f"no principal {role!r} in {access} to copy the rights of; one of: {', '.join(roles)}"

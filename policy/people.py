@@ -56,9 +56,21 @@ def approval_refusal(
                 f"the gate of {environment} needs four eyes and CI did not say who authored "
                 f"this build of {service}; publish it with --author"
             )
-        if who == author:
+        if _same_person(who, author):
             return f"{who} authored this change; the gate of {environment} needs four eyes"
     return None
+
+
+def _same_person(who: str, author: str) -> bool:
+    """Whether the approver is the author as CI wrote them: compared without case, and a
+    mail address's local part counts as the name (``Alice`` or ``alice@example.com`` is
+    alice), so a different spelling of one's own name does not pass as four eyes."""
+
+    def plain(name: str) -> str:
+        return name.strip().casefold()
+
+    a, b = plain(who), plain(author)
+    return a == b or a.split("@")[0] == b.split("@")[0]
 
 
 def _listed(model: ReleaseModel, environment: str, service: str) -> str:

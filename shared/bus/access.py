@@ -44,6 +44,7 @@ from pydantic import (
 from events import topics
 from shared.settings import Settings
 
+DEPLOYER = "deployer"
 ADMIN = "admin"
 _NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 PrincipalName = Annotated[str, StringConstraints(pattern=_NAME)]
@@ -226,8 +227,15 @@ def namespace_acls(
                 acls.add(Acl(Resource.TOPIC, f"{namespace}.{t}", Pattern.LITERAL, user,
                              Operation.WRITE))  # fmt: skip
             for g in principal.groups:
-                acls.add(Acl(Resource.GROUP, f"{namespace}.{g}", Pattern.PREFIXED, user,
-                             Operation.READ))  # fmt: skip
+                # A deployer user added beside the default one joins only groups named after
+                # it (<ns>.deployer.<user>…: its agents are named after it), so one agent's
+                # login cannot commit past another agent's promotions.
+                group = (
+                    f"{namespace}.{g}.{user}"
+                    if name == DEPLOYER and user != name
+                    else (f"{namespace}.{g}")
+                )
+                acls.add(Acl(Resource.GROUP, group, Pattern.PREFIXED, user, Operation.READ))
     return sorted(acls)
 
 

@@ -60,6 +60,12 @@ def test_a_namespace_s_acls_are_literal_topics_and_prefixed_groups() -> None:
         Resource.GROUP, "it_x.deployer", Pattern.PREFIXED, "deployer", Operation.READ
     ) in acls  # fmt: skip
     assert not [a for a in acls if a.user in ("admin", "sneaky")]  # super user: no ACL needed
+    # a deployer added beside the default one joins only its own agents' groups: it cannot
+    # commit past another agent's promotions
+    eu = namespace_acls(ACCESS, "it_x", {"deployer-eu": "deployer"})
+    assert [a.name for a in eu if a.user == "deployer-eu" and a.resource is Resource.GROUP] == [
+        "it_x.deployer.deployer-eu"
+    ]
     assert not [a for a in acls if a.user == "ci" and a.name == "it_x.promotions"]
     assert all(a.name.startswith("it_x.") for a in acls)
 

@@ -70,6 +70,11 @@ def test_a_person_outside_the_approvers_and_the_changes_author_are_refused() -> 
     assert approval_refusal(m, "prod", "checkout", "alice", author="alice") == (
         "alice authored this change; the gate of prod needs four eyes"
     )
+    # the author as CI spells them is still the author
+    for spelt in ("Alice", " alice ", "alice@example.com", "ALICE@corp.example"):
+        assert "authored this change" in (
+            approval_refusal(m, "prod", "checkout", "alice", author=spelt) or ""
+        ), spelt
     # four eyes cannot be shown without an author: refused, saying how to fix it
     assert approval_refusal(m, "prod", "checkout", "alice", author=None) == (
         "the gate of prod needs four eyes and CI did not say who authored this build of "
