@@ -30,13 +30,14 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 -- The installation's schema is made by the administrator for the role, so no other role can
 -- take its name first; one made before roles existed (by the administrator) is handed over
--- with everything in it.
+-- with what the administrator made in it. Nothing another role owns is handed over: a schema
+-- another role took first stays its own, and the service refuses to start on it (it says so).
 \if :{?schema}
 SELECT format('CREATE SCHEMA %I AUTHORIZATION %I', :'schema', :'role')
  WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = :'schema') \gexec
 SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, :'role')
   FROM pg_namespace
- WHERE nspname = :'schema' AND nspowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role') \gexec
+ WHERE nspname = :'schema' AND nspowner = (SELECT oid FROM pg_roles WHERE rolname = :'admin') \gexec
 SELECT format('ALTER %s %I.%I OWNER TO %I',
               CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                              WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE'
@@ -45,7 +46,7 @@ SELECT format('ALTER %s %I.%I OWNER TO %I',
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = :'schema'
    AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-   AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role')
+   AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = :'admin')
    -- a table's own sequences (serial, identity) follow their table
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -54,11 +55,11 @@ SELECT format('ALTER ROUTINE %I.%I(%s) OWNER TO %I',
               n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), :'role')
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = :'schema'
-   AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role') \gexec
+   AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = :'admin') \gexec
 SELECT format('ALTER %s %I.%I OWNER TO %I',
               CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
               n.nspname, t.typname, :'role')
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE n.nspname = :'schema' AND t.typtype IN ('e', 'd', 'r')
-   AND t.typowner <> (SELECT oid FROM pg_roles WHERE rolname = :'role') \gexec
+   AND t.typowner = (SELECT oid FROM pg_roles WHERE rolname = :'admin') \gexec
 \endif
