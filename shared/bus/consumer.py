@@ -310,22 +310,16 @@ class EventConsumer:
         stored = await inbox.digests_of(conn, repeats) if repeats else {}
         emitted: list[KafkaRecord] = []
         for (record, item), key, first_time in zip(work, keys, firsts, strict=True):
-            if isinstance(item, InvalidEvent):
+            if isinstance(item, InvalidEvent | Refused):  # refused for good: at once, once
                 if first_time:
                     log.warning(
                         "%s: %s[%d]@%d -> dead letter: %s",
                         self._group, record.topic, record.partition, record.offset, item.reason,
                     )  # fmt: skip
-                    emitted.append(self._dead(record, item.reason, "decode", 1))
-                continue
-            if isinstance(item, Refused):
-                if first_time:
-                    log.warning(
-                        "%s: %s[%d]@%d -> dead letter: %s",
-                        self._group, record.topic, record.partition, record.offset, item.reason,
-                    )  # fmt: skip
-                    emitted.append(self._dead(record, item.reason, "signature", 1))
-                    emitted.append(self._refusal_report(record, item))
+                    stage = "decode" if isinstance(item, InvalidEvent) else "signature"
+                    emitted.append(self._dead(record, item.reason, stage, 1))
+                    if isinstance(item, Refused):
+                        emitted.append(self._refusal_report(record, item))
                 continue
             if not first_time:
                 known, outcome = stored.get((key[0], key[1]), (None, ""))
