@@ -80,6 +80,7 @@ class Service:
                 "LOCKSTEP_NAMESPACE": ns.settings.namespace,
                 "LOCKSTEP_TRACE_DIR": "",
                 "LOCKSTEP_LOG_LEVEL": "INFO",
+                "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),  # the namespace's keys
                 **env,
             },
             cwd=REPO, stdout=self._out, stderr=subprocess.STDOUT,
