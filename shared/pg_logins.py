@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-CREDENTIALS_FILE = "postgres.json"
+PG_CREDENTIALS_FILE = "postgres.json"
 DSN_VARIABLE = "LOCKSTEP_PG_DSN_"  # + the service's name in capitals
 
 
@@ -98,7 +98,7 @@ def login_for(
     if given is not None:
         dsn = given.get_secret_value()
         return PgLogin(given, user_of(dsn), DSN_VARIABLE + service.upper(), own_role=True)
-    path = credentials_dir / CREDENTIALS_FILE
+    path = credentials_dir / PG_CREDENTIALS_FILE
     entry = read_credentials(path).get(service)
     if entry is not None:
         user, password = entry

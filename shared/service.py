@@ -44,7 +44,7 @@ from shared.db import (
     pg_where,
     until_up,
 )
-from shared.pg_logins import CREDENTIALS_FILE, DSN_VARIABLE, CredentialsUnreadable, PgLogin
+from shared.pg_logins import DSN_VARIABLE, PG_CREDENTIALS_FILE, CredentialsUnreadable, PgLogin
 from shared.settings import Settings
 from shared.telemetry import tracer, tracer_provider
 
@@ -215,7 +215,7 @@ class RunningService:
                 name,
                 DSN_VARIABLE,
                 name.upper(),
-                self.settings.credentials_dir / CREDENTIALS_FILE,
+                self.settings.credentials_dir / PG_CREDENTIALS_FILE,
                 login.user or "LOCKSTEP_PG_DSN",
             )
         return login

@@ -50,6 +50,19 @@ class _ServiceDsns(PydanticBaseSettingsSource):
         return {"pg_service_dsns": found} if found else {}
 
 
+KAFKA_CREDENTIALS_FILE = "kafka.json"  # in credentials_dir: the local SCRAM users
+
+
+def read_kafka_users(path: Path) -> dict[str, dict[str, Any]]:
+    """The users of a ``kafka.json`` that `infra/lockstep-infra up` writes (name -> its
+    ``password`` and ``role``). ``FileNotFoundError`` if there is none; ``ValueError`` or
+    ``OSError`` if it cannot be read."""
+    users = json.loads(path.read_text()).get("users", {})
+    if not isinstance(users, dict):
+        raise ValueError(f"{path}: 'users' is not a table of users")
+    return {name: user for name, user in users.items() if isinstance(user, dict)}
+
+
 class CredentialsMissing(ValueError):
     """No password for the process's Kafka user; the message says where to put one."""
 
@@ -279,9 +292,9 @@ class Settings(BaseSettings):
         user = self.kafka_user or self.kafka_principal
         if self.kafka_password is not None:
             return user, self.kafka_password.get_secret_value()
-        path = self.credentials_dir / "kafka.json"
+        path = self.credentials_dir / KAFKA_CREDENTIALS_FILE
         try:
-            users = json.loads(path.read_text()).get("users", {})
+            users = read_kafka_users(path)
         except FileNotFoundError:
             raise CredentialsMissing(
                 f"no password for Kafka user '{user}': set LOCKSTEP_KAFKA_PASSWORD, or run "
@@ -289,7 +302,7 @@ class Settings(BaseSettings):
             ) from None
         except (OSError, ValueError) as exc:
             raise CredentialsMissing(f"cannot read the Kafka credentials {path}: {exc}") from None
-        found = users.get(user, {}).get("password") if isinstance(users, dict) else None
+        found = users.get(user, {}).get("password")
         if not isinstance(found, str):
             raise CredentialsMissing(
                 f"no password for Kafka user '{user}' in {path}: set LOCKSTEP_KAFKA_PASSWORD, "

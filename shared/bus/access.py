@@ -16,7 +16,6 @@ namespace's bindings in one request."""
 from __future__ import annotations
 
 import functools
-import json
 import re
 import tomllib
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from pydantic import (
 )
 
 from events import topics
-from shared.settings import Settings
+from shared.settings import Settings, read_kafka_users
 
 DEPLOYER = "deployer"
 ADMIN = "admin"
@@ -162,13 +161,13 @@ def extra_users(credentials_file: Path) -> dict[str, str]:
     """Users made with ``principal add`` (name -> the principal whose rights they have),
     from the credentials file ``infra/lockstep-infra`` keeps; none if there is no file."""
     try:
-        users = json.loads(credentials_file.read_text()).get("users", {})
+        users = read_kafka_users(credentials_file)
     except (OSError, ValueError):
         return {}
     return {
         name: str(user["role"])
         for name, user in users.items()
-        if isinstance(user, dict) and user.get("role") not in (None, name)
+        if user.get("role") not in (None, name)
     }
 
 

@@ -12,8 +12,8 @@ from aiokafka.errors import KafkaError
 from events import topics
 from shared.bus.access import ADMIN, create_acls, delete_acls, extra_users, load_access
 from shared.bus.access import namespace_acls as acls_of
-from shared.bus.kafka_client import CREDENTIALS_FILE, kafka_admin, kafka_consumer
-from shared.settings import Settings
+from shared.bus.kafka_client import kafka_admin, kafka_consumer
+from shared.settings import KAFKA_CREDENTIALS_FILE, Settings
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -26,7 +26,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         if access is not None:  # before the topics: no moment in which they exist unguarded
-            extras = extra_users(settings.credentials_dir / CREDENTIALS_FILE)
+            extras = extra_users(settings.credentials_dir / KAFKA_CREDENTIALS_FILE)
             await create_acls(admin, acls_of(access, settings.namespace, extras))
         existing = set(await admin.list_topics())
         cluster = await admin.describe_cluster()

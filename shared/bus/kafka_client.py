@@ -30,7 +30,6 @@ from aiokafka.protocol.metadata import MetadataRequest
 from shared.settings import CredentialsMissing, Settings
 
 MECHANISM = "SCRAM-SHA-512"
-CREDENTIALS_FILE = "kafka.json"  # in Settings.credentials_dir
 
 
 class KafkaLoginRefused(KafkaError):  # type: ignore[misc]

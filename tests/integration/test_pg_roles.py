@@ -20,7 +20,7 @@ from services.catalog import SERVICES
 from services.gates.app import SPEC as GATES
 from shared.bus.handlers import Router
 from shared.db import SchemaNotOurs, create_pool, drop_namespace_schemas, read_only_connection
-from shared.pg_logins import CREDENTIALS_FILE, read_credentials
+from shared.pg_logins import PG_CREDENTIALS_FILE, read_credentials
 from shared.service import ServiceSpec, create_service_pool
 from shared.settings import Settings
 from tests.integration.conftest import INFRA, Namespace, NamespaceFactory, digest, unique_service
@@ -30,12 +30,12 @@ pytestmark = pytest.mark.integration
 
 def require_roles(settings: Settings) -> None:
     """The roles are part of the infrastructure these tests stand on: missing is a failure."""
-    found = read_credentials(settings.credentials_dir / CREDENTIALS_FILE)
+    found = read_credentials(settings.credentials_dir / PG_CREDENTIALS_FILE)
     missing = {"artifacts", "gates"} - found.keys()
     if missing:
         pytest.fail(
             f"no Postgres role for {', '.join(sorted(missing))} in "
-            f"{settings.credentials_dir / CREDENTIALS_FILE}; run `{INFRA} up` first"
+            f"{settings.credentials_dir / PG_CREDENTIALS_FILE}; run `{INFRA} up` first"
         )
 
 
@@ -193,7 +193,7 @@ async def test_up_made_a_role_for_every_service_of_the_mesh_that_logs_in(
     new_namespace: NamespaceFactory,
 ) -> None:
     ns = await new_namespace()
-    path = ns.settings.credentials_dir / CREDENTIALS_FILE
+    path = ns.settings.credentials_dir / PG_CREDENTIALS_FILE
     require_roles(ns.settings)
     assert path.stat().st_mode & 0o077 == 0  # the passwords: the owner's only
     found = read_credentials(path)
