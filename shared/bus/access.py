@@ -146,7 +146,9 @@ def _principals_in(path: Path, mtime_ns: int) -> frozenset[str]:
 
 def service_settings(settings: Settings, service: str) -> Settings:
     """The settings of a running service: logged in as the principal of its name. A service
-    the access file does not name (a test's own) keeps the settings' principal."""
+    the access file does not name runs only as a login named for it (LOCKSTEP_KAFKA_PRINCIPAL
+    or LOCKSTEP_KAFKA_USER, as a test names admin for its own); otherwise ``AccessFileError``
+    says to add it: it must not fall back to the default principal, admin."""
     if settings.kafka_security_protocol == "PLAINTEXT":
         return settings
     path = settings.access_file
@@ -154,7 +156,14 @@ def service_settings(settings: Settings, service: str) -> Settings:
         known = _principals_in(path, path.stat().st_mtime_ns)
     except OSError as exc:
         raise AccessFileError(f"cannot read the access file {path}: {exc}") from None
-    return settings.as_principal(service) if service in known else settings
+    if service in known:
+        return settings.as_principal(service)
+    if settings.kafka_user is not None or "kafka_principal" in settings.model_fields_set:
+        return settings  # whoever runs it named its login
+    raise AccessFileError(
+        f"service {service!r} is no principal of {path}: add [principals.{service}] there "
+        "(what it reads and writes, its group), or name its login (LOCKSTEP_KAFKA_PRINCIPAL)"
+    )
 
 
 def extra_users(credentials_file: Path) -> dict[str, str]:

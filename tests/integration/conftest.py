@@ -246,6 +246,7 @@ async def new_namespace(
             namespace=name,
             trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
             key_dir=tmp_path_factory.mktemp(f"keys-{name}"),
+            kafka_principal="admin",  # set-up, and the tests' own services; real ones: theirs
             topic_partitions=3,
             max_event_bytes=64 * 1024,
             retry_backoff_s=0.05,

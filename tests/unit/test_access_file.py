@@ -81,10 +81,14 @@ def test_users_added_with_a_principal_s_rights_come_from_the_credentials_file(
     assert extra_users(creds) == {"ci-jenkins": "ci"}
 
 
-def test_a_service_runs_as_its_principal_and_a_test_s_own_keeps_the_settings_one() -> None:
+def test_a_service_runs_as_its_principal_and_one_the_file_does_not_name_only_as_named() -> None:
     settings = Settings()
     assert service_settings(settings, "gates").kafka_principal == "gates"
-    assert service_settings(settings, "made-up").kafka_principal == settings.kafka_principal
+    # not the default principal (admin): a service the file does not know must be named
+    with pytest.raises(AccessFileError, match=r"service 'made-up' is no principal of .*access"):
+        service_settings(settings, "made-up")
+    own = Settings(kafka_principal="admin")  # as a test names it for its own services
+    assert service_settings(own, "made-up") is own
     named = Settings(kafka_user="operator-choice")
     assert service_settings(named, "gates") is named  # an operator's user is kept
 

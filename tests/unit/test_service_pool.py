@@ -17,7 +17,7 @@ from shared.db import BUS_MIGRATIONS, MigrationSet, read_only_connection
 from shared.service import ServiceSpec, create_service_pool, service_pool
 from shared.settings import Settings
 
-SETTINGS = Settings(namespace="unit")
+SETTINGS = Settings(namespace="unit", kafka_principal="admin")  # "things" is no principal
 OWN = MigrationSet("things", "services.things")
 SPEC = ServiceSpec(name="things", router=Router(), migrations=(OWN,))
 

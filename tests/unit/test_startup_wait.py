@@ -35,7 +35,9 @@ from shared.db import NotComingUp, is_transient, pg_where, until_up
 from shared.service import RunningService, ServiceSpec, serve
 from shared.settings import Settings
 
-SETTINGS = Settings(namespace="unit", trace_dir=None, kafka_bootstrap="127.0.0.1:1")
+SETTINGS = Settings(
+    namespace="unit", trace_dir=None, kafka_bootstrap="127.0.0.1:1", kafka_principal="admin"
+)  # "things" is no principal of the access file
 SPEC = ServiceSpec(name="things", router=Router())
 
 
