@@ -32,8 +32,9 @@ from shared.bus.consumer import EventConsumer
 from shared.bus.handlers import Router
 from shared.bus.outbox import OutboxRelay
 from shared.bus.periodic import Periodic, PeriodicRunner
-from shared.bus.producer import ReliableProducer
+from shared.bus.producer import ReliableProducer, new_kafka_producer
 from shared.bus.signing import RotatingKey, service_key
+from shared.bus.transport import KAFKA, Transport
 from shared.clock import Clock, FileClock, system_clock
 from shared.db import (
     BUS_MIGRATIONS,
@@ -108,8 +109,15 @@ async def service_pool(
 
 
 class RunningService:
-    def __init__(self, spec: ServiceSpec, settings: Settings, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        settings: Settings,
+        clock: Clock = system_clock,
+        transport: Transport = KAFKA,
+    ) -> None:
         self.spec = spec
+        self.transport = transport  # the real broker, or the in-memory twin (tests)
         # Each service is its own Kafka principal (infra/access.toml), whoever starts it.
         self.settings = service_settings(settings, spec.name)
         self.clock = clock
@@ -169,6 +177,7 @@ class RunningService:
             schema=self.schema,
             clock=self.clock,
             signing_key=self.signing_key,
+            transport=self.transport,
         )
         if self.spec.periodic is not None:
             self.periodic = PeriodicRunner(
@@ -181,8 +190,11 @@ class RunningService:
                 every_s=self.settings.periodic_s or self.spec.period_s,
                 signing_key=self.signing_key,
             )
+        relay_id = f"{self.settings.group_id(self.spec.name)}-relay"
         self._producer = ReliableProducer(
-            self.settings, client_id=f"{self.settings.group_id(self.spec.name)}-relay"
+            self.settings,
+            client_id=relay_id,
+            factory=lambda: new_kafka_producer(self.settings, relay_id, self.transport),
         )
         if self.spec.companions is not None:
             self.companions = self.spec.companions(self)

@@ -45,10 +45,10 @@ from events.signing import SignatureRefused
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
 from shared.bus.handlers import HandlerContext, Router
-from shared.bus.kafka_client import kafka_consumer
 from shared.bus.outbox import channel_for, notify, write
 from shared.bus.producer import kafka_is_transient, quiet_bootstrap
 from shared.bus.signing import KeySource, Verifier
+from shared.bus.transport import KAFKA, Transport
 from shared.clock import Clock, system_clock
 from shared.db import is_transient, until_up
 from shared.settings import Settings
@@ -88,7 +88,9 @@ class EventConsumer:
         clock: Clock = system_clock,
         signing_key: KeySource | None = None,
         verifier: Verifier | None = None,
+        transport: Transport = KAFKA,
     ) -> None:
+        self._transport = transport
         self._clock = clock
         self._signing_key = signing_key
         self._verifier = verifier or Verifier(settings)
@@ -106,7 +108,7 @@ class EventConsumer:
     async def _started(self) -> AIOKafkaConsumer:
         """A consumer of the service's topics, started; closed again if it fails to start (or
         the start is cancelled), so that a try leaves nothing behind."""
-        consumer = kafka_consumer(
+        consumer = self._transport.consumer(
             self._settings,
             *self._topics,
             group_id=self._group,

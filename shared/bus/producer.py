@@ -57,7 +57,7 @@ from aiokafka.errors import (
 
 from events import KafkaRecord
 from events.topics import DLQ_MAX_MESSAGE_BYTES
-from shared.bus.kafka_client import kafka_producer
+from shared.bus.transport import KAFKA, Transport
 from shared.db import short_reason
 from shared.settings import Settings
 
@@ -163,8 +163,10 @@ def quiet_bootstrap() -> Iterator[None]:
                 logger.removeFilter(_BOOTSTRAP_NOISE)
 
 
-def new_kafka_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
-    return kafka_producer(
+def new_kafka_producer(
+    settings: Settings, client_id: str, transport: Transport = KAFKA
+) -> AIOKafkaProducer:
+    return transport.producer(
         settings,
         client_id=client_id,
         enable_idempotence=True,

@@ -28,6 +28,7 @@ from events.signing import SigningKey
 from shared.bus.kafka_client import KafkaLoginRefused, WritesRefusedAtOnce
 from shared.bus.producer import Fault, ReliableProducer, classify, new_kafka_producer
 from shared.bus.signing import signed_record
+from shared.bus.transport import KAFKA, Transport
 from shared.settings import Settings
 
 
@@ -76,6 +77,7 @@ class Publisher:
         publish_timeout_s: float | None = None,  # default: settings.publish_timeout_s
         producer: ReliableProducer | None = None,
         signing_key: SigningKey | None = None,
+        transport: Transport = KAFKA,
     ) -> None:
         if publish_timeout_s is None:
             publish_timeout_s = settings.publish_timeout_s
@@ -87,7 +89,9 @@ class Publisher:
         self._producer = producer or ReliableProducer(
             settings,
             client_id=client_id,
-            factory=lambda: WritesRefusedAtOnce(new_kafka_producer(settings, client_id), settings),
+            factory=lambda: WritesRefusedAtOnce(
+                new_kafka_producer(settings, client_id, transport), settings
+            ),
         )
 
     async def __aenter__(self) -> Publisher:

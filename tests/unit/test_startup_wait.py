@@ -250,12 +250,17 @@ async def test_the_consumer_waits_for_kafka_and_leaves_no_consumer_open(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     FakeKafkaConsumer.made = []
-    monkeypatch.setattr(
-        shared.bus.consumer, "kafka_consumer", lambda *a, **kw: FakeKafkaConsumer(*a, **kw)
-    )
+
+    class Unreachable:
+        def consumer(self, *a: Any, **kw: Any) -> FakeKafkaConsumer:
+            return FakeKafkaConsumer(*a, **kw)
+
+        def producer(self, *a: Any, **kw: Any) -> Any:
+            raise AssertionError("not used")
+
     consumer = EventConsumer(
         service="artifacts", router=Router(), pool=None,  # type: ignore[arg-type]
-        settings=SETTINGS, tracer=NoOpTracer(), schema="unit_artifacts",
+        settings=SETTINGS, tracer=NoOpTracer(), schema="unit_artifacts", transport=Unreachable(),
     )  # fmt: skip
     stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="shared.bus.consumer"):
