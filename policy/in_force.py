@@ -39,7 +39,10 @@ from policy.model import ReleaseModel
 
 _PARSED: dict[str, ReleaseModel] = {}
 
-_MODEL_KEY = "hashtextextended(current_schema() || ':policy', 0)"
+# The lock key of the model in force, as the bus's declared locks name it (``Router.handles(...,
+# shared=(MODEL_LOCK,))``: held shared for a batch, taken before the subjects' locks).
+MODEL_LOCK = "policy"
+_MODEL_KEY = f"hashtextextended(current_schema() || ':{MODEL_LOCK}', 0)"
 # SQL: hold the model in force until commit (shared with every other decision).
 HOLD_MODEL = f"pg_advisory_xact_lock_shared({_MODEL_KEY})"
 _CHANGE_MODEL = f"SELECT pg_advisory_xact_lock({_MODEL_KEY})"
@@ -112,6 +115,7 @@ async def keep(
     raw: dict[str, Any],
     updated_by: str,
     text: str | None,
+    memo: dict[str, Any] | None = None,
 ) -> None:
     """Put a model in force in the caller's schema, once the decisions under way under the old
     one have committed (they are then visible to the caller, which judges them again). Only a
@@ -128,21 +132,38 @@ async def keep(
                updated_by = EXCLUDED.updated_by, updated_at = now()""",
         sha256, json.dumps(model.model_dump(mode="json")), updated_by,
     )  # fmt: skip
+    if memo is not None:
+        memo[_MEMO] = (sha256, model)  # what the rest of this transaction reads
+
+
+_MEMO = "policy.in_force"
 
 
 async def in_force(
-    conn: asyncpg.Connection, *, locked: bool = False
+    conn: asyncpg.Connection, *, locked: bool = False, memo: dict[str, Any] | None = None
 ) -> tuple[str, ReleaseModel] | None:
     """(sha256, model) in force in the caller's schema, or None before the first one; held
     until the caller's transaction ends (a change of model waits for it). ``locked``: the
     caller's transaction holds the model already, taken in an earlier statement of its own
-    (``HOLD_MODEL`` in its lock of a build or an environment), which saves a round trip."""
+    (``HOLD_MODEL`` in its lock of a build or an environment, or the bus's lock of
+    ``MODEL_LOCK`` for the batch), which saves a round trip. ``memo``: what the handlers of
+    one transaction share (``HandlerContext.memo``): the model is read once per transaction,
+    since while it is held it cannot change (but by ``keep``, which updates the memo)."""
+    if memo is not None and _MEMO in memo:
+        found: tuple[str, ReleaseModel] | None = memo[_MEMO]
+        return found
+    if memo is not None and not locked:
+        raise ValueError("a model read for a whole transaction must be held (locked) by it")
     if not locked:
         await conn.execute(f"SELECT {HOLD_MODEL}")  # its own statement: the next sees a change
     sha256: str | None = await conn.fetchval("SELECT sha256 FROM policy")
     if sha256 is None:
+        if memo is not None:
+            memo[_MEMO] = None
         return None
     if sha256 not in _PARSED:
         raw = await conn.fetchval("SELECT model FROM policy")
         model_in_force(sha256, json.loads(raw))
+    if memo is not None:
+        memo[_MEMO] = (sha256, _PARSED[sha256])
     return sha256, _PARSED[sha256]

@@ -205,6 +205,7 @@ class RunningService:
             schema=self.schema,
             batch=self.settings.relay_batch,
             poll_s=self.settings.relay_poll_s,
+            lease_s=self.settings.relay_lease_s,
         )
 
     def _pg_login(self) -> PgLogin:
@@ -239,6 +240,8 @@ class RunningService:
 
     def start(self, *, consume: bool = True, relay: bool = True) -> None:
         assert self.consumer is not None and self.relay is not None
+        if consume and relay:  # what a batch emits goes straight to this process's relay
+            self.consumer.handoff = self.relay
         if consume:
             self._consuming = asyncio.create_task(
                 self.consumer.run(self._stop_consuming), name="consumer"

@@ -131,9 +131,19 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=0.2, ge=0)
     consumer_batch: int = Field(default=500, ge=1)
     pg_pool_size: int = Field(
-        default=8, ge=2, description="Connections per service: partitions are handled in parallel"
+        default=8,
+        ge=2,
+        description="Connections per service: its consumer keeps one, its HTTP edge and "
+        "periodic turn take others",
     )
     relay_batch: int = Field(default=500, ge=1)
+    relay_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long what a batch emitted is its own process's relay's to publish "
+        "before any instance's relay may; a crash between commit and publish delays those "
+        "records by up to this",
+    )
     relay_poll_s: float = Field(
         default=1.0, gt=0, description="Outbox poll interval if a NOTIFY is missed"
     )

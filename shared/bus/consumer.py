@@ -1,12 +1,17 @@
-"""The consuming half of the bus: read a batch, handle it in one Postgres transaction, commit.
+"""The consuming half of the bus: read a poll, handle it in one Postgres transaction, commit.
 
-Per partition batch, one transaction holds every record's inbox row, the handler's writes and
-the events it emitted (outbox); partitions are handled concurrently, each on its own
-connection. Each handler runs in a savepoint, so one failing handler is retried alone and,
-after ``handler_max_attempts``, dead-lettered in the same transaction; the partition goes on.
-Offsets are committed to Kafka only after the transactions have committed. If Postgres is
-unreachable, or a transaction loses a deadlock, the batch is retried until it goes through:
-nothing is skipped and nothing is lost.
+A poll's records (every partition's) are handled in one transaction, on a connection the
+consumer keeps: the inbox rows of them all in one statement, every lock the handlers declared
+in one more (``Router.handles(..., locks=, shared=)``, in sorted order), then each handler on
+its run of events (a batch handler once for all of them), then the outbox rows of all they
+emitted in one statement. No savepoint on this path. Once it has committed, what it emitted
+is handed straight to the process's relay (``OutboxRelay.hand``), and the offsets are
+committed to Kafka. If the batch fails for a reason of its own (a handler raising, Postgres
+refusing a row), it is undone and each record is handled alone: each try of its handler in a
+savepoint, retried, and after ``handler_max_attempts`` dead-lettered in the same transaction
+(the failed try in the batch counts as one); the rest of the batch goes through. If Postgres
+is unreachable, or the transaction loses a deadlock, the batch is retried until it goes
+through: nothing is skipped and nothing is lost.
 
 No record stops a partition. One that cannot be read as an event is dead-lettered (stage
 ``decode``); one the Kafka client itself cannot decode (a header name that is not UTF-8)
@@ -29,14 +34,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, encode, model_for, short_type
 from events.kafka import PartitionBatch, SafeFetcher, Unreadable, unreadable_fetch
@@ -44,8 +50,8 @@ from events.security import SignatureRefusal
 from events.signing import SignatureRefused
 from shared.bus import inbox
 from shared.bus.dlq import dead_letter
-from shared.bus.handlers import HandlerContext, Router
-from shared.bus.outbox import channel_for, notify, write
+from shared.bus.handlers import HandlerContext, Item, Registration, Router, take_locks
+from shared.bus.outbox import OutboxRelay, channel_for, notify, write
 from shared.bus.producer import kafka_is_transient, quiet_bootstrap
 from shared.bus.signing import KeySource, Verifier
 from shared.bus.transport import KAFKA, Transport
@@ -104,6 +110,12 @@ class EventConsumer:
         self._dlq_topic = settings.topic("dlq")
         self._topics = sorted(settings.topic(t) for t in router.topics)
         self.assigned = asyncio.Event()  # set once the group has given us partitions
+        # The relay of this process, if it runs: what a batch emitted is handed to it once
+        # committed (else the outbox's NOTIFY wakes whichever relay there is).
+        self.handoff: OutboxRelay | None = None
+        self._conn: asyncpg.Connection | None = None
+        # events whose handler failed in a batch that was undone: that try counts
+        self._tried: set[tuple[str, str]] = set()
 
     async def _started(self) -> AIOKafkaConsumer:
         """A consumer of the service's topics, started; closed again if it fails to start (or
@@ -140,32 +152,33 @@ class EventConsumer:
         if consumer is None:
             return  # told to stop before Kafka answered: nothing was read
         fetcher = SafeFetcher(consumer, name=self._group)
+        owned: set[TopicPartition] = set()
         try:
             while not stop.is_set():
                 batches = await fetcher.getmany(
                     timeout_ms=200, max_records=self._settings.consumer_batch
                 )
-                if consumer.assignment():
+                assignment = set(consumer.assignment())
+                if assignment:
                     self.assigned.set()
+                if assignment - owned and self.handoff is not None:
+                    # Partitions new to this instance: what their last owner committed and did
+                    # not publish leaves before anything this instance emits about them.
+                    await self.handoff.catch_up(stop)
+                owned = assignment
                 if not batches:
                     continue
                 if any(batch.unreadable for batch in batches.values()):
                     for tp, batch in batches.items():  # a recovered fetch: step by step
                         await self._handle_stepped(consumer, tp, batch, stop)
                     continue
-                results = await asyncio.gather(
-                    *(self._handle_batch(batch.records, stop) for batch in batches.values()),
-                    return_exceptions=True,
-                )
-                for result in results:
-                    if isinstance(result, BaseException) and not isinstance(result, Stopping):
-                        raise result
-                if any(isinstance(r, Stopping) for r in results):
-                    return  # uncommitted records will be redelivered and deduplicated
+                records = [r for batch in batches.values() for r in batch.records]
+                await self._handle_batch(records, stop)
                 await self._commit(consumer, {tp: b.next_offset for tp, b in batches.items()})
         except Stopping:
-            return  # from a recovered fetch: what was not committed will be redelivered
+            return  # what was not committed will be redelivered, and deduplicated
         finally:
+            await self._release_conn()
             await consumer.stop()
 
     async def _handle_stepped(
@@ -255,33 +268,72 @@ class EventConsumer:
         if work:
             await self._handle_work(work, stop)
 
-    async def _handle_work(self, work: list[tuple[KafkaRecord, Any]], stop: asyncio.Event) -> None:
+    async def _connection(self) -> asyncpg.Connection:
+        """The consumer's own connection, kept from one batch to the next (no reset round
+        trip per batch; its prepared statements stay)."""
+        if self._conn is None or self._conn.is_closed():
+            await self._release_conn()
+            self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def _release_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+
+    async def _handle_work(
+        self, work: list[tuple[KafkaRecord, Any]], stop: asyncio.Event, *, alone: bool = False
+    ) -> None:
+        """Handle ``work`` in one transaction: its inbox rows, every handler's writes, and the
+        outbox rows of what they emitted, handed to the relay once committed. A failure that is
+        not the records' fault (Postgres away, a deadlock) retries the whole batch; any other
+        undoes it, and each record is then handled ``alone``: a failing handler is retried,
+        then dead-lettered, by itself."""
         backoff = 0.1
         while True:
+            stamps = self.handoff.take_stamps() if self.handoff is not None else []
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    emitted = await self._apply(conn, work)
-                    if emitted:
-                        await write(conn, emitted)
+                conn = await self._connection()
+                async with conn.transaction():
+                    emitted = await self._apply(conn, work, alone=alone)
+                    ids = await write(
+                        conn,
+                        emitted,
+                        lease_s=self.handoff.lease_s if self.handoff is not None else None,
+                        sent=stamps,
+                    )
+                    if emitted and self.handoff is None:
                         await notify(conn, self._channel)
+                if self.handoff is not None:
+                    self.handoff.hand(ids, emitted)
                 return
             except Exception as exc:
+                if stamps and self.handoff is not None:
+                    self.handoff.give_back(stamps)
                 if is_transient(exc):
+                    await self._release_conn()  # it may be the connection that died
                     if stop.is_set():
                         raise Stopping from exc
                     log.warning("%s: %s; retrying the batch in %.1fs", self._group, exc, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                if len(work) > 1 or not alone:
+                    log.warning(
+                        "%s: a batch of %d failed (%s: %s); handling its records one by one",
+                        self._group, len(work), type(exc).__name__, exc,
+                    )  # fmt: skip
+                    try:
+                        for one in work:
+                            await self._handle_work([one], stop, alone=True)
+                    finally:
+                        self._tried.clear()
+                    return
                 if not isinstance(exc, asyncpg.PostgresError):
                     raise
                 # Postgres refused something outside any handler (the inbox or outbox row of
-                # a record it cannot store): find the record at fault, one at a time.
-                if len(work) > 1:
-                    log.error("%s: batch refused (%s); retrying record by record", self._group, exc)
-                    for one in work:
-                        await self._handle_work([one], stop)
-                    return
+                # a record it cannot store): the record at fault, alone.
                 await self._dead_letter_alone(work[0][0], exc)
                 return
 
@@ -298,7 +350,7 @@ class EventConsumer:
                 await notify(conn, self._channel)
 
     async def _apply(
-        self, conn: asyncpg.Connection, work: list[tuple[KafkaRecord, Any]]
+        self, conn: asyncpg.Connection, work: list[tuple[KafkaRecord, Any]], *, alone: bool
     ) -> list[KafkaRecord]:
         """Handle a batch inside ``conn``'s transaction; returns the records to publish."""
         keys = [_inbox_key(record, item) for record, item in work]
@@ -311,6 +363,7 @@ class EventConsumer:
         repeats = [(k[0], k[1]) for k, first in zip(keys, firsts, strict=True) if not first]
         stored = await inbox.digests_of(conn, repeats) if repeats else {}
         emitted: list[KafkaRecord] = []
+        todo: list[_Todo] = []
         for (record, item), key, first_time in zip(work, keys, firsts, strict=True):
             if isinstance(item, InvalidEvent | Refused):  # refused for good: at once, once
                 if first_time:
@@ -330,10 +383,131 @@ class EventConsumer:
                         await self._conflict(conn, record, item.event, key, known, outcome)
                     )
                     continue
-            emitted.extend(
-                await self._handle_event(conn, record, item.event, item.trace_headers, first_time)
-            )
+            registration = self._router.registration_for(item.event)
+            assert registration is not None
+            todo.append(_Todo(record, item.event, item.trace_headers, first_time, registration))
+        await take_locks(conn, [(t.registration, t.event) for t in todo if t.first_time])
+        memo: dict[str, Any] = {}  # shared by the batch's handlers (the model in force)
+        for run in _runs(todo):
+            emitted.extend(await self._run(conn, run, memo, alone=alone))
         return emitted
+
+    async def _run(
+        self, conn: asyncpg.Connection, run: list[_Todo], memo: dict[str, Any], *, alone: bool
+    ) -> list[KafkaRecord]:
+        """One handler's share of a batch (events in their partitions' order): each event in a
+        span of its own, the handler called per event or once for them all."""
+        registration = run[0].registration
+        emitted: list[KafkaRecord] = []
+        failing: _Todo | None = None
+        spans = [self._span(t) for t in run]
+        try:
+            contexts = [
+                self._context(conn, t, span, memo) for t, span in zip(run, spans, strict=True)
+            ]
+            handled = [(t, c) for t, c in zip(run, contexts, strict=True) if t.first_time]
+            for t, span in zip(run, spans, strict=True):
+                if not t.first_time:
+                    span.set_attribute("lockstep.duplicate", True)
+            if registration.batch:
+                items = [Item(t.event, c) for t, c in handled]
+                if alone and items:
+                    event = handled[0][0].event
+
+                    async def call_alone(c: HandlerContext) -> None:
+                        await registration.fn([Item(event, c)])
+
+                    emitted += await self._tries(conn, handled[0], call_alone)
+                elif items:
+                    await registration.fn(items)
+                    for _, c in handled:
+                        emitted += c.emitted
+                return emitted
+            for t, c in handled:
+                failing = t
+                with trace.use_span(c.span, end_on_exit=False):
+                    if alone:
+
+                        async def call(c2: HandlerContext, e: CDEvent = t.event) -> None:
+                            await registration.fn(e, c2)
+
+                        emitted += await self._tries(conn, (t, c), call)
+                    else:
+                        await registration.fn(t.event, c)
+                        emitted += c.emitted
+            return emitted
+        except Exception as exc:
+            for span in spans:
+                if span.is_recording():
+                    span.set_attribute("lockstep.batch_undone", True)
+            if not alone and not is_transient(exc):
+                # the try counts: each event it may be the fault of has one try fewer left
+                at_fault = run if registration.batch or failing is None else [failing]
+                self._tried.update((t.event.source, t.event.id) for t in at_fault)
+            raise
+        finally:
+            for span in spans:
+                span.end()
+
+    def _span(self, t: _Todo) -> Span:
+        return self._tracer.start_span(
+            f"process {short_type(t.event.context.type)}",
+            context=context_from_headers(t.trace_headers),
+            kind=SpanKind.CONSUMER,
+            attributes=_span_attributes(t.event, t.record),
+        )
+
+    def _context(
+        self, conn: asyncpg.Connection, t: _Todo, span: Span, memo: dict[str, Any]
+    ) -> HandlerContext:
+        return HandlerContext(
+            conn=conn,
+            settings=self._settings,
+            record=t.record,
+            span=span,
+            clock=self._clock,
+            tracer=self._tracer,
+            signing_key=self._signing_key,
+            memo=memo,
+        )
+
+    async def _tries(
+        self,
+        conn: asyncpg.Connection,
+        handled: tuple[_Todo, HandlerContext],
+        call: Callable[[HandlerContext], Awaitable[None]],
+    ) -> list[KafkaRecord]:
+        """An event handled alone: each try in a savepoint, so a failure undoes that try only;
+        after ``handler_max_attempts`` it is dead-lettered in the same transaction."""
+        t, first = handled
+        span, event = first.span, t.event
+        attempts = self._settings.handler_max_attempts
+        error = ""
+        tried = 1 if (event.source, event.id) in self._tried else 0  # in its undone batch
+        for attempt in range(1 + tried, attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(self._settings.retry_backoff_s * 2 ** (attempt - 2))
+            ctx = self._context(conn, t, span, first.memo)
+            try:
+                async with conn.transaction():  # a savepoint: a failure undoes this try only
+                    await call(ctx)
+                return ctx.emitted
+            except Exception as exc:
+                if is_transient(exc):
+                    raise  # not the record's fault: the whole batch is retried
+                first.memo.clear()  # what the undone try read may be undone too
+                if attempt < attempts:
+                    log.warning(
+                        "%s: handler for %s failed (%s), try %d of %d",
+                        self._group, event.id, exc, attempt, attempts,
+                    )  # fmt: skip
+                    continue
+                error = f"handler failed {attempts} times; last error {type(exc).__name__}: {exc}"
+                span.set_status(Status(StatusCode.ERROR, error))
+                span.record_exception(exc)
+                log.error("%s: %s -> dead letter (%s)", self._group, event.id, error)
+                await inbox.set_outcome(conn, event.source, event.id, DEAD)
+        return [self._dead(t.record, error, "handle", attempts)]
 
     async def _conflict(
         self,
@@ -360,59 +534,6 @@ class EventConsumer:
         )  # fmt: skip
         return [self._dead(record, error, "duplicate", 1)]
 
-    async def _handle_event(
-        self,
-        conn: asyncpg.Connection,
-        record: KafkaRecord,
-        event: CDEvent,
-        trace_headers: dict[str, str],
-        first_time: bool,
-    ) -> list[KafkaRecord]:
-        handler = self._router.handler_for(event)
-        assert handler is not None
-        with self._tracer.start_as_current_span(
-            f"process {short_type(event.context.type)}",
-            context=context_from_headers(trace_headers),
-            kind=SpanKind.CONSUMER,
-            attributes=_span_attributes(event, record),
-        ) as span:
-            if not first_time:
-                span.set_attribute("lockstep.duplicate", True)
-                return []
-            attempts = self._settings.handler_max_attempts
-            for attempt in range(1, attempts + 1):
-                ctx = HandlerContext(
-                    conn=conn,
-                    settings=self._settings,
-                    record=record,
-                    span=span,
-                    clock=self._clock,
-                    tracer=self._tracer,
-                    signing_key=self._signing_key,
-                )
-                try:
-                    async with conn.transaction():  # a savepoint: a failure undoes this try only
-                        await handler(event, ctx)
-                    return ctx.emitted
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise  # not the record's fault: the whole batch is retried
-                    if attempt < attempts:
-                        log.warning(
-                            "%s: handler for %s failed (%s), try %d of %d",
-                            self._group, event.id, exc, attempt, attempts,
-                        )  # fmt: skip
-                        await asyncio.sleep(self._settings.retry_backoff_s * 2 ** (attempt - 1))
-                        continue
-                    error = (
-                        f"handler failed {attempts} times; last error {type(exc).__name__}: {exc}"
-                    )
-                    span.set_status(Status(StatusCode.ERROR, error))
-                    span.record_exception(exc)
-                    log.error("%s: %s -> dead letter (%s)", self._group, event.id, error)
-                    await inbox.set_outcome(conn, event.source, event.id, DEAD)
-            return [self._dead(record, error, "handle", attempts)]
-
     def _refusal_report(self, record: KafkaRecord, item: Refused) -> KafkaRecord:
         """The ``signature.refused`` event that says this service would not act on it."""
         report = SignatureRefusal.of(
@@ -430,6 +551,38 @@ class EventConsumer:
             group=self._group,
             attempts=attempts,
         )
+
+
+@dataclass(frozen=True)
+class _Todo:
+    """An event of a batch to hand to its handler (or, seen before, to skip)."""
+
+    record: KafkaRecord
+    event: CDEvent
+    trace_headers: dict[str, str]
+    first_time: bool
+    registration: Registration
+
+
+def _runs(todo: list[_Todo]) -> list[list[_Todo]]:
+    """The batch cut into runs of one handler each, in an order that keeps each partition's:
+    per partition, its consecutive events for one handler are a run; the first runs of every
+    partition go first (those of one handler together), then the second runs, and so on."""
+    per_partition: dict[tuple[str, int], list[list[_Todo]]] = {}
+    for t in todo:
+        runs = per_partition.setdefault((t.record.topic, t.record.partition), [])
+        if runs and runs[-1][0].registration is t.registration:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    out: list[list[_Todo]] = []
+    for depth in range(max((len(r) for r in per_partition.values()), default=0)):
+        together: dict[int, list[_Todo]] = {}
+        for runs in per_partition.values():
+            if depth < len(runs):
+                together.setdefault(id(runs[depth][0].registration), []).extend(runs[depth])
+        out.extend(together.values())
+    return out
 
 
 def _inbox_key(record: KafkaRecord, item: Any) -> inbox.InboxKey:

@@ -15,11 +15,19 @@ linked to the span that set it off. A service keeps no traceparents of its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from opentelemetry import trace
@@ -33,6 +41,8 @@ from shared.settings import Settings
 from shared.telemetry import context_from_headers, current_trace_headers
 
 Handler = Callable[[Any, "HandlerContext"], Awaitable[None]]
+BatchHandler = Callable[[list["Item[Any]"]], Awaitable[None]]
+E = TypeVar("E", bound=CDEvent)
 Attributes = Mapping[str, AttributeValue]
 
 
@@ -92,7 +102,16 @@ class HandlerContext:
     tracer: Tracer | None = None  # for spans of a handler's own (a periodic turn)
     signing_key: KeySource | None = None  # the service's, if it makes decisions
     emitted: list[KafkaRecord] = field(default_factory=list)
+    # What the handlers of one transaction share (the model in force, read once per batch).
+    memo: dict[str, Any] = field(default_factory=dict)
     _threads: dict[str, Thread] = field(default_factory=dict, init=False, repr=False)
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Make this event's span the current one (a batch handler's work for one item: what
+        it emits then carries that span, and continues that event's trace)."""
+        with trace.use_span(self.span, end_on_exit=False):
+            yield
 
     def now(self) -> datetime:
         return self.clock()
@@ -178,24 +197,80 @@ class HandlerContext:
         )
 
 
+@dataclass(frozen=True)
+class Registration:
+    """How a service handles a set of event types: the coroutine, whether it takes the events
+    one at a time or a batch at once, and the advisory locks the runtime takes for each event
+    before any handler of the batch runs (``locks``: the subject keys, e.g. ``build:x@1``;
+    ``shared``: keys held shared, taken first, e.g. the release model in force)."""
+
+    fn: Any
+    batch: bool = False
+    locks: Callable[[Any], Iterable[str]] | None = None
+    shared: tuple[str, ...] = ()
+
+
+@dataclass
+class Item(Generic[E]):
+    """One event of a batch, with the context of its own: its span, its record, its emits."""
+
+    event: E
+    ctx: HandlerContext
+
+
 class Router:
-    """Maps event types to handlers. One handler per type; unknown types are not this service's."""
+    """Maps event types to handlers. One handler per type; unknown types are not this service's.
+
+    A handler takes one event (``handles``) or a batch (``handles_batch``: ``async def
+    on_x(items: list[Item[X]]) -> None``, each ``Item`` an event with its own context, its
+    span and its emits; ``ctx.conn`` is the batch's one transaction). A batch is a run of
+    consecutive events of one partition (several partitions' runs together) for the same
+    handler, so the order of each key holds. The runtime claims the batch's inbox rows, takes
+    every declared lock in one statement (``shared`` ones first, then ``locks``, each in
+    sorted order, keyed ``<schema>:<key>`` as ``pg_advisory_xact_lock`` takes them by hand),
+    then calls the handlers; if any fails, the batch is undone and each event is handled
+    alone (with retries, then the dead-letter topic), so a poison event stops only itself."""
 
     def __init__(self) -> None:
-        self._handlers: dict[type[CDEvent], Handler] = {}
+        self._handlers: dict[type[CDEvent], Registration] = {}
 
-    def handles(self, *models: type[CDEvent]) -> Callable[[Handler], Handler]:
+    def _register(self, models: tuple[type[CDEvent], ...], registration: Registration) -> None:
+        for model in models:
+            if model in self._handlers:
+                raise ValueError(f"{model.TYPE} already has a handler")
+            self._handlers[model] = registration
+
+    def handles(
+        self,
+        *models: type[CDEvent],
+        locks: Callable[[Any], Iterable[str]] | None = None,
+        shared: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
-            for model in models:
-                if model in self._handlers:
-                    raise ValueError(f"{model.TYPE} already has a handler")
-                self._handlers[model] = fn
+            self._register(models, Registration(fn, False, locks, shared))
             return fn
 
         return register
 
-    def handler_for(self, event: CDEvent) -> Handler | None:
+    def handles_batch(
+        self,
+        *models: type[CDEvent],
+        locks: Callable[[Any], Iterable[str]] | None = None,
+        shared: tuple[str, ...] = (),
+    ) -> Callable[[BatchHandler], BatchHandler]:
+        def register(fn: BatchHandler) -> BatchHandler:
+            self._register(models, Registration(fn, True, locks, shared))
+            return fn
+
+        return register
+
+    def registration_for(self, event: CDEvent) -> Registration | None:
         return self._handlers.get(type(event))
+
+    def handler_for(self, event: CDEvent) -> Handler | None:
+        """The per-event handler of ``event``'s type (None: none, or a batch handler)."""
+        found = self._handlers.get(type(event))
+        return found.fn if found is not None and not found.batch else None
 
     def handles_type(self, model: type[CDEvent]) -> bool:
         return model in self._handlers
@@ -208,3 +283,112 @@ class Router:
     @property
     def event_types(self) -> list[str]:
         return [model.TYPE for model in self._handlers]
+
+
+async def take_locks(
+    conn: asyncpg.Connection, handling: Sequence[tuple[Registration, CDEvent]]
+) -> None:
+    """Every advisory lock the registrations declare for their events, in one statement: the
+    shared ones first, then the others, each in sorted order (so two batches never wait on
+    each other in a circle)."""
+    shared: set[str] = set()
+    alone: set[str] = set()
+    for registration, event in handling:
+        shared.update(registration.shared)
+        if registration.locks is not None:
+            alone.update(registration.locks(event))
+    if not shared and not alone:
+        return
+    ordered = sorted(shared) + sorted(alone - shared)
+    await conn.execute(
+        """SELECT count(CASE WHEN l.shared THEN pg_advisory_xact_lock_shared(l.h)
+                             ELSE pg_advisory_xact_lock(l.h) END)
+             FROM (SELECT k.shared, hashtextextended(current_schema() || ':' || k.key, 0) AS h
+                     FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS k(key, shared, n)
+                    ORDER BY k.n) l""",
+        ordered,
+        [key in shared for key in ordered],
+    )
+
+
+async def handle(router: Router, event: CDEvent, ctx: HandlerContext) -> None:
+    """Handle one event in ``ctx``'s transaction as the bus would, its declared locks first
+    (for work that drives a handler by hand: a test, a replay)."""
+    registration = router.registration_for(event)
+    if registration is None:
+        raise ValueError(f"{event.context.type} has no handler here")
+    await take_locks(ctx.conn, [(registration, event)])
+    if registration.batch:
+        await registration.fn([Item(event, ctx)])
+    else:
+        await registration.fn(event, ctx)
+
+
+# --- trace threads of a batch: what ``remember``, ``remember_link`` and ``recall`` do, for
+# many items in one round trip each ---------------------------------------------------------
+
+
+async def remember_all(remembered: Sequence[tuple[HandlerContext, str]]) -> None:
+    """``ctx.remember(key)`` for each (ctx, key), each with its ctx's own span; one round
+    trip. A key remembered twice keeps the later one's."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for ctx, key in remembered:
+        with ctx.current():
+            headers = current_trace_headers()
+        if headers.get("traceparent"):
+            found[key] = (headers["traceparent"], headers.get("tracestate"))
+            ctx._threads.pop(key, None)
+    if not found:
+        return
+    conn = remembered[0][0].conn
+    await conn.execute(
+        """INSERT INTO trace_threads (key, traceparent, tracestate)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+           ON CONFLICT (key) DO UPDATE SET traceparent = EXCLUDED.traceparent,
+               tracestate = EXCLUDED.tracestate, updated_at = now()""",
+        list(found), [tp for tp, _ in found.values()], [ts for _, ts in found.values()],
+    )  # fmt: skip
+
+
+async def remember_links(linked: Sequence[tuple[HandlerContext, str]]) -> None:
+    """``ctx.remember_link(key)`` for each (ctx, key): the span that sent each ctx's event,
+    kept once per key, in the order they came; one round trip."""
+    per_key: dict[str, list[str]] = {}
+    for ctx, key in linked:
+        tp = ctx.record.header("traceparent") if ctx.record is not None else None
+        if tp and tp not in per_key.setdefault(key, []):
+            per_key[key].append(tp)
+            ctx._threads.pop(key, None)
+    keys = [k for k, tps in per_key.items() if tps]
+    if not keys:
+        return
+    conn = linked[0][0].conn
+    await conn.execute(
+        """INSERT INTO trace_threads (key, links)
+           SELECT t.key, array_agg(t.tp ORDER BY t.n)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(key, tp, n)
+            GROUP BY t.key
+           ON CONFLICT (key) DO UPDATE
+           SET links = trace_threads.links || ARRAY(
+                   SELECT x FROM unnest(EXCLUDED.links) WITH ORDINALITY AS l(x, n)
+                    WHERE NOT x = ANY(trace_threads.links) ORDER BY n),
+               updated_at = now()""",
+        [k for k in keys for _ in per_key[k]], [tp for k in keys for tp in per_key[k]],
+    )  # fmt: skip
+
+
+async def recall_all(contexts: Sequence[HandlerContext], *keys: str) -> dict[str, Thread]:
+    """The threads of ``keys`` read in one round trip, and known to each of ``contexts``
+    (their ``continuing`` reads them there)."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted or not contexts:
+        return {}
+    rows = await contexts[0].conn.fetch(
+        "SELECT key, traceparent, tracestate, links FROM trace_threads WHERE key = ANY($1::text[])",
+        wanted,
+    )
+    found = {r["key"]: Thread(r["traceparent"], r["tracestate"], tuple(r["links"])) for r in rows}
+    threads = {k: found.get(k, NO_THREAD) for k in wanted}
+    for ctx in contexts:
+        ctx._threads.update(threads)
+    return threads
