@@ -37,51 +37,105 @@ from events.evidence import (
 )
 from services.artifacts import registry, store
 from shared.bus import HandlerContext, Router
+from shared.bus.handlers import Item
 
 SOURCE = "lockstep/artifacts"
 
 router = Router()
 
 
-@router.handles(ArtifactPackaged)
-async def on_packaged(event: ArtifactPackaged, ctx: HandlerContext) -> None:
+def _packaged_lock(event: ArtifactPackaged) -> list[str]:
     try:
         ref = event.ref()
-    except ArtifactRefError as exc:
-        await _reject(ctx, event, None, code=exc.code, reason=exc.reason)
+    except ArtifactRefError:
+        return []  # rejected without a look at the registry
+    return [store.artifact_lock(ref.service, ref.version)]
+
+
+def _evidence_lock(event: Evidence) -> list[str]:
+    try:
+        named = event.artifact_ref()
+    except ArtifactRefError:
+        return []
+    return [store.artifact_lock(named.service, named.version)]
+
+
+@router.handles_batch(ArtifactPackaged, locks=_packaged_lock)
+async def on_packaged(items: list[Item[ArtifactPackaged]]) -> None:
+    """Builds to register, together: one read of the registry, one insert, one read of the
+    evidence waiting for them, one update of it."""
+    conn = items[0].ctx.conn
+    refs: list[tuple[Item[ArtifactPackaged], ArtifactRef]] = []
+    for item in items:
+        try:
+            refs.append((item, item.event.ref()))
+        except ArtifactRefError as exc:
+            with item.ctx.current():
+                await _reject(item.ctx, item.event, None, code=exc.code, reason=exc.reason)
+    if not refs:
         return
-    await store.lock_artifact(ctx.conn, ref.service, ref.version)
-    decision = registry.decide(
-        ref, await store.registered_digest(ctx.conn, ref.service, ref.version)
-    )
-    if isinstance(decision, registry.AlreadyRegistered):
-        ctx.span.set_attribute("lockstep.outcome", "already-registered")
+    registered = await store.registered_digests(conn, [(r.service, r.version) for _, r in refs])
+    new: list[tuple[Item[ArtifactPackaged], ArtifactRef]] = []
+    for item, ref in refs:
+        ctx, event = item.ctx, item.event
+        decision = registry.decide(ref, registered.get((ref.service, ref.version)))
+        if isinstance(decision, registry.AlreadyRegistered):
+            ctx.span.set_attribute("lockstep.outcome", "already-registered")
+        elif isinstance(decision, registry.Conflict):
+            with ctx.current():
+                await _reject(
+                    ctx, event, ref, code="conflicting_digest", reason=decision.reason,
+                    registered_digest=decision.registered_digest,
+                )  # fmt: skip
+        else:
+            assert ref.digest is not None
+            registered[(ref.service, ref.version)] = ref.digest  # for a second one in the batch
+            new.append((item, ref))
+    if not new:
         return
-    if isinstance(decision, registry.Conflict):
-        await _reject(
-            ctx,
-            event,
-            ref,
-            code="conflicting_digest",
-            reason=decision.reason,
-            registered_digest=decision.registered_digest,
-        )
-        return
-    content = event.subject.content
-    trace_id = format(ctx.span.get_span_context().trace_id, "032x")
-    inserted = await store.insert_artifact(
-        ctx.conn,
-        ref=ref,
-        commit=content.change.id,
-        commit_source=content.change.source,
-        purl=event.subject.id,
-        sbom_uri=content.sbom.uri if content.sbom else None,
-        event_id=event.id,
-        trace_id=trace_id,
-    )
-    if not inserted:
-        raise RuntimeError(f"{ref.label} was registered concurrently; retrying decides again")
+    inserted = await store.insert_artifacts(
+        conn,
+        [
+            (
+                ref.service, ref.version, ref.digest, i.event.subject.content.change.id,
+                i.event.subject.content.change.source, i.event.subject.id,
+                i.event.subject.content.sbom.uri if i.event.subject.content.sbom else None,
+                i.event.id, format(i.ctx.span.get_span_context().trace_id, "032x"),
+            )
+            for i, ref in new
+        ],
+    )  # fmt: skip
+    if len(inserted) < len(new):
+        raise RuntimeError("a build was registered concurrently; retrying decides again")
+    for item, ref in new:
+        with item.ctx.current():
+            _announce(item.ctx, item.event, ref)
+    pending = await store.pending_evidence_of(conn, [(r.service, r.version) for _, r in new])
+    by_build = {(r.service, r.version): i for i, r in new}
+    settled: list[tuple[str, str, str, str | None]] = []
+    for row in pending:
+        item = by_build[(row["service"], row["version"])]
+        details = row["details"]
+        with item.ctx.current():
+            settled.append(
+                _settle(
+                    item.ctx,
+                    registered=ArtifactRef(row["service"], row["version"], registered[
+                        (row["service"], row["version"])
+                    ]),
+                    source=row["source"], event_id=row["id"], named_digest=row["digest"],
+                    kind=row["kind"], passed=row["passed"],
+                    details=json.loads(details) if isinstance(details, str) else details,
+                    event_type=row["event_type"],
+                )
+            )  # fmt: skip
+    if settled:
+        await store.settle_many(conn, settled)
+
+
+def _announce(ctx: HandlerContext, event: ArtifactPackaged, ref: ArtifactRef) -> None:
     assert ref.digest is not None
+    content = event.subject.content
     ctx.span.set_attribute("lockstep.outcome", "registered")
     ctx.emit(
         ArtifactPublished(
@@ -98,58 +152,53 @@ async def on_packaged(event: ArtifactPackaged, ctx: HandlerContext) -> None:
             ),
         )
     )
-    for row in await store.pending_evidence(ctx.conn, ref.service, ref.version):
-        details = row["details"]
-        await _settle(
-            ctx,
-            registered=ref,
-            source=row["source"],
-            event_id=row["id"],
-            named_digest=row["digest"],
-            kind=row["kind"],
-            passed=row["passed"],
-            details=json.loads(details) if isinstance(details, str) else details,
-            event_type=row["event_type"],
-        )
 
 
-@router.handles(TestSuiteRunFinished, SecurityScanFinished, BenchmarkFinished)
-async def on_evidence(
-    event: TestSuiteRunFinished | SecurityScanFinished | BenchmarkFinished, ctx: HandlerContext
-) -> None:
-    try:
-        named = event.artifact_ref()
-    except ArtifactRefError as exc:
-        _reject_evidence(ctx, event.id, event.artifact_id(), "invalid_artifact_id", exc.reason)
+Evidence = TestSuiteRunFinished | SecurityScanFinished | BenchmarkFinished
+
+
+@router.handles_batch(
+    TestSuiteRunFinished, SecurityScanFinished, BenchmarkFinished, locks=_evidence_lock
+)
+async def on_evidence(items: list[Item[Evidence]]) -> None:
+    """Evidence, together: one read of the registry, one insert (attached at once where its
+    artifact is registered, else pending until it is)."""
+    conn = items[0].ctx.conn
+    named: list[tuple[Item[Evidence], ArtifactRef]] = []
+    for item in items:
+        try:
+            named.append((item, item.event.artifact_ref()))
+        except ArtifactRefError as exc:
+            event = item.event
+            with item.ctx.current():
+                _reject_evidence(
+                    item.ctx, event.id, event.artifact_id(), "invalid_artifact_id", exc.reason
+                )
+    if not named:
         return
-    await store.lock_artifact(ctx.conn, named.service, named.version)
-    registered_digest = await store.registered_digest(ctx.conn, named.service, named.version)
-    await store.insert_evidence(
-        ctx.conn,
-        source=event.source,
-        event_id=event.id,
-        ref=named,
-        kind=event.KIND,
-        passed=event.passed(),
-        details=event.details(),
-        event_type=event.context.type,
-        state="pending",
-        received_at=ctx.now(),
-    )
-    if registered_digest is None:
-        ctx.span.set_attribute("lockstep.outcome", "pending-artifact")
-        return
-    await _settle(
-        ctx,
-        registered=ArtifactRef(named.service, named.version, registered_digest),
-        source=event.source,
-        event_id=event.id,
-        named_digest=named.digest,
-        kind=event.KIND,
-        passed=event.passed(),
-        details=event.details(),
-        event_type=event.context.type,
-    )
+    registered = await store.registered_digests(conn, [(r.service, r.version) for _, r in named])
+    rows: list[tuple[Any, ...]] = []
+    for item, ref in named:
+        ctx, event = item.ctx, item.event
+        digest = registered.get((ref.service, ref.version))
+        state, reason = "pending", None
+        if digest is None:
+            ctx.span.set_attribute("lockstep.outcome", "pending-artifact")
+        else:
+            with ctx.current():
+                _, _, state, reason = _settle(
+                    ctx, registered=ArtifactRef(ref.service, ref.version, digest),
+                    source=event.source, event_id=event.id, named_digest=ref.digest,
+                    kind=event.KIND, passed=event.passed(), details=event.details(),
+                    event_type=event.context.type,
+                )  # fmt: skip
+        rows.append(
+            (
+                event.source, event.id, ref.service, ref.version, ref.digest, event.KIND,
+                event.passed(), json.dumps(event.details()), event.context.type, state, reason,
+            )
+        )  # fmt: skip
+    await store.insert_evidence_many(conn, rows, items[0].ctx.now())
 
 
 async def periodic(ctx: HandlerContext) -> None:
@@ -176,7 +225,7 @@ def _said(wait: timedelta) -> str:
     return f"{seconds}s"
 
 
-async def _settle(
+def _settle(
     ctx: HandlerContext,
     *,
     registered: ArtifactRef,
@@ -187,16 +236,15 @@ async def _settle(
     passed: bool,
     details: dict[str, Any],
     event_type: str,
-) -> None:
-    """Attach one piece of evidence to its registered artifact, or reject it for another digest."""
+) -> tuple[str, str, str, str | None]:
+    """Attach one piece of evidence to its registered artifact (``evidence.recorded``), or
+    reject it for another digest; the (source, id, state, reason) to store."""
     assert registered.digest is not None
     mismatch = registry.evidence_mismatch(named_digest, registered.label, registered.digest)
     if mismatch is not None:
-        await store.settle_evidence(ctx.conn, source, event_id, "rejected", mismatch)
         named = ArtifactRef(registered.service, registered.version, named_digest)
         _reject_evidence(ctx, event_id, named.purl(), "digest_mismatch", mismatch)
-        return
-    await store.settle_evidence(ctx.conn, source, event_id, "attached")
+        return source, event_id, "rejected", mismatch
     ctx.emit(
         EvidenceRecorded(
             context=EvidenceRecorded.new_context(SOURCE),
@@ -217,6 +265,7 @@ async def _settle(
             ),
         )
     )
+    return source, event_id, "attached", None
 
 
 async def _reject(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -11,53 +10,44 @@ import asyncpg
 from events import ArtifactRef
 
 
-async def lock_artifact(conn: asyncpg.Connection, service: str, version: str) -> None:
-    """Serialise, until commit, everything done about one (service, version).
+def artifact_lock(service: str, version: str) -> str:
+    """The key of the lock (taken by the bus for each batch, until commit) that serialises
+    everything done about one (service, version), keyed by schema too, so installations
+    sharing a database do not wait on each other.
 
     A build and its evidence arrive on different topics and may be handled at once (other
-    partitions, other instances): without this, evidence could be filed as pending just as
-    the artifact's registration looks for pending evidence, and never be attached."""
-    await conn.execute(  # keyed by schema too: installations sharing a database do not wait
-        "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':artifact:' || $1, 0))",
-        f"{service}@{version}",
-    )
+    partitions, other instances): without it, evidence could be filed as pending just as the
+    artifact's registration looks for pending evidence, and never be attached."""
+    return f"artifact:{service}@{version}"
 
 
-async def registered_digest(conn: asyncpg.Connection, service: str, version: str) -> str | None:
-    digest: str | None = await conn.fetchval(
-        "SELECT digest FROM artifacts WHERE service = $1 AND version = $2", service, version
-    )
-    return digest
+async def registered_digests(
+    conn: asyncpg.Connection, refs: list[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """(service, version) -> digest of those registered, in one round trip."""
+    rows = await conn.fetch(
+        "SELECT a.service, a.version, a.digest FROM artifacts a "
+        "JOIN unnest($1::text[], $2::text[]) AS k(service, version) USING (service, version)",
+        [s for s, _ in refs], [v for _, v in refs],
+    )  # fmt: skip
+    return {(r["service"], r["version"]): r["digest"] for r in rows}
 
 
-async def insert_artifact(
-    conn: asyncpg.Connection,
-    *,
-    ref: ArtifactRef,
-    commit: str,
-    commit_source: str | None,
-    purl: str,
-    sbom_uri: str | None,
-    event_id: str,
-    trace_id: str | None,
-) -> bool:
-    """False if (service, version) was registered meanwhile (by another instance)."""
-    row = await conn.fetchval(
+async def insert_artifacts(
+    conn: asyncpg.Connection, rows: list[tuple[Any, ...]]
+) -> set[tuple[str, str]]:
+    """Register (service, version, digest, commit, commit_source, purl, sbom_uri, event_id,
+    trace_id)s in one statement; the (service, version) registered now."""
+    columns = list(zip(*rows, strict=True))
+    inserted = await conn.fetch(
         """INSERT INTO artifacts (service, version, digest, commit, commit_source, purl, sbom_uri,
                                   packaged_event_id, trace_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (service, version) DO NOTHING RETURNING 1""",
-        ref.service,
-        ref.version,
-        ref.digest,
-        commit,
-        commit_source,
-        purl,
-        sbom_uri,
-        event_id,
-        trace_id,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::text[], $8::text[], $9::text[])
+           ON CONFLICT (service, version) DO NOTHING RETURNING service, version""",
+        *(list(c) for c in columns),
     )
-    return row is not None
+    return {(r["service"], r["version"]) for r in inserted}
 
 
 async def insert_rejection(
@@ -83,40 +73,59 @@ async def insert_rejection(
     )
 
 
-async def insert_evidence(
-    conn: asyncpg.Connection,
-    *,
-    source: str,
-    event_id: str,
-    ref: ArtifactRef,
-    kind: str,
-    passed: bool,
-    details: dict[str, Any],
-    event_type: str,
-    state: str,
-    received_at: datetime,
-    reason: str | None = None,
+async def insert_evidence_many(
+    conn: asyncpg.Connection, rows: list[tuple[Any, ...]], received_at: datetime
 ) -> None:
-    """``received_at``: the service clock's now (what the pending wait is measured from)."""
+    """``insert_evidence`` for many (source, id, service, version, digest, kind, passed,
+    details, event_type, state, reason), in one statement."""
+    columns = list(zip(*rows, strict=True))
     await conn.execute(
         """INSERT INTO evidence (source, id, service, version, digest, kind, passed, details,
                                  event_type, state, reason, received_at, attached_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12,
-                   CASE WHEN $10 = 'attached' THEN now() END)
-           ON CONFLICT (source, id) DO NOTHING""",
-        source,
-        event_id,
-        ref.service,
-        ref.version,
-        ref.digest,
-        kind,
-        passed,
-        json.dumps(details),
-        event_type,
-        state,
-        reason,
+           SELECT e.source, e.id, e.service, e.version, e.digest, e.kind, e.passed,
+                  e.details::jsonb, e.event_type, e.state, e.reason, $12,
+                  CASE WHEN e.state = 'attached' THEN now() END
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::bool[], $8::text[], $9::text[], $10::text[],
+                         $11::text[])
+                  AS e(source, id, service, version, digest, kind, passed, details,
+                       event_type, state, reason)
+           ON CONFLICT (source, id) DO UPDATE
+           SET state = EXCLUDED.state, reason = EXCLUDED.reason,
+               attached_at = EXCLUDED.attached_at""",
+        *(list(c) for c in columns[:8]),
+        *(list(c) for c in columns[8:]),
         received_at,
     )
+
+
+async def pending_evidence_of(
+    conn: asyncpg.Connection, refs: list[tuple[str, str]]
+) -> list[asyncpg.Record]:
+    """The pending evidence of each (service, version), oldest first, locked, in one trip."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT e.source, e.id, e.service, e.version, e.digest, e.kind, e.passed, e.details, "
+        "e.event_type FROM evidence e "
+        "JOIN unnest($1::text[], $2::text[]) AS k(service, version) USING (service, version) "
+        "WHERE e.state = 'pending' ORDER BY e.received_at, e.id FOR UPDATE OF e",
+        [s for s, _ in refs], [v for _, v in refs],
+    )  # fmt: skip
+    return rows
+
+
+async def settle_many(
+    conn: asyncpg.Connection, settled: list[tuple[str, str, str, str | None]]
+) -> None:
+    """``settle_evidence`` for many (source, id, state, reason), in one statement."""
+    await conn.execute(
+        """UPDATE evidence SET state = s.state, reason = s.reason,
+               attached_at = CASE WHEN s.state = 'attached' THEN now() END
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                  AS s(source, id, state, reason)
+            WHERE evidence.source = s.source AND evidence.id = s.id""",
+        [x[0] for x in settled], [x[1] for x in settled], [x[2] for x in settled],
+        [x[3] for x in settled],
+    )  # fmt: skip
 
 
 async def expire_pending(
@@ -137,29 +146,3 @@ async def expire_pending(
         limit,
     )
     return sorted(rows, key=lambda r: (r["received_at"], r["id"]))
-
-
-async def pending_evidence(
-    conn: asyncpg.Connection, service: str, version: str
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT source, id, digest, kind, passed, details, event_type FROM evidence "
-        "WHERE service = $1 AND version = $2 AND state = 'pending' "
-        "ORDER BY received_at, id FOR UPDATE",
-        service,
-        version,
-    )
-    return rows
-
-
-async def settle_evidence(
-    conn: asyncpg.Connection, source: str, event_id: str, state: str, reason: str | None = None
-) -> None:
-    await conn.execute(
-        "UPDATE evidence SET state = $3, reason = $4, "
-        "attached_at = CASE WHEN $3 = 'attached' THEN now() END WHERE source = $1 AND id = $2",
-        source,
-        event_id,
-        state,
-        reason,
-    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 
 from opentelemetry.trace import Link
 
@@ -31,11 +32,12 @@ from events import (
 )
 from events.approvals import RefusedApprovalContent, RefusedApprovalSubject
 from events.gates import CriterionVerdict, GateDecisionContent, GateSubject
-from policy.in_force import in_force, keep, model_in_force
+from policy.in_force import MODEL_LOCK, in_force, keep, model_in_force
 from policy.model import ReleaseModel
 from policy.people import approval_refusal
 from services.gates import decide, scoring, store
 from shared.bus import HandlerContext, Router
+from shared.bus.handlers import Item, recall_all, remember_all, remember_links
 
 SOURCE = "lockstep/gates"
 
@@ -61,26 +63,99 @@ async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
         await judge(ctx, build.service, build.version, found)
 
 
-@router.handles(ArtifactPublished)
-async def on_published(event: ArtifactPublished, ctx: HandlerContext) -> None:
-    facts = event.custom_data
-    build = decide.Build(
-        facts.service, facts.version, facts.digest, event.subject.id, author=facts.author
-    )
-    await store.lock_build(ctx.conn, build.service, build.version)
-    if await store.add_build(ctx.conn, build):
-        await ctx.remember(thread_of(build.service, build.version))  # the build's trace
-    await judge(ctx, build.service, build.version, published=build)
+def _published_lock(event: ArtifactPublished) -> list[str]:
+    return [store.build_lock(event.custom_data.service, event.custom_data.version)]
 
 
-@router.handles(EvidenceRecorded)
-async def on_evidence(event: EvidenceRecorded, ctx: HandlerContext) -> None:
+def _evidence_lock(event: EvidenceRecorded) -> list[str]:
     c = event.subject.content
-    await store.lock_build(ctx.conn, c.service, c.version)
-    fact = scoring.EvidenceFact(kind=c.kind, passed=c.passed, details=c.details)
-    if await store.add_evidence(ctx.conn, event.subject.id, c.service, c.version, fact):
-        await ctx.remember_link(thread_of(c.service, c.version))  # the span that announced it
-    await judge(ctx, c.service, c.version)
+    return [store.build_lock(c.service, c.version)]
+
+
+@router.handles_batch(ArtifactPublished, locks=_published_lock, shared=(MODEL_LOCK,))
+async def on_published(items: list[Item[ArtifactPublished]]) -> None:
+    """Builds to judge: registered together, then each judged once."""
+    builds = []
+    for item in items:
+        facts = item.event.custom_data
+        builds.append(
+            decide.Build(
+                facts.service, facts.version, facts.digest, item.event.subject.id,
+                author=facts.author,
+            )
+        )  # fmt: skip
+    conn = items[0].ctx.conn
+    added = await store.add_builds(conn, builds)
+    await remember_all(  # each build's trace: the one it was registered in
+        [(i.ctx, thread_of(b.service, b.version)) for i, b in zip(items, builds, strict=True)
+         if (b.service, b.version) in added]
+    )  # fmt: skip
+    await judge_all([(i.ctx, b.service, b.version, b) for i, b in zip(items, builds, strict=True)])
+
+
+@router.handles_batch(EvidenceRecorded, locks=_evidence_lock, shared=(MODEL_LOCK,))
+async def on_evidence(items: list[Item[EvidenceRecorded]]) -> None:
+    """More evidence: recorded together, then each build it is about judged once."""
+    facts = []
+    for item in items:
+        c = item.event.subject.content
+        fact = scoring.EvidenceFact(kind=c.kind, passed=c.passed, details=c.details)
+        facts.append((item.event.subject.id, c.service, c.version, fact))
+    added = await store.add_evidence_many(items[0].ctx.conn, facts)
+    await remember_links(  # the spans that announced it, for the decisions to link
+        [(i.ctx, thread_of(f[1], f[2])) for i, f in zip(items, facts, strict=True) if f[0] in added]
+    )
+    await judge_all([(i.ctx, f[1], f[2], None) for i, f in zip(items, facts, strict=True)])
+
+
+async def judge_all(
+    judged: list[tuple[HandlerContext, str, str, decide.Build | None]],
+) -> None:
+    """``judge`` for the builds of a batch (the model held by the batch), in a constant number
+    of round trips: each build once, after all the batch's facts about it are in, in the span
+    of the last event about it; ``published``, where given, as the build describes itself."""
+    last: dict[tuple[str, str], tuple[HandlerContext, decide.Build | None]] = {}
+    for ctx, service, version, published in judged:
+        before = last.pop((service, version), (ctx, None))[1]
+        last[(service, version)] = (ctx, published or before)
+    contexts = [ctx for ctx, _ in last.values()]
+    conn = contexts[0].conn
+    found = await in_force(conn, locked=True, memo=contexts[0].memo)
+    if found is None:
+        for ctx in contexts:
+            ctx.span.set_attribute("lockstep.outcome", "no release model yet")
+        return
+    policy_sha256, model = found
+    snapshots = await store.snapshots(conn, list(last))
+    soaks: list[tuple[str, str, datetime]] = []
+    decided: list[tuple[decide.Build, decide.Decision]] = []
+    to_emit: list[tuple[HandlerContext, decide.Build, decide.Judgement, list[str]]] = []
+    for key, (ctx, published) in last.items():
+        snapshot = snapshots.get(key)
+        if snapshot is None:
+            continue
+        if published is not None:
+            snapshot = replace(snapshot, build=published)
+        judgement = decide.judge(model, policy_sha256, snapshot, ctx.now())
+        build = snapshot.build
+        if judgement.recheck_at is not None:
+            soaks.append((build.service, build.version, judgement.recheck_at))
+        decided += [(build, d) for d in judgement.decisions]
+        evidence_ids = [event_id for event_id, _ in snapshot.evidence]
+        to_emit.append((ctx, build, judgement, evidence_ids))
+    if soaks:
+        await store.soak_all(conn, soaks)
+    if decided:
+        await store.record_all_decisions(conn, decided, policy_sha256)
+        await recall_all(
+            [ctx for ctx, _, j, _ in to_emit if j.decisions],
+            *(thread_of(b.service, b.version) for _, b, j, _ in to_emit if j.decisions),
+        )
+    for ctx, build, judgement, evidence_ids in to_emit:
+        with ctx.current():
+            for decision in judgement.decisions:
+                await _emit(ctx, build, decision, policy_sha256, evidence_ids)
+        ctx.span.set_attribute("lockstep.outcome", judgement.outcome or "no new decision")
 
 
 @router.handles(ServiceDeployed)

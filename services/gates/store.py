@@ -14,6 +14,12 @@ from services.gates.decide import Build, BuildSnapshot, Decision
 from services.gates.scoring import EvidenceFact
 
 
+def build_lock(service: str, version: str) -> str:
+    """The key of a build's lock, as the bus takes it for a batch (``Router.handles(...,
+    locks=)``) and ``lock_build`` by hand."""
+    return f"build:{service}@{version}"
+
+
 async def lock_build(conn: asyncpg.Connection, service: str, version: str) -> None:
     """Serialise, until commit, the judging of one build: its registration and its evidence
     arrive on two topics and may be handled at once."""
@@ -32,6 +38,35 @@ async def add_build(conn: asyncpg.Connection, build: Build) -> bool:
         build.service, build.version, build.digest, build.purl, build.author,
     )  # fmt: skip
     return added is not None
+
+
+async def add_builds(conn: asyncpg.Connection, builds: Sequence[Build]) -> set[tuple[str, str]]:
+    """Register builds (one statement); the (service, version) registered now."""
+    rows = await conn.fetch(
+        "INSERT INTO builds (service, version, digest, purl, author) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING service, version",
+        [b.service for b in builds], [b.version for b in builds], [b.digest for b in builds],
+        [b.purl for b in builds], [b.author for b in builds],
+    )  # fmt: skip
+    return {(r["service"], r["version"]) for r in rows}
+
+
+async def add_evidence_many(
+    conn: asyncpg.Connection, facts: Sequence[tuple[str, str, str, EvidenceFact]]
+) -> set[str]:
+    """Record (event id, service, version, fact)s (one statement); the event ids new now."""
+    rows = await conn.fetch(
+        "INSERT INTO evidence (event_id, service, version, kind, passed, details) "
+        "SELECT e.event_id, e.service, e.version, e.kind, e.passed, e.details::jsonb "
+        "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[]) "
+        "AS e(event_id, service, version, kind, passed, details) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+        [f[0] for f in facts], [f[1] for f in facts], [f[2] for f in facts],
+        [f[3].kind for f in facts], [f[3].passed for f in facts],
+        [json.dumps(f[3].details) for f in facts],
+    )  # fmt: skip
+    return {r["event_id"] for r in rows}
 
 
 async def recent_builds(conn: asyncpg.Connection, limit: int = 1000) -> list[Build]:
@@ -72,17 +107,29 @@ SELECT b.service, b.version, b.digest, b.purl, b.author,
              WHERE e.service = b.service AND e.kind = 'benchmark' AND e.version <> b.version
                AND e.version IN (SELECT r.version FROM running r WHERE r.service = b.service)
              ORDER BY e.recorded_at, e.event_id) AS benchmarks
-  FROM builds b WHERE b.service = $1 AND b.version = $2
+  FROM builds b
 """
+_ONE = " WHERE b.service = $1 AND b.version = $2"
+_MANY = " JOIN unnest($1::text[], $2::text[]) AS k(service, version) USING (service, version)"
 
 
 async def snapshot(conn: asyncpg.Connection, service: str, version: str) -> BuildSnapshot | None:
     """What is known of a build (None: not registered): its evidence, where it was deployed,
     approvals and last decisions per environment, what runs in each environment and the
     benchmarks of those versions (baselines). One round trip."""
-    row = await conn.fetchrow(_SNAPSHOT, service, version)
-    if row is None:
-        return None
+    row = await conn.fetchrow(_SNAPSHOT + _ONE, service, version)
+    return None if row is None else _snapshot(row)
+
+
+async def snapshots(
+    conn: asyncpg.Connection, builds: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], BuildSnapshot]:
+    """``snapshot`` of each (service, version) registered, in one round trip."""
+    rows = await conn.fetch(_SNAPSHOT + _MANY, [s for s, _ in builds], [v for _, v in builds])
+    return {(r["service"], r["version"]): _snapshot(r) for r in rows}
+
+
+def _snapshot(row: asyncpg.Record) -> BuildSnapshot:
     approvals: dict[str, dict[str, str]] = {}
     for environment, responder, decision in row["approvals"]:
         approvals.setdefault(environment, {})[responder] = decision
@@ -109,15 +156,25 @@ async def record_decisions(
     conn: asyncpg.Connection, build: Build, policy_sha256: str, decisions: Sequence[Decision]
 ) -> None:
     """The last decision per environment, for each of ``decisions`` (one round trip)."""
+    await record_all_decisions(conn, [(build, d) for d in decisions], policy_sha256)
+
+
+async def record_all_decisions(
+    conn: asyncpg.Connection, decided: Sequence[tuple[Build, Decision]], policy_sha256: str
+) -> None:
+    """The last decision per build and environment, for each (build, decision): one round
+    trip for them all. (One decision per build and environment: ``judge`` makes no more.)"""
     await conn.execute(
         """INSERT INTO decisions (service, version, environment, result, score, policy_sha256)
-           SELECT $1, $2, d.environment, d.result, d.score, $6
-             FROM unnest($3::text[], $4::text[], $5::float8[]) AS d(environment, result, score)
+           SELECT d.service, d.version, d.environment, d.result, d.score, $6
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
+                  AS d(service, version, environment, result, score)
            ON CONFLICT (service, version, environment) DO UPDATE
            SET result = EXCLUDED.result, score = EXCLUDED.score,
                policy_sha256 = EXCLUDED.policy_sha256, decided_at = now()""",
-        build.service, build.version, [d.environment for d in decisions],
-        [d.result.result for d in decisions], [d.score for d in decisions], policy_sha256,
+        [b.service for b, _ in decided], [b.version for b, _ in decided],
+        [d.environment for _, d in decided], [d.result.result for _, d in decided],
+        [d.score for _, d in decided], policy_sha256,
     )  # fmt: skip
 
 
@@ -157,6 +214,17 @@ async def soak_until(
         "ON CONFLICT (service, version) DO UPDATE "
         "SET due_at = LEAST(soaking.due_at, EXCLUDED.due_at)",
         service, version, due_at,
+    )  # fmt: skip
+
+
+async def soak_all(conn: asyncpg.Connection, due: Sequence[tuple[str, str, datetime]]) -> None:
+    """``soak_until`` for each (service, version, due_at): one round trip. (One per build.)"""
+    await conn.execute(
+        "INSERT INTO soaking (service, version, due_at) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+        "ON CONFLICT (service, version) DO UPDATE "
+        "SET due_at = LEAST(soaking.due_at, EXCLUDED.due_at)",
+        [d[0] for d in due], [d[1] for d in due], [d[2] for d in due],
     )  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from services.gates import handlers as gates
 from services.gates.app import SPEC as GATES
 from shared.bus import HandlerContext
 from shared.bus.direct import in_transaction
+from shared.bus.handlers import handle
 from shared.telemetry import current_trace_headers, read_spans
 from tests.integration.conftest import Namespace, NamespaceFactory, digest, unique_service
 
@@ -176,7 +177,7 @@ async def test_a_build_registered_as_the_first_model_arrives_is_judged(
     registered, release = asyncio.Event(), asyncio.Event()
 
     async def register(ctx: HandlerContext) -> None:
-        await gates.on_published(published, ctx)
+        await handle(gates.router, published, ctx)  # its locks taken, as the bus takes them
         assert ctx.emitted == []  # no model yet: nothing decided
         registered.set()
         await release.wait()  # not committed while the model arrives
