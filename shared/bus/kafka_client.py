@@ -14,6 +14,7 @@ the broker once more, directly, why."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -30,6 +31,8 @@ from aiokafka.protocol.metadata import MetadataRequest
 from shared.settings import CredentialsMissing, Settings
 
 MECHANISM = "SCRAM-SHA-512"
+
+log = logging.getLogger(__name__)
 
 
 class KafkaLoginRefused(KafkaError):  # type: ignore[misc]
@@ -155,12 +158,35 @@ async def why_refused(settings: Settings) -> KafkaLoginRefused | None:
         conn.close()
 
 
+CANCELLED_START_S = 5.0  # how long a cancelled start may go on so that it can be closed
+
+
 class _ExplainsRefusal:
-    """A client whose start says why the broker refused it (see the module's docstring)."""
+    """A client whose start says why the broker refused it (see the module's docstring), and
+    whose start can be cancelled without leaking a socket.
+
+    aiokafka's bootstrap holds its first connection in a local variable until the broker's
+    metadata answer is in: a start cancelled then (a shutdown, a timeout) leaves that
+    connection open, unreachable, until the garbage collector warns about it. So the start
+    runs as a task of its own; the caller's cancellation lets it end (bounded), then closes
+    the client, then goes on being cancelled."""
 
     _lockstep_settings: Settings
 
     async def start(self) -> None:
+        starting = asyncio.ensure_future(self._start_explained())
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            await asyncio.wait({starting}, timeout=CANCELLED_START_S)
+            if not starting.done():
+                starting.cancel()
+            elif not starting.cancelled():
+                starting.exception()  # retrieved: the caller was cancelled, not told this
+            await self._close_quietly()
+            raise
+
+    async def _start_explained(self) -> None:
         try:
             await super().start()  # type: ignore[misc]
         except KafkaConnectionError:
@@ -168,6 +194,13 @@ class _ExplainsRefusal:
             if refused is not None:
                 raise refused from None
             raise
+
+    async def _close_quietly(self) -> None:
+        close = getattr(self, "stop", None) or self.close  # type: ignore[attr-defined]
+        try:
+            await asyncio.wait_for(close(), CANCELLED_START_S)
+        except Exception as exc:  # closing is best effort here; the cancellation goes on
+            log.debug("a client whose start was cancelled did not close cleanly: %r", exc)
 
 
 class LockstepProducer(_ExplainsRefusal, AIOKafkaProducer):  # type: ignore[misc]
