@@ -21,28 +21,50 @@ from shared.settings import user_state_dir
 
 def run(
     ctx: typer.Context,
-    service: Annotated[str, typer.Argument(help="A service name, or `all` for every service")],
+    services: Annotated[
+        list[str],
+        typer.Argument(
+            help="A service name, several (run together in this process), or `all`",
+            show_default=False,
+        ),
+    ],
+    together: Annotated[
+        bool,
+        typer.Option(
+            "--together",
+            help="With `all`: every service in one child process, on one event loop",
+        ),
+    ] = False,
 ) -> None:
-    """Run a service until SIGTERM (then drain, commit, exit 0); `all`: each in a process."""
+    """Run a service until SIGTERM (then drain, commit, exit 0); `all`: each in a process.
+
+    Several names share this process (each still its own group, schema and principal)."""
     # The catalog is the one place that names every service's assembly: `run` may use it.
     from services.catalog import SERVICES, spec
 
     root = of(ctx)
     root.configure_logging()
-    if service == "all":
+    if services == ["all"]:
         from cli.keys import init_keys
 
         init_keys(root)  # every signing service finds its key, out of the box
-        raise typer.Exit(_run_all(list(SERVICES)))
+        names = list(SERVICES)
+        raise typer.Exit(_run_all([names] if together else [[n] for n in names]))
+    if "all" in services:
+        raise root.fail("`all` runs every service: name it alone, or name services without it")
+    if together:
+        raise root.fail("--together goes with `all`; several names already run together")
+    if len(set(services)) != len(services):
+        raise root.fail("a service is named twice: name each once")
     try:
-        service_spec = spec(service)
+        specs = [spec(name) for name in services]
     except KeyError as exc:
         raise root.fail(str(exc.args[0])) from None
     from shared.db import NotComingUp
-    from shared.service import serve
+    from shared.service import serve_together
 
     try:  # Kafka or Postgres away is waited for; one that refuses is one line, exit 2
-        asyncio.run(serve(service_spec, root.settings))
+        asyncio.run(serve_together(specs, root.settings))
     except NotComingUp as exc:
         raise root.fail(str(exc), one_line=True) from None
 
@@ -67,10 +89,13 @@ def _how_it_ended(code: int) -> str:
 
 
 class _Child:
-    """One service's process, and when to start it again if it died."""
+    """One child process (a service, or services run together), and when to start it again
+    if it died."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.name = ", ".join(names)
+        self.what = f"service {self.name}" if len(names) == 1 else f"services {self.name}"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.wait_s = RESTART_FIRST_S  # before the next restart
@@ -80,18 +105,18 @@ class _Child:
     def start(self, now: float) -> None:
         # Each child builds its own settings from the same environment, passed on as it is.
         self.process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "cli", "run", self.name], env=os.environ.copy()
+            [sys.executable, "-P", "-m", "cli", "run", *self.names], env=os.environ.copy()
         )
         self.started_at, self.restart_at = now, None
         if self.restarts:
             supervisor_log.warning(
-                "service %s restarted (pid %d, restart %d)",
-                self.name,
+                "%s restarted (pid %d, restart %d)",
+                self.what,
                 self.process.pid,
                 self.restarts,
             )
         else:
-            supervisor_log.info("service %s started (pid %d)", self.name, self.process.pid)
+            supervisor_log.info("%s started (pid %d)", self.what, self.process.pid)
 
     def died(self, code: int, now: float) -> None:
         """Log the death and set the restart: after ``wait_s``, doubling, capped."""
@@ -108,8 +133,8 @@ class _Child:
             else ""
         )
         supervisor_log.error(
-            "service %s (pid %d) died after %.1f s (%s); restarting in %g s%s",
-            self.name,
+            "%s (pid %d) died after %.1f s (%s); restarting in %g s%s",
+            self.what,
             self.process.pid,
             up_s,
             _how_it_ended(code),
@@ -120,12 +145,13 @@ class _Child:
         self.restarts += 1
 
 
-def _run_all(names: list[str]) -> int:
-    """One child process per service, each started again when it dies (see RESTART_*).
+def _run_all(groups: list[list[str]]) -> int:
+    """One child process per group of services, each started again when it dies (see
+    RESTART_*).
     SIGTERM/SIGINT is passed on to every child and each awaited as it drains; no child is
     started after it. 0 when every child then stopped cleanly, else the first one's failure
     (128 + the signal, for a child a signal ended)."""
-    children = [_Child(name) for name in names]
+    children = [_Child(names) for names in groups]
     received: list[int] = []  # appended by the handler only; forwarded by the loop below
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -162,10 +188,10 @@ def _run_all(names: list[str]) -> int:
                 continue
             child.process = None
             if code == 0:
-                supervisor_log.info("service %s stopped", child.name)
+                supervisor_log.info("%s stopped", child.what)
             else:
                 supervisor_log.error(
-                    "service %s did not stop cleanly (%s)", child.name, _how_it_ended(code)
+                    "%s did not stop cleanly (%s)", child.what, _how_it_ended(code)
                 )
                 worst = worst or (128 - code if code < 0 else code)
         if stopping and all(child.process is None for child in children):

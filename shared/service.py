@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -310,19 +310,62 @@ class RunningService:
 
 async def serve(spec: ServiceSpec, settings: Settings) -> None:
     """Run one service until SIGTERM/SIGINT, then drain and return."""
+    await serve_together([spec], settings)
+
+
+async def serve_together(specs: Sequence[ServiceSpec], settings: Settings) -> None:
+    """Run these services in this process, on one event loop, until SIGTERM/SIGINT, then
+    drain each and return. Each is what it is in a process of its own (its consumer group,
+    schema, principal, relay, spans); they share only the loop. One that ends by itself (a
+    crash) stops the others, and ``stop`` raises its error: the process exits non-zero, and a
+    supervisor (``lockstep run all --together``) starts the group again."""
     clock: Clock = FileClock(settings.clock_file) if settings.clock_file else system_clock
-    service = RunningService(spec, settings, clock=clock)
+    services = [RunningService(spec, settings, clock=clock) for spec in specs]
+
+    def stop_all() -> None:
+        for service in services:
+            service.stop_requested.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before setup: it may wait for Postgres
-        loop.add_signal_handler(sig, service.stop_requested.set)
-    await service.setup()
-    if service.stop_requested.is_set():
-        await service.stop()  # closes whatever setup opened
-        log.info("%s: stopped before it was up", spec.name)
+        loop.add_signal_handler(sig, stop_all)
+
+    async def set_up(service: RunningService) -> None:
+        try:
+            await service.setup()
+        except BaseException:
+            stop_all()  # the others stop waiting (for Postgres, say): the process is refused
+            raise
+
+    outcomes = await asyncio.gather(*(set_up(s) for s in services), return_exceptions=True)
+    refused = [r for r in outcomes if isinstance(r, BaseException)]
+    if refused or any(s.stop_requested.is_set() for s in services):
+        stop_all()
+        await _stop_every(services)  # closes whatever each setup opened
+        if refused:
+            raise refused[0]
+        log.info("%s: stopped before it was up", _names(services))
         return
-    service.start()
-    log.info("%s: running (namespace %s)", spec.name, settings.namespace)
-    await service.wait()
-    log.info("%s: stopping: draining in-flight work", spec.name)
-    await service.stop()
-    log.info("%s: stopped cleanly", spec.name)
+    for service in services:
+        service.start()
+        log.info("%s: running (namespace %s)", service.spec.name, settings.namespace)
+    waiting = [asyncio.create_task(s.wait()) for s in services]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    for task in waiting:
+        task.cancel()
+    stop_all()
+    log.info("%s: stopping: draining in-flight work", _names(services))
+    await _stop_every(services)
+    log.info("%s: stopped cleanly", _names(services))
+
+
+def _names(services: Sequence[RunningService]) -> str:
+    return ", ".join(s.spec.name for s in services)
+
+
+async def _stop_every(services: Sequence[RunningService]) -> None:
+    """Stop them all (each drains on its own), then raise the first one's error, if any."""
+    stopped = await asyncio.gather(*(s.stop() for s in services), return_exceptions=True)
+    for outcome in stopped:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -17,7 +17,8 @@ import pytest
 
 from events import ArtifactPackaged, ArtifactPublished
 from services.catalog import SERVICES
-from tests.integration.conftest import NamespaceFactory, digest
+from shared.bus.kafka_client import kafka_admin
+from tests.integration.conftest import Namespace, NamespaceFactory, digest
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,8 @@ T = TypeVar("T")
 
 
 def children_of(parent: int) -> dict[str, int]:
-    """The services the process ``parent`` runs as its children: name -> pid."""
+    """The services the process ``parent`` runs as its children: name -> pid (the names of a
+    child that runs several together joined by ", ")."""
     try:
         pids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     except FileNotFoundError:
@@ -36,8 +38,9 @@ def children_of(parent: int) -> dict[str, int]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
         except FileNotFoundError:
             continue  # gone since
-        if len(argv) >= 2 and argv[-2] == b"run":  # python -P -m cli run <name>
-            found[argv[-1].decode()] = int(pid)
+        if b"run" in argv:  # python -P -m cli run <name>...
+            names = argv[argv.index(b"run") + 1 :]
+            found[", ".join(n.decode() for n in names)] = int(pid)
     return found
 
 
@@ -58,12 +61,8 @@ async def until(check: Callable[[], T | None], what: str, timeout: float = 90.0)
     return result
 
 
-@pytest.mark.timeout(300)
-async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
-    new_namespace: NamespaceFactory, tmp_path: Path
-) -> None:
-    ns = await new_namespace()
-    env = {
+def run_all_env(ns: Namespace) -> dict[str, str]:
+    return {
         **os.environ,
         "LOCKSTEP_NAMESPACE": ns.settings.namespace,
         "LOCKSTEP_KEY_DIR": str(ns.settings.key_dir),
@@ -72,6 +71,32 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
         "LOCKSTEP_FLAGS_HTTP_PORT": "0",  # no port of anyone else's
         "LOCKSTEP_INCIDENTS_HTTP_PORT": "0",
     }
+
+
+async def a_build_is_published(ns: Namespace, label: str) -> None:
+    """A build packaged now is published (by whichever artifacts service runs)."""
+    name = f"{label}-{ns.settings.namespace[-6:]}"
+    packaged = ArtifactPackaged.build(
+        service=name, version="1.0.0", digest=digest(name), commit="c"
+    )
+    await ns.publish(packaged)
+
+    def published() -> list[ArtifactPublished]:
+        """the build published"""
+        return [
+            e for e in ns.log.events(ArtifactPublished)
+            if isinstance(e, ArtifactPublished) and e.custom_data.service == name
+        ]  # fmt: skip
+
+    await ns.log.wait_for(published, 90)
+
+
+@pytest.mark.timeout(300)
+async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    ns = await new_namespace()
+    env = run_all_env(ns)
     log_path = tmp_path / "run-all.log"
     with log_path.open("wb") as log_file:
         parent = subprocess.Popen(
@@ -118,20 +143,7 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
         assert others == {n: p for n, p in everyone.items() if n != "artifacts"}
 
         # the restarted service works: a build packaged now is published
-        name = f"restarted-{ns.settings.namespace[-6:]}"
-        packaged = ArtifactPackaged.build(
-            service=name, version="1.0.0", digest=digest(name), commit="c"
-        )
-        await ns.publish(packaged)
-
-        def published() -> list[ArtifactPublished]:
-            """the build published by the restarted artifacts service"""
-            return [
-                e for e in ns.log.events(ArtifactPublished)
-                if isinstance(e, ArtifactPublished) and e.custom_data.service == name
-            ]  # fmt: skip
-
-        await ns.log.wait_for(published, 90)
+        await a_build_is_published(ns, "restarted")
         seen.update(children_of(parent.pid).values())
 
         parent.send_signal(signal.SIGTERM)
@@ -142,3 +154,62 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
             parent.wait(30)
     assert code == 0, log()[-3000:]
     assert [pid for pid in seen if alive(pid)] == []  # every child gone, none left behind
+
+
+@pytest.mark.timeout(300)
+async def test_run_all_together_runs_every_service_in_one_process_as_its_own_group(
+    new_namespace: NamespaceFactory, tmp_path: Path
+) -> None:
+    """`run all --together`: one child runs every service on one event loop; each is still its
+    own consumer group on Kafka; the child killed is started again, the whole of it; SIGTERM
+    drains it and the command exits 0."""
+    ns = await new_namespace()
+    log_path = tmp_path / "run-all-together.log"
+    with log_path.open("wb") as log_file:
+        parent = subprocess.Popen(
+            [sys.executable, "-P", "-m", "cli", "run", "all", "--together"],
+            env=run_all_env(ns), cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+            start_new_session=True,
+        )  # fmt: skip
+    together = ", ".join(SERVICES)
+
+    def the_one_child() -> int | None:
+        running = children_of(parent.pid)
+        return running[together] if list(running) == [together] else None
+
+    def another_child_than(pid: int) -> Callable[[], int | None]:
+        def check() -> int | None:
+            now = the_one_child()
+            return now if now not in (None, pid) else None
+
+        return check
+
+    seen: set[int] = set()
+    try:
+        first = await until(the_one_child, f"one child running {together}")
+        seen.add(first)
+        await a_build_is_published(ns, "together")
+        admin = kafka_admin(ns.settings)
+        await admin.start()
+        try:
+            groups = {g[0] for g in await admin.list_consumer_groups()}
+        finally:
+            await admin.close()
+        assert {ns.settings.group_id(name) for name in SERVICES} <= groups
+
+        os.kill(first, signal.SIGKILL)
+        second = await until(another_child_than(first), "the group started again")
+        seen.add(second)
+        said = log_path.read_text(errors="replace")
+        assert f"services {together} (pid {first}) died after" in said
+        assert f"services {together} restarted (pid {second}, restart 1)" in said
+        await a_build_is_published(ns, "together-again")
+
+        parent.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(parent.wait, 90)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait(30)
+    assert code == 0, log_path.read_text(errors="replace")[-3000:]
+    assert [pid for pid in seen if alive(pid)] == []
