@@ -3,6 +3,7 @@ bare-Kafka floor with the same number of hops.
 
     .venv/bin/python bench/release_chain_latency.py [--rate 50] [--seconds 15] [--warmup 3]
     .venv/bin/python bench/release_chain_latency.py --find-max [--steps 50,100,200,300,400]
+    .venv/bin/python bench/release_chain_latency.py --instances 2 --rebalance [--together]
 
 Lockstep path: a release model with one environment, ``dev``, whose gate asks for passing tests
 is put in force (``policy.updated``). For each release (a unique ``service@version``; 12 service
@@ -12,6 +13,15 @@ for Kafka's ack, then sends ``artifact.packaged``. The three services run as the
 
     artifact.packaged -> artifacts -> artifact.published (+ evidence.recorded)
                       -> gates -> gate.passed -> promotion -> promotion.approved
+
+``--together`` runs the three in one process (``cli run artifacts gates promotion``);
+``--instances N`` starts N of each (N processes of the three with ``--together``), in one
+consumer group per service; ``--rebalance`` stops the last instance of each service halfway
+through the measured phase (SIGTERM: it drains) and starts it again, two rebalances under
+load. Each instance's share is counted from its spans (one per event it handled).
+
+What Postgres did per release (statements of the services' roles, transactions, WAL fsyncs)
+is counted over each phase (``bench/harness/pgstats.py``).
 
 A deployer-like consumer reads ``<ns>.promotions``. The latency of one release is the start of
 its ``artifact.packaged`` publish call -> its ``promotion.approved`` consumed (matched on
@@ -28,7 +38,10 @@ JSON file) is ``bench/harness``'s; this file is the scenario.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import json
+import math
 import sys
 import time
 from collections import Counter
@@ -37,6 +50,7 @@ from typing import Any
 
 import harness  # noqa: F401 - first: it puts the repository on sys.path
 from harness.arrivals import Matcher, Observer, header
+from harness.children import Child
 from harness.cpu import cpu_figures, cpu_sample
 from harness.floor import Floor
 from harness.latency import LatencyBench, run_latency_bench
@@ -51,6 +65,7 @@ from harness.load import (
     service_names,
     step_up,
 )
+from harness.pgstats import FLUSH_LAG_S, per_release, pg_counters
 from harness.report import grid, say
 from harness.run import main as run_main
 from harness.stats import p50_p99, summary_ms
@@ -148,6 +163,7 @@ class ChainBench(LatencyBench):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.releases: ReleaseFactory | None = None
+        self.pids: dict[str, list[int | None]] = {}  # instance -> its processes' pids
 
     async def prepare(self, result: dict[str, Any]) -> None:
         self.releases = ReleaseFactory(self.ns, service_names(len(self.artifacts)))
@@ -169,6 +185,72 @@ class ChainBench(LatencyBench):
     async def _observer(self, logical: str, match: Matcher) -> Observer:
         return await self.observer(self.settings.topic(logical), match)
 
+    # -- the services: their processes, instances, a forced rebalance --
+
+    def start_services(self) -> list[Child]:
+        """``--instances`` processes of each service (of the three together, ``--together``)."""
+        args = self.args
+        groups = [list(SERVICES)] if args.together else [[name] for name in SERVICES]
+        services: list[Child] = []
+        for names in groups:
+            label = "+".join(names)
+            for i in range(1, args.instances + 1):
+                child = self.child(
+                    f"{label} service #{i}",
+                    [*self.cli_argv(), "run", *names],
+                    f"{label}-service-{i}.log",
+                )
+                child.start()
+                self.pids.setdefault(child.name, []).append(child.pid)
+                services.append(child)
+        return services
+
+    async def rebalance(self, services: list[Child], after_s: float) -> dict[str, Any]:
+        """After ``after_s``, the last instance of each service stops (SIGTERM: it drains and
+        leaves its groups) and starts again (it joins them again): two rebalances under load."""
+        await asyncio.sleep(after_s)
+        last = [c for c in services if c.name.endswith(f"#{self.args.instances}")]
+        t0 = time.perf_counter()
+        codes = await asyncio.gather(*(c.stop() for c in last))
+        stopped_s = time.perf_counter() - t0
+        for child in last:
+            child.start()
+            self.pids[child.name].append(child.pid)
+        say(f"rebalance: {', '.join(c.name for c in last)} stopped in {stopped_s:.1f}s, started")
+        return {
+            "at_s": after_s,
+            "stopped_in_s": round(stopped_s, 2),
+            "exit_codes": {c.name: code for c, code in zip(last, codes, strict=True)},
+        }
+
+    def instance_shares(self, services: list[Child]) -> dict[str, dict[str, float]]:
+        """Per service, the share of its events each instance handled, over the whole run: its
+        spans (``spans-<service>-<pid>.jsonl``, one per event handled; a redelivery skipped
+        is not counted)."""
+        handled: Counter[tuple[str, int]] = Counter()
+        if self.trace_dir is not None:
+            for path in self.trace_dir.glob("spans-*-*.jsonl"):
+                service, _, pid = path.stem.removeprefix("spans-").rpartition("-")
+                for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                    try:
+                        attributes = json.loads(line).get("attributes") or {}
+                    except ValueError:
+                        continue  # a torn last line
+                    if attributes.get("messaging.operation.type") != "process":
+                        continue
+                    if not attributes.get("lockstep.duplicate"):
+                        handled[(service, int(pid))] += 1
+        shares: dict[str, dict[str, float]] = {}
+        for name in SERVICES:
+            counts = {
+                child.name: sum(handled[(name, pid)] for pid in self.pids[child.name] if pid)
+                for child in services
+                if name in child.name
+            }
+            total = sum(counts.values())
+            shares[name] = {who: round(n / total, 3) if total else 0.0 for who, n in counts.items()}
+        return shares
+
     # -- the Lockstep path --
 
     async def lockstep(self, *, find_max: bool) -> dict[str, Any]:
@@ -183,15 +265,7 @@ class ChainBench(LatencyBench):
             for logical, ce_type, name in STAGES:
                 counts = {GateFailed.TYPE: "gate_failed"} if logical == topics.GATES else None
                 stage_observers[name] = await self._observer(logical, match_label(ce_type, counts))
-        services = []
-        for name in SERVICES:
-            child = self.child(
-                f"{name} service",
-                [*self.cli_argv(), "run", name],
-                f"{name}-service.log",
-            )
-            child.start()
-            services.append(child)
+        services = self.start_services()
 
         def alive() -> None:
             for child in services:
@@ -221,6 +295,13 @@ class ChainBench(LatencyBench):
 
             async def phase_at(rate: float, warmup: float, seconds: float) -> dict[str, Any]:
                 before = {c.name: cpu_sample(c.pid) for c in services}
+                pids_before = {c.name: c.pid for c in services}
+                pg_before = await pg_counters(settings)
+                rebalancing = (
+                    asyncio.ensure_future(self.rebalance(services, warmup + seconds / 2))
+                    if args.rebalance
+                    else None
+                )
                 phase = await run_phase(
                     "lockstep",
                     rate=rate,
@@ -231,15 +312,21 @@ class ChainBench(LatencyBench):
                     drain_timeout_s=args.drain_timeout,
                     alive=alive,
                 )
+                if rebalancing is not None:
+                    f_rebalance = await rebalancing
                 after = {c.name: cpu_sample(c.pid) for c in services}
+                await asyncio.sleep(FLUSH_LAG_S)  # Postgres's own figures come in late
+                pg = per_release(pg_before, await pg_counters(settings), len(phase.ids))
                 # measure from the packaged publish, not from the evidence publish before it
                 for key, s in phase.sent.items():
                     if key in packaged_start:
                         s.start, s.start_wall_ns = packaged_start[key]
                 kept = {k: phase.figures[k] for k in ("client_warnings", "cpu")}
                 f = figures(phase, deployer) | kept
-                cpu = {
+                cpu = {  # an instance restarted mid-phase: its CPU is not measured
                     c.name: cpu_figures(before[c.name], after[c.name], len(phase.ids))
+                    if c.pid == pids_before[c.name]
+                    else {"worker_percent": math.nan, "worker_ms_per_event": math.nan}
                     for c in services
                 }
                 f["cpu_services"] = {
@@ -253,6 +340,9 @@ class ChainBench(LatencyBench):
                     [evidence_ms[k] for k in phase.measured if k in evidence_ms]
                 )
                 f["stages_ms"] = chain_stages(phase, deployer, stage_observers)
+                f["postgres"] = pg
+                if rebalancing is not None:
+                    f["rebalance"] = f_rebalance
                 phases.append((phase, f))
                 return f
 
@@ -277,6 +367,7 @@ class ChainBench(LatencyBench):
         out["duplicates"] = deployer.duplicates
         out["redelivered"] = deployer.redelivered
         out["service_exit_codes"] = {c.name: await c.stop() for c in services}
+        out["instance_shares"] = self.instance_shares(services)
         out["service_exit_code"] = max(
             (abs(code) for code in out["service_exit_codes"].values() if code is not None),
             default=None,
@@ -441,9 +532,34 @@ def table(result: dict[str, Any]) -> str:
     for f in figs:
         stages = "  ".join(f"{k} {v['p50']:.1f}/{v['p99']:.1f}" for k, v in f["stages_ms"].items())
         cpu = "  ".join(
-            f"{k.split()[0]} {v['worker_percent']:.0f}%" for k, v in f["cpu_services"].items()
+            f"{k.replace(' service', '')} {v['worker_percent']:.0f}%"
+            for k, v in f["cpu_services"].items()
         )
         lines.append(f"  {f['offered_rate']:g}/s: {stages or '(stages off)'}  | {cpu}")
+    lines += ["", "Postgres per release (services' statements, all transactions, WAL fsyncs):"]
+    for f in figs:
+        pg = f["postgres"]
+        by_role = "  ".join(
+            f"{role.removeprefix('lockstep_svc_')} {n:g}"
+            for role, n in (pg.get("statements_per_release_by_role") or {}).items()
+        )
+        lines.append(
+            f"  {f['offered_rate']:g}/s: statements {pg['statements_per_release']} ({by_role})"
+            f"  transactions {pg['transactions_per_release']:g}"
+            f"  WAL fsyncs {pg['wal_fsyncs_per_release']:g}"
+            + (f"  [{pg['note']}]" if pg.get("note") else "")
+        )
+        if "rebalance" in f:
+            r = f["rebalance"]
+            lines.append(
+                f"  rebalance at {r['at_s']:g}s: stopped in {r['stopped_in_s']:g}s, "
+                f"exit codes {r['exit_codes']}"
+            )
+    shares = block.get("instance_shares") or {}
+    if any(len(s) > 1 for s in shares.values()):
+        lines.append("share of each service's events per instance:")
+        for name, per in shares.items():
+            lines.append(f"  {name}: " + "  ".join(f"{k} {v:.0%}" for k, v in per.items()))
     lines.append(
         f"service exit codes {block['service_exit_codes']}; duplicates {block['duplicates']}; "
         f"blocked {block['blocked']}; gate.failed {block['gate_failed']}"
@@ -470,6 +586,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSON result (default bench/results/release_chain_latency-<stamp>.json)",
     )
     p.add_argument("--no-floor", action="store_true", help="skip the bare-Kafka floor")
+    p.add_argument(
+        "--instances", type=int, default=1, help="processes of each service, one group (1)"
+    )
+    p.add_argument("--together", action="store_true", help="the three services in one process each")
+    p.add_argument(
+        "--rebalance",
+        action="store_true",
+        help="halfway through, stop and start the last instance of each service",
+    )
     p.add_argument("--no-stages", action="store_true", help="no intermediate-topic observers")
     p.add_argument("--find-max", action="store_true", help="step the rate up; report the max")
     p.add_argument(
@@ -491,6 +616,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the chain's latency with signatures against without (on)",
     )
     args = p.parse_args(argv)
+    if args.instances < 1:
+        p.error("--instances must be 1 or more")
     if args.rate <= 0 or args.seconds <= 0 or args.warmup < 0 or any(r <= 0 for r in args.steps):
         p.error("rates and durations must be positive")
     return args

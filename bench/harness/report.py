@@ -60,6 +60,9 @@ def failures(result: dict[str, Any]) -> list[str]:
                 found.append(f"{name}: {f['lost']} event(s) never announced")
             if f["send_errors"]:
                 found.append(f"{name}: {f['send_errors']} publish error(s)")
+            stopped = (f.get("rebalance") or {}).get("exit_codes") or {}
+            if any(code != 0 for code in stopped.values()):
+                found.append(f"{name}: an instance stopped for the rebalance exited {stopped}")
             if f.get("client_warnings"):
                 found.append(
                     f"{name}: Kafka clients logged {f['client_warnings']} warning(s) during a "
