@@ -356,7 +356,10 @@ async def serve_together(specs: Sequence[ServiceSpec], settings: Settings) -> No
     stop_all()
     log.info("%s: stopping: draining in-flight work", _names(services))
     await _stop_every(services)
-    log.info("%s: stopped cleanly", _names(services))
+    handled = ", ".join(
+        f"{s.spec.name} {s.consumer.handled}" for s in services if s.consumer is not None
+    )
+    log.info("%s: stopped cleanly (events handled: %s)", _names(services), handled)
 
 
 def _names(services: Sequence[RunningService]) -> str:

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     )
     retry_backoff_s: float = Field(default=0.2, ge=0)
     consumer_batch: int = Field(default=500, ge=1)
+    consumer_instance: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="A name for this process that stays the same across its restarts (a pod's "
+        "name, a host's): each consumer is then a static member of its group (KIP-345), and a "
+        "restart within the session timeout keeps its partitions without a rebalance; two "
+        "processes running at once must not share it",
+    )
     pg_pool_size: int = Field(
         default=8,
         ge=2,

@@ -12,22 +12,13 @@ from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from harness import REPO
-from shared.bus.admin import delete_namespace_topics
+from shared.bus.admin import delete_namespace_groups, delete_namespace_topics
 from shared.bus.kafka_client import kafka_admin
 from shared.settings import Settings
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-# DeleteGroups answers that may clear up within seconds: a member that has not left yet
-# (GROUP_NOT_EMPTY), a coordinator loading or moving
-RETRIABLE_GROUP_ERRORS = {
-    14: "COORDINATOR_LOAD_IN_PROGRESS",
-    16: "NOT_COORDINATOR",
-    68: "GROUP_NOT_EMPTY",
-}
-GROUP_ID_NOT_FOUND = 69
 
 
 def new_settings(prefix: str = "bench", **overrides: Any) -> Settings:
@@ -117,32 +108,8 @@ async def delete_own_topics(settings: Settings) -> None:
 
 
 async def delete_own_groups(settings: Settings, timeout_s: float = 25.0) -> None:
-    """Every consumer group named ``<ns>.…``: the services', the floor's hops', the watchers'.
-    aiokafka has no public call for it (DeleteGroupsRequest). A group whose member has not
-    left yet (a process that was killed) is retried until its session runs out."""
-    if settings.namespace == "lockstep":
-        raise ValueError("refusing to delete the default namespace's consumer groups")
-    admin = _admin(settings)
-    await admin.start()
-    try:
-        pending = sorted(g[0] for g in await admin.list_consumer_groups() if _own(settings, g[0]))
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            failed: dict[str, str] = {}
-            for group in pending:
-                coordinator = await admin.find_coordinator(group)
-                response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
-                for name, code in response.results:
-                    if code not in (0, GROUP_ID_NOT_FOUND):
-                        failed[name] = RETRIABLE_GROUP_ERRORS.get(code, f"error {code}")
-            retriable = all(e in RETRIABLE_GROUP_ERRORS.values() for e in failed.values())
-            if failed and (not retriable or time.monotonic() > deadline):
-                raise RuntimeError(f"consumer groups not deleted: {failed}")
-            pending = sorted(failed)
-            if pending:
-                await asyncio.sleep(1.0)
-    finally:
-        await admin.close()
+    """Every consumer group named ``<ns>.…``: the services', the floor's hops', the watchers'."""
+    await delete_namespace_groups(settings, timeout_s)
 
 
 async def leftovers(settings: Settings) -> dict[str, list[str]]:

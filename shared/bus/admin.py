@@ -1,13 +1,16 @@
 """Topic set-up: create the namespace's topics that are missing, and their ACLs (both
-idempotent, as admin); remove both for a test's namespace."""
+idempotent, as admin); remove both, and the namespace's consumer groups, for a test's or a
+benchmark's namespace."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from events import topics
 from shared.bus.access import ADMIN, create_acls, delete_acls, extra_users, load_access
@@ -95,6 +98,48 @@ async def delete_namespace_topics(settings: Settings) -> None:
         if _secured(settings):
             access = load_access(settings.access_file)
             await delete_acls(admin, settings.namespace, access, list(topics.ALL))
+    finally:
+        await admin.close()
+
+
+# DeleteGroups answers that may clear up within seconds: a member that has not left yet
+# (GROUP_NOT_EMPTY: a process killed, or a static member, until its session runs out), a
+# coordinator loading or moving
+RETRIABLE_GROUP_ERRORS = {
+    14: "COORDINATOR_LOAD_IN_PROGRESS",
+    16: "NOT_COORDINATOR",
+    68: "GROUP_NOT_EMPTY",
+}
+GROUP_ID_NOT_FOUND = 69
+
+
+async def delete_namespace_groups(settings: Settings, timeout_s: float = 25.0) -> None:
+    """Remove every consumer group named ``<namespace>.…`` (test and benchmark clean-up; never
+    the default namespace). aiokafka has no public call for it (DeleteGroupsRequest). A group
+    whose member has not left yet is retried until its session runs out, up to ``timeout_s``.
+    Runs as admin."""
+    if settings.namespace == "lockstep":
+        raise ValueError("refusing to delete the default namespace's consumer groups")
+    admin = kafka_admin(settings.as_principal(ADMIN), client_id="lockstep-admin")
+    await admin.start()
+    try:
+        own = settings.namespace + "."
+        pending = sorted(g[0] for g in await admin.list_consumer_groups() if g[0].startswith(own))
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            failed: dict[str, str] = {}
+            for group in pending:
+                coordinator = await admin.find_coordinator(group)
+                response = await admin._send_request(DeleteGroupsRequest([group]), coordinator)
+                for name, code in response.results:
+                    if code not in (0, GROUP_ID_NOT_FOUND):
+                        failed[name] = RETRIABLE_GROUP_ERRORS.get(code, f"error {code}")
+            retriable = all(e in RETRIABLE_GROUP_ERRORS.values() for e in failed.values())
+            if failed and (not retriable or time.monotonic() > deadline):
+                raise RuntimeError(f"consumer groups not deleted: {failed}")
+            pending = sorted(failed)
+            if pending:
+                await asyncio.sleep(1.0)
     finally:
         await admin.close()
 

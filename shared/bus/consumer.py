@@ -116,6 +116,8 @@ class EventConsumer:
         self._conn: asyncpg.Connection | None = None
         # events whose handler failed in a batch that was undone: that try counts
         self._tried: set[tuple[str, str]] = set()
+        self.handled = 0  # events handled (first deliveries, committed) by this consumer
+        self._fresh = 0  # of the transaction under way
 
     async def _started(self) -> AIOKafkaConsumer:
         """A consumer of the service's topics, started; closed again if it fails to start (or
@@ -129,6 +131,7 @@ class EventConsumer:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=max(1024 * 1024, self._settings.max_event_bytes * 2),
             fetch_max_wait_ms=100,
+            **self._membership(),
         )
         try:
             await consumer.start()
@@ -137,6 +140,16 @@ class EventConsumer:
                 await asyncio.shield(consumer.stop())
             raise
         return consumer
+
+    def _membership(self) -> dict[str, Any]:
+        """Static membership (``Settings.consumer_instance``), else the group's dynamic one.
+
+        The assignor stays aiokafka's round-robin: its sticky one keeps its state in the class
+        (shared by every consumer of a process, which ``lockstep run all --together`` has) and
+        never learns its generation (aio-libs/aiokafka#1175, #1176)."""
+        if self._settings.consumer_instance is None:
+            return {}
+        return {"group_instance_id": f"{self._group}.{self._settings.consumer_instance}"}
 
     async def run(self, stop: asyncio.Event) -> None:
         # Kafka away at start-up is waited for (until ``stop``), not a reason to end.
@@ -305,6 +318,7 @@ class EventConsumer:
                     )
                     if emitted and self.handoff is None:
                         await notify(conn, self._channel)
+                self.handled += self._fresh
                 if self.handoff is not None:
                     self.handoff.hand(ids, emitted)
                 return
@@ -386,7 +400,9 @@ class EventConsumer:
             registration = self._router.registration_for(item.event)
             assert registration is not None
             todo.append(_Todo(record, item.event, item.trace_headers, first_time, registration))
-        await take_locks(conn, [(t.registration, t.event) for t in todo if t.first_time])
+        firsts_todo = [(t.registration, t.event) for t in todo if t.first_time]
+        self._fresh = len(firsts_todo)
+        await take_locks(conn, firsts_todo)
         memo: dict[str, Any] = {}  # shared by the batch's handlers (the model in force)
         for run in _runs(todo):
             emitted.extend(await self._run(conn, run, memo, alone=alone))

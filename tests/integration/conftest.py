@@ -26,7 +26,12 @@ from events.kafka import SafeFetcher, Unreadable
 from events.signing import KeyStore, NoSigningKey, SigningKey, claimed_person
 from services.artifacts.app import SPEC as ARTIFACTS
 from shared.bus import Publisher
-from shared.bus.admin import delete_namespace_topics, ensure_topics, partitions_of
+from shared.bus.admin import (
+    delete_namespace_groups,
+    delete_namespace_topics,
+    ensure_topics,
+    partitions_of,
+)
 from shared.bus.kafka_client import KafkaLoginRefused, kafka_consumer
 from shared.db import drop_namespace_schemas
 from shared.service import RunningService, ServiceSpec
@@ -242,16 +247,18 @@ async def new_namespace(
 
     async def make(**overrides: Any) -> Namespace:
         name = "it_" + uuid.uuid4().hex[:10]
+        defaults: dict[str, Any] = {
+            "kafka_principal": "admin",  # set-up, and the tests' own services; real: theirs
+            "topic_partitions": 3,
+            "max_event_bytes": 64 * 1024,
+            "retry_backoff_s": 0.05,
+            "relay_poll_s": 0.5,
+        }
         settings = Settings(
             namespace=name,
             trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
             key_dir=tmp_path_factory.mktemp(f"keys-{name}"),
-            kafka_principal="admin",  # set-up, and the tests' own services; real ones: theirs
-            topic_partitions=3,
-            max_event_bytes=64 * 1024,
-            retry_backoff_s=0.05,
-            relay_poll_s=0.5,
-            **overrides,
+            **(defaults | overrides),
         )
         if not created:
             await _require_servers(settings)
@@ -266,6 +273,7 @@ async def new_namespace(
     for ns in created:
         await ns.log.stop()
         await delete_namespace_topics(ns.settings)
+        await delete_namespace_groups(ns.settings)
         # as the administrator (pg_dsn), a member of every service's role: whoever owns them
         await drop_namespace_schemas(ns.settings)
 
