@@ -121,3 +121,46 @@ def test_a_purl_with_an_upper_case_digest_is_not_folded_to_lower_case(purl: str)
         ArtifactRef.from_purl(purl, require_digest=False)
     assert caught.value.code == "invalid_digest"
     assert repr(DIGEST) in caught.value.reason
+
+
+# Lockstep's own purls are read by a fast path (a regular expression); anything else by
+# packageurl. Both must read every purl the same way, errors included.
+_SAME_READING = [
+    f"pkg:oci/checkout@{DIGEST}?tag=1.4.2",
+    f"pkg:oci/checkout@sha256%3A{DIGEST[7:]}?tag=1.4.2",
+    f"pkg:oci/a@{DIGEST}?tag=A",
+    f"pkg:oci/{'s' * 63}@{DIGEST}?tag={'9' * 128}",
+    f"pkg:oci/web.front_end-2@{DIGEST}?tag=2024.11.0-rc_1",
+    # near misses: each read by packageurl, to its own answer
+    f"pkg:oci/{'s' * 64}@{DIGEST}?tag=1",
+    f"pkg:oci/checkout@{DIGEST}?tag={'9' * 129}",
+    f"pkg:oci/Checkout@{DIGEST}?tag=1.4.2",
+    f"pkg:oci/checkout@{DIGEST.upper()}?tag=1.4.2",
+    f"pkg:oci/checkout@sha256:{'A' * 64}?tag=1.4.2",
+    f"pkg:oci/checkout@{DIGEST}?tag=1.4.2%2Bb7",
+    f"pkg:oci/checkout@{DIGEST}?tag=-1",
+    f"pkg:oci/checkout@{DIGEST}?tag=",
+    f"pkg:oci/checkout@{DIGEST}",
+    f"pkg:oci/checkout@{DIGEST[:-1]}?tag=1.4.2",
+    f"pkg:oci/checkout@{DIGEST}?tag=1.4.2&arch=amd64",
+    f"pkg:oci/checkout@{DIGEST}?tag=1.4.2#sub",
+    f"pkg:oci/.checkout@{DIGEST}?tag=1.4.2",
+    f"pkg:generic/checkout@{DIGEST}?tag=1.4.2",
+    "not a purl",
+]
+
+
+@pytest.mark.parametrize("purl", _SAME_READING)
+def test_the_fast_reading_of_lockstep_purls_is_packageurl_s(purl: str) -> None:
+    from events import _artifact_ref as refs
+
+    refs._parse_purl.cache_clear()
+    assert refs._parse_purl(purl) == refs._parse_purl_with_packageurl(purl)
+
+
+def test_the_purls_lockstep_writes_take_the_fast_path() -> None:
+    from events import _artifact_ref as refs
+
+    for version in ["1.4.2", "2024.11.0-rc_1", "A"]:
+        purl = ArtifactRef("checkout", version, DIGEST).purl()
+        assert refs._CANONICAL_OCI.match(purl) is not None, purl
