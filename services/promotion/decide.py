@@ -16,7 +16,7 @@ snapshot, call ``look_at``, write what it decided and emit it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -153,6 +153,39 @@ def look_at(
     if held:
         return Look(older, held=[Tell(newest, held)])
     return Look(older, approved=[Approve(newest, None, snapshot.running.get(service))])
+
+
+def look_at_each(
+    model: ReleaseModel, services: list[str], environment: str, snapshot: Snapshot, now: datetime
+) -> list[Look]:
+    """``look_at`` each of ``services`` in ``environment``, in order, each look seeing what the
+    ones before it decided (``settle``): what looking at them one at a time, writing each
+    look's decisions before the next, decides. One ``Look`` per service."""
+    looks = []
+    for service in services:
+        look = look_at(model, service, environment, snapshot, now)
+        snapshot = settle(snapshot, look)
+        looks.append(look)
+    return looks
+
+
+def settle(snapshot: Snapshot, look: Look) -> Snapshot:
+    """``snapshot`` as it stands once ``look``'s decisions are written: the builds superseded
+    and approved wait no more, and the builds told what holds them know it (so the same
+    holds are not told twice)."""
+
+    def key(c: Candidate) -> tuple[str, str, str]:
+        return (c.service, c.version, c.environment)
+
+    gone = {key(c) for c in look.superseded} | {key(a.candidate) for a in look.approved}
+    told = {key(t.candidate): t.views for t in look.held}
+    if not gone and not told:
+        return snapshot
+    waiting = {
+        service: [replace(c, holds=told.get(key(c), c.holds)) for c in found if key(c) not in gone]
+        for service, found in snapshot.waiting.items()
+    }
+    return replace(snapshot, waiting=waiting)
 
 
 def _look_at_train(
