@@ -15,6 +15,7 @@ holds it, and older waiting builds are superseded. A hold is told once
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -181,54 +182,107 @@ async def on_policy(event: PolicyUpdated, ctx: HandlerContext) -> None:
 
 @router.handles_batch(GatePassed, GateFailed, locks=_gate_locks, shared=(MODEL_LOCK,))
 async def on_gates(items: list[Item[GatePassed | GateFailed]]) -> None:
-    """Gate decisions: each build becomes (or stops being) a candidate, and each service (with
-    its train's other members) is looked at again once the batch's facts about it are in. A
-    build decided twice in one batch (a pass, then a fail) is taken in rounds, each round's
-    facts looked at before the next round's arrive, as one event at a time would be."""
+    """Gate decisions: each build becomes (or stops being) a candidate, and its service (with
+    its train's other members) is looked at again. A batch is decided as its events one at a
+    time would be (``_decide``), with a constant number of statements for it all."""
     conn, memo = items[0].ctx.conn, items[0].ctx.memo
     found = await in_force(conn, locked=True, memo=memo)  # by the batch's MODEL_LOCK
     model = _model(found)
     await _lock_missing(conn, found, [(i.event, _gate_keys(model, i.event)) for i in items])
-    for batch in _rounds(items):
-        facts = []
-        for item in batch:
-            c = item.event.subject.content
-            state = "waiting" if isinstance(item.event, GatePassed) else "gate-failed"
-            facts.append(
-                (c.service, c.version, c.environment, c.digest, c.artifact_id, state,
-                 item.ctx.now())
-            )  # fmt: skip
-        written = await store.upsert_candidates(conn, facts)
-        await remember_all(
-            [(i.ctx, thread_of(*f[:3])) for i, f in zip(batch, facts, strict=True)
-             if f[:3] in written]
-        )  # fmt: skip
-        looks: list[tuple[HandlerContext, str, str]] = []
-        for item in batch:
-            c = item.event.subject.content
-            looks.append((item.ctx, c.service, c.environment))
-            train = rules.train_of(model, c.service, c.environment) if model else None
-            for member in train.services if train is not None else []:
-                if member != c.service:  # the others wait on this one: tell them where it stands
-                    looks.append((item.ctx, member, c.environment))
-        await look_all(found, looks, current=True)
-
-
-def _rounds(
-    items: list[Item[GatePassed | GateFailed]],
-) -> list[list[Item[GatePassed | GateFailed]]]:
-    """``items`` cut, in order, where a build and environment comes again."""
-    rounds: list[list[Item[GatePassed | GateFailed]]] = [[]]
-    seen: set[tuple[str, str, str]] = set()
+    steps = []
     for item in items:
         c = item.event.subject.content
-        key = (c.service, c.version, c.environment)
-        if key in seen:
-            rounds.append([])
-            seen = set()
-        seen.add(key)
-        rounds[-1].append(item)
-    return rounds
+        arrival = decide.Candidate(
+            service=c.service, version=c.version, environment=c.environment, digest=c.digest,
+            purl=c.artifact_id, state="waiting" if isinstance(item.event, GatePassed)
+            else "gate-failed", holds=[], created_at=item.ctx.now(),
+        )  # fmt: skip
+        looks = [c.service]
+        train = rules.train_of(model, c.service, c.environment) if model is not None else None
+        for member in train.services if train is not None else []:
+            if member != c.service:  # the others wait on this one: tell them where it stands
+                looks.append(member)
+        steps.append(_Step(item.ctx, c.environment, looks, arrival))
+    await _decide(found, steps, current=True)
+
+
+@dataclass
+class _Step:
+    """One event's share of a batch: a gate decision's arrival (None: none), then looks at
+    ``looks`` in ``environment``, in ``ctx``."""
+
+    ctx: HandlerContext
+    environment: str
+    looks: list[str]
+    arrival: decide.Candidate | None = None
+
+
+async def look_all(found: InForce | None, looks: list[tuple[HandlerContext, str, str]]) -> None:
+    """Look at each (ctx, service, environment), in order, under the model in force
+    (``found``), the caller holding their keys (``_decide``)."""
+    await _decide(
+        found, [_Step(ctx, environment, [service]) for ctx, service, environment in looks]
+    )
+
+
+async def _decide(found: InForce | None, steps: list[_Step], *, current: bool = False) -> None:
+    """Take ``steps`` in, in order, as one at a time would: each arrival stored (a build
+    approved or superseded stays so), then each look decided (``decide.look_at``) seeing what
+    the steps before it stored and decided. It is done in memory on one snapshot of every
+    environment the steps touch (``decide.arrive``, ``decide.look_at_each``); then what was
+    stored and decided is written, and told, in a constant number of statements for them all.
+    Each look is emitted in its step's ctx (``current``: that ctx's span made current, as a
+    batch handler's work for one item is)."""
+    if not steps:
+        return
+    model = _model(found)
+    wanted: dict[str, set[str]] = {}
+    for step in steps:
+        services = wanted.setdefault(step.environment, set())
+        if step.arrival is not None:
+            services.add(step.arrival.service)
+        for service in step.looks:
+            services.update(
+                (decide.weighs(model, service, step.environment) or [])
+                if model is not None else []
+            )  # fmt: skip
+    if not any(wanted.values()):
+        return  # no model in force, or none of these environments in it, and nothing arrived
+    builds = [(s.environment, s.arrival.service, s.arrival.version) for s in steps if s.arrival]
+    first = steps[0].ctx
+    conn, now = first.conn, first.now()
+    snapshots = await store.snapshots(
+        conn, {env: sorted(services) for env, services in wanted.items() if services}, builds
+    )
+    stored: dict[tuple[str, str, str], decide.Candidate] = {}
+    remembered: list[tuple[HandlerContext, str]] = []
+    decided: Decided = []
+    for step in steps:
+        snapshot = snapshots.get(step.environment)
+        if snapshot is None:
+            continue
+        if step.arrival is not None:
+            snapshot, now_stands = decide.arrive(snapshot, step.arrival)
+            if now_stands is not None:
+                key = (now_stands.service, now_stands.version, now_stands.environment)
+                stored[key] = now_stands
+                remembered.append((step.ctx, thread_of(*key)))
+        if model is not None:
+            looked = [s for s in step.looks if decide.weighs(model, s, step.environment)]
+            looks, snapshot = decide.look_at_each(model, looked, step.environment, snapshot, now)
+            decided += [(step.ctx, step.environment, look) for look in looks]
+        snapshots[step.environment] = snapshot
+    if stored:
+        await store.upsert_candidates(
+            conn,
+            [(c.service, c.version, c.environment, c.digest, c.purl, c.state, c.created_at)
+             for c in stored.values()],
+        )  # fmt: skip
+        await remember_all(remembered)
+    if found is None or not decided:
+        return
+    approved = await _record(decided, found[0], now)
+    await _tell(decided, approved, found[0], current=current)
 
 
 @router.handles(ServiceDeployed, ServiceRolledBack, locks=_deployed_locks, shared=(MODEL_LOCK,))
@@ -373,46 +427,6 @@ async def periodic(ctx: HandlerContext) -> None:
         key = thread_of(c.service, c.version, c.environment)
         async with ctx.continuing(key, "promotion: a window opened", attributes):
             await look_all(found, [(ctx, c.service, c.environment)])
-
-
-async def look_all(
-    found: InForce | None,
-    looks: list[tuple[HandlerContext, str, str]],
-    *,
-    current: bool = False,
-) -> None:
-    """Look at each (ctx, service, environment) under the model in force (``found``), the
-    caller holding their keys: load what the looks weigh (one snapshot for them all), decide
-    (``decide.look_at_each``: each look sees what the ones before it decided), write and emit
-    what was decided, each look in its ctx (``current``: its ctx's span made current, as a
-    batch handler's work for one item is). A service looked at twice is looked at once, in
-    its first place, in the ctx of its last."""
-    if found is None or not looks:
-        return
-    sha256, model = found
-    order: dict[tuple[str, str], HandlerContext] = {}
-    for ctx, service, environment in looks:
-        if decide.weighs(model, service, environment) is not None:
-            order[(service, environment)] = ctx
-    if not order:
-        return
-    by_env: dict[str, list[tuple[str, HandlerContext]]] = {}
-    for (service, environment), ctx in order.items():
-        by_env.setdefault(environment, []).append((service, ctx))
-    weighed = {
-        env: sorted({w for s, _ in targets for w in decide.weighs(model, s, env) or []})
-        for env, targets in by_env.items()
-    }
-    first = looks[0][0]
-    conn, now = first.conn, first.now()
-    snapshots = await store.snapshots(conn, weighed)
-    decided: list[tuple[HandlerContext, str, decide.Look]] = []
-    for env, targets in by_env.items():
-        services = [s for s, _ in targets]
-        each = decide.look_at_each(model, services, env, snapshots[env], now)
-        decided += [(ctx, env, look) for (_, ctx), look in zip(targets, each, strict=True)]
-    approved = await _record(decided, sha256, now)
-    await _tell(decided, approved, sha256, current=current)
 
 
 Decided = list[tuple[HandlerContext, str, decide.Look]]  # (ctx, environment, look)

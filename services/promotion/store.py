@@ -94,7 +94,12 @@ SELECT e.environment,
        ARRAY(SELECT ROW(service, version, environment, incident_id, reason, marked_at)
                FROM bad_versions
               WHERE service IN (SELECT service FROM want WHERE want.environment = e.environment)
-             ) AS bad_versions
+             ) AS bad_versions,
+       ARRAY(SELECT ROW(c.service, c.version) FROM candidates c
+               JOIN unnest($3::text[], $4::text[], $5::text[]) AS b(environment, service, version)
+                 ON (c.environment, c.service, c.version) = (b.environment, b.service, b.version)
+              WHERE c.environment = e.environment AND c.state IN ('approved', 'superseded')
+             ) AS settled
   FROM (SELECT DISTINCT environment FROM want) e
 """
 
@@ -105,14 +110,20 @@ async def snapshot(conn: asyncpg.Connection, services: Sequence[str], environmen
 
 
 async def snapshots(
-    conn: asyncpg.Connection, wanted: Mapping[str, Sequence[str]]
+    conn: asyncpg.Connection,
+    wanted: Mapping[str, Sequence[str]],
+    builds: Sequence[tuple[str, str, str]] = (),
 ) -> dict[str, Snapshot]:
     """For each environment, what is known of its ``wanted`` services there: their waiting
     and gate-failed builds there, what runs there (every service's), where each of their
-    versions runs, their incident holds there and their versions marked bad. One round trip
-    for every environment."""
+    versions runs, their incident holds there, their versions marked bad, and which of
+    ``builds`` (environment, service, version) are approved or superseded there. One round
+    trip for every environment."""
     pairs = [(env, service) for env, services in wanted.items() for service in services]
-    rows = await conn.fetch(_SNAPSHOTS, [e for e, _ in pairs], [s for _, s in pairs])
+    rows = await conn.fetch(
+        _SNAPSHOTS, [e for e, _ in pairs], [s for _, s in pairs],
+        [b[0] for b in builds], [b[1] for b in builds], [b[2] for b in builds],
+    )  # fmt: skip
     found = {row["environment"]: _snapshot(row) for row in rows}
     return {env: found.get(env, Snapshot(environment=env)) for env in wanted}
 
@@ -134,6 +145,7 @@ def _snapshot(row: asyncpg.Record) -> Snapshot:
         runs_in=runs_in,
         incident_holds=[IncidentHold(*r) for r in row["incident_holds"]],
         bad_versions=[BadVersion(*r) for r in row["bad_versions"]],
+        settled=frozenset((service, version) for service, version in row["settled"]),
     )
 
 
