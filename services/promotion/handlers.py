@@ -1,7 +1,8 @@
 """What the promotion service does.
 
 - ``gate.passed`` / ``gate.failed``: a build becomes (or stops being) a candidate for an
-  environment, and the environment is looked at again.
+  environment, and its service there (with its train's other members) is looked at again; a
+  batch at a time, decided as one at a time would decide it.
 - ``service.deployed`` / ``deployment.failed``: the ledger of what runs where; the next
   environments, and whatever depends on the service, are looked at again.
 - ``policy.updated``: the model in force; every waiting candidate is looked at again.
