@@ -16,7 +16,7 @@ snapshot, call ``look_at``, write what it decided and emit it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +85,9 @@ class Snapshot:
     runs_in: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (svc, ver) -> envs
     incident_holds: list[IncidentHold] = field(default_factory=list)  # on the services, here
     bad_versions: list[BadVersion] = field(default_factory=list)  # of the services
+    # (service, version)s here approved or superseded: they stay so whatever gate decision
+    # about them comes (loaded for the builds a batch's gate decisions are about)
+    settled: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,64 @@ def look_at(
     if held:
         return Look(older, held=[Tell(newest, held)])
     return Look(older, approved=[Approve(newest, None, snapshot.running.get(service))])
+
+
+def look_at_each(
+    model: ReleaseModel, services: list[str], environment: str, snapshot: Snapshot, now: datetime
+) -> tuple[list[Look], Snapshot]:
+    """``look_at`` each of ``services`` in ``environment``, in order, each look seeing what the
+    ones before it decided (``settle``): what looking at them one at a time, writing each
+    look's decisions before the next, decides. One ``Look`` per service, and the snapshot as
+    it stands after them all."""
+    looks = []
+    for service in services:
+        look = look_at(model, service, environment, snapshot, now)
+        snapshot = settle(snapshot, look)
+        looks.append(look)
+    return looks, snapshot
+
+
+def _key(c: Candidate) -> tuple[str, str, str]:
+    return (c.service, c.version, c.environment)
+
+
+def settle(snapshot: Snapshot, look: Look) -> Snapshot:
+    """``snapshot`` as it stands once ``look``'s decisions are written: the builds superseded
+    and approved wait no more (and stay so), and the builds told what holds them know it (so
+    the same holds are not told twice)."""
+    gone = {_key(c) for c in look.superseded} | {_key(a.candidate) for a in look.approved}
+    told = {_key(t.candidate): t.views for t in look.held}
+    if not gone and not told:
+        return snapshot
+    waiting = {
+        service: [
+            replace(c, holds=told.get(_key(c), c.holds)) for c in found if _key(c) not in gone
+        ]
+        for service, found in snapshot.waiting.items()
+    }
+    settled = snapshot.settled | {(service, version) for service, version, _ in gone}
+    return replace(snapshot, waiting=waiting, settled=settled)
+
+
+def arrive(snapshot: Snapshot, decided: Candidate) -> tuple[Snapshot, Candidate | None]:
+    """A gate decision about a build arrived (``decided``: the build, ``waiting`` if it
+    passed, ``gate-failed`` if not, as it would be stored anew): ``snapshot`` with the build in
+    that state, and the candidate as it now stands; None (and ``snapshot`` as it was) for a
+    build approved or superseded already, which stays so. A build known here keeps what it
+    was (its arrival, its holds) but its state."""
+    if (decided.service, decided.version) in snapshot.settled:
+        return snapshot, None
+    waiting = {s: [c for c in found if _key(c) != _key(decided)]
+               for s, found in snapshot.waiting.items()}  # fmt: skip
+    gate_failed = {s: [c for c in found if _key(c) != _key(decided)]
+                   for s, found in snapshot.gate_failed.items()}  # fmt: skip
+    known = [
+        c for found in (snapshot.waiting, snapshot.gate_failed)
+        for c in found.get(decided.service, []) if _key(c) == _key(decided)
+    ]  # fmt: skip
+    now = replace(known[0], state=decided.state) if known else decided
+    (waiting if now.state == "waiting" else gate_failed).setdefault(now.service, []).append(now)
+    return replace(snapshot, waiting=waiting, gate_failed=gate_failed), now
 
 
 def _look_at_train(

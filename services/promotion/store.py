@@ -4,7 +4,7 @@ everything a look at a service (or a train) in an environment needs (``decide.lo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,32 +23,48 @@ from services.promotion.decide import (
 _CANDIDATE = "service, version, environment, digest, purl, state, holds::text, created_at"
 
 
-async def lock_environment(conn: asyncpg.Connection, environment: str) -> None:
-    """Decisions about one environment are made one at a time (trains and dependencies
-    look across services)."""
+def service_key(environment: str, service: str) -> str:
+    """The key of the lock on decisions about ``service`` in ``environment`` (as the bus
+    takes it for a batch, ``Router.handles(..., locks=)``, and ``lock_keys`` by hand). What
+    must be serial is a service in an environment; a train's members are locked together by
+    locking each member's key."""
+    return f"env:{environment}:{service}"
+
+
+async def lock_keys(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Hold the model in force (shared), then lock ``keys`` (``service_key``s) in sorted
+    order, until commit: one statement, the same locks as the bus's declared ones."""
+    ordered = sorted(set(keys))
     await conn.execute(
-        f"SELECT {HOLD_MODEL}, "
-        f"pg_advisory_xact_lock(hashtextextended(current_schema() || ':env:' || $1, 0))",
-        environment,
+        f"""SELECT {HOLD_MODEL},
+                   (SELECT count(pg_advisory_xact_lock(l.h))
+                      FROM (SELECT hashtextextended(current_schema() || ':' || k.key, 0) AS h
+                              FROM unnest($1::text[]) WITH ORDINALITY AS k(key, n)
+                             ORDER BY k.n) l)""",
+        ordered,
     )
 
 
-async def upsert_candidate(
-    conn: asyncpg.Connection, *, service: str, version: str, environment: str, digest: str,
-    purl: str, state: str, at: datetime,
-) -> bool:  # fmt: skip
-    """A gate decision arrived; an approved (or superseded) candidate stays so. False: it did
-    and nothing changed."""
-    changed = await conn.fetchval(
+async def upsert_candidates(
+    conn: asyncpg.Connection, facts: Sequence[tuple[str, str, str, str, str, str, datetime]]
+) -> set[tuple[str, str, str]]:
+    """Gate decisions arrived: each (service, version, environment, digest, purl, state, at)
+    once (no two of one build and environment); an approved (or superseded) candidate stays
+    so. The (service, version, environment)s that were written (the others: arrived before,
+    and nothing changed). One statement."""
+    if not facts:
+        return set()
+    rows = await conn.fetch(
         """INSERT INTO candidates (service, version, environment, digest, purl, state, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::timestamptz[])
            ON CONFLICT (service, version, environment) DO UPDATE
            SET state = EXCLUDED.state
            WHERE candidates.state NOT IN ('approved', 'superseded')
-           RETURNING 1""",
-        service, version, environment, digest, purl, state, at,
+           RETURNING service, version, environment""",
+        *([f[i] for f in facts] for i in range(7)),
     )  # fmt: skip
-    return changed is not None
+    return {(r["service"], r["version"], r["environment"]) for r in rows}
 
 
 def _candidate(row: Sequence[Any]) -> Candidate:
@@ -59,27 +75,60 @@ def _candidate(row: Sequence[Any]) -> Candidate:
     )  # fmt: skip
 
 
-_SNAPSHOT = f"""
-SELECT ARRAY(SELECT ROW({_CANDIDATE}) FROM candidates
-              WHERE environment = $2 AND service = ANY($1::text[])
+_SNAPSHOTS = f"""
+WITH want AS (SELECT * FROM unnest($1::text[], $2::text[]) AS w(environment, service))
+SELECT e.environment,
+       ARRAY(SELECT ROW({_CANDIDATE}) FROM candidates
+              WHERE environment = e.environment
+                AND service IN (SELECT service FROM want WHERE want.environment = e.environment)
                 AND state IN ('waiting', 'gate-failed')) AS candidates,
        ARRAY(SELECT ROW(service, version, digest, deployed_at) FROM ledger
-              WHERE environment = $2) AS running,
+              WHERE environment = e.environment) AS running,
        ARRAY(SELECT ROW(service, version, environment) FROM ledger
-              WHERE service = ANY($1::text[])) AS runs,
+              WHERE service IN (SELECT service FROM want WHERE want.environment = e.environment)
+             ) AS runs,
        ARRAY(SELECT ROW(service, incident_id, reason, since) FROM incident_holds
-              WHERE environment = $2 AND service = ANY($1::text[])) AS incident_holds,
+              WHERE environment = e.environment
+                AND service IN (SELECT service FROM want WHERE want.environment = e.environment)
+             ) AS incident_holds,
        ARRAY(SELECT ROW(service, version, environment, incident_id, reason, marked_at)
-               FROM bad_versions WHERE service = ANY($1::text[])) AS bad_versions
+               FROM bad_versions
+              WHERE service IN (SELECT service FROM want WHERE want.environment = e.environment)
+             ) AS bad_versions,
+       ARRAY(SELECT ROW(c.service, c.version) FROM candidates c
+               JOIN unnest($3::text[], $4::text[], $5::text[]) AS b(environment, service, version)
+                 ON (c.environment, c.service, c.version) = (b.environment, b.service, b.version)
+              WHERE c.environment = e.environment AND c.state IN ('approved', 'superseded')
+             ) AS settled
+  FROM (SELECT DISTINCT environment FROM want) e
 """
 
 
 async def snapshot(conn: asyncpg.Connection, services: Sequence[str], environment: str) -> Snapshot:
-    """What is known of ``services`` in ``environment``: their waiting and gate-failed builds
-    here, what runs here (every service's), where each of their versions runs, their incident
-    holds here and their versions marked bad. One round trip."""
-    row = await conn.fetchrow(_SNAPSHOT, list(services), environment)
-    assert row is not None
+    """What is known of ``services`` in ``environment`` (``snapshots``). One round trip."""
+    return (await snapshots(conn, {environment: services}))[environment]
+
+
+async def snapshots(
+    conn: asyncpg.Connection,
+    wanted: Mapping[str, Sequence[str]],
+    builds: Sequence[tuple[str, str, str]] = (),
+) -> dict[str, Snapshot]:
+    """For each environment, what is known of its ``wanted`` services there: their waiting
+    and gate-failed builds there, what runs there (every service's), where each of their
+    versions runs, their incident holds there, their versions marked bad, and which of
+    ``builds`` (environment, service, version) are approved or superseded there. One round
+    trip for every environment."""
+    pairs = [(env, service) for env, services in wanted.items() for service in services]
+    rows = await conn.fetch(
+        _SNAPSHOTS, [e for e, _ in pairs], [s for _, s in pairs],
+        [b[0] for b in builds], [b[1] for b in builds], [b[2] for b in builds],
+    )  # fmt: skip
+    found = {row["environment"]: _snapshot(row) for row in rows}
+    return {env: found.get(env, Snapshot(environment=env)) for env in wanted}
+
+
+def _snapshot(row: asyncpg.Record) -> Snapshot:
     waiting: dict[str, list[Candidate]] = {}
     gate_failed: dict[str, list[Candidate]] = {}
     for r in row["candidates"]:
@@ -89,13 +138,14 @@ async def snapshot(conn: asyncpg.Connection, services: Sequence[str], environmen
     for service, version, env in row["runs"]:
         runs_in.setdefault((service, version), set()).add(env)
     return Snapshot(
-        environment=environment,
+        environment=row["environment"],
         waiting=waiting,
         gate_failed=gate_failed,
         running={s: Running(v, d, at) for s, v, d, at in row["running"]},
         runs_in=runs_in,
         incident_holds=[IncidentHold(*r) for r in row["incident_holds"]],
         bad_versions=[BadVersion(*r) for r in row["bad_versions"]],
+        settled=frozenset((service, version) for service, version in row["settled"]),
     )
 
 
@@ -115,17 +165,18 @@ async def due(conn: asyncpg.Connection, now: datetime) -> list[Candidate]:
     return [_candidate(tuple(r)) for r in rows]
 
 
-async def set_state(conn: asyncpg.Connection, found: Sequence[Candidate], state: str) -> None:
-    """Move each of ``found`` to ``state`` (one round trip)."""
+async def set_states(conn: asyncpg.Connection, found: Sequence[tuple[Candidate, str]]) -> None:
+    """Move each (candidate, state) to its state (one round trip)."""
     if not found:
         return
     await conn.execute(
-        """UPDATE candidates SET state = $4
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS c(service, version, environment)
+        """UPDATE candidates SET state = c.state
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+                  AS c(service, version, environment, state)
             WHERE (candidates.service, candidates.version, candidates.environment)
                 = (c.service, c.version, c.environment)""",
-        [c.service for c in found], [c.version for c in found], [c.environment for c in found],
-        state,
+        [c.service for c, _ in found], [c.version for c, _ in found],
+        [c.environment for c, _ in found], [state for _, state in found],
     )  # fmt: skip
 
 
