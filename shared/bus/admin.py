@@ -1,5 +1,6 @@
 """Topic set-up: create the namespace's topics that are missing, and their ACLs (both
-idempotent, as admin); remove both for a test's namespace."""
+idempotent, as admin); remove both, and the namespace's consumer groups, for a test's
+namespace."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import asyncio
 
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from events import topics
 from shared.bus.access import ADMIN, create_acls, delete_acls, extra_users, load_access
@@ -95,6 +97,31 @@ async def delete_namespace_topics(settings: Settings) -> None:
         if _secured(settings):
             access = load_access(settings.access_file)
             await delete_acls(admin, settings.namespace, access, list(topics.ALL))
+    finally:
+        await admin.close()
+
+
+async def delete_namespace_groups(settings: Settings) -> list[str]:
+    """Remove the namespace's consumer groups (``<namespace>.<service>``: their committed
+    offsets), which must have no members left (test clean-up; never the default namespace);
+    the groups removed. Runs as admin."""
+    if settings.namespace == "lockstep":
+        raise ValueError("refusing to delete the default namespace's consumer groups")
+    settings = settings.as_principal(ADMIN)
+    admin = kafka_admin(settings, client_id="lockstep-admin")
+    await admin.start()
+    try:
+        prefix = f"{settings.namespace}."
+        groups = sorted(
+            g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefix)
+        )
+        for group in groups:
+            node = await admin.find_coordinator(group)
+            answer = await admin._send_request(DeleteGroupsRequest([group]), node)
+            for name, code in answer.results:
+                if code:
+                    raise for_code(code)(f"could not delete consumer group {name}")
+        return groups
     finally:
         await admin.close()
 
