@@ -21,10 +21,12 @@ from shared.bus.handlers import Item
 from shared.bus.memory import BROKER_MAX_MESSAGE_BYTES
 from shared.bus.publisher import EventRefused, Publisher
 from shared.bus.transport import Transport
+from shared.db import MigrationSet
 from shared.service import ServiceSpec
 from tests.integration.conftest import Namespace, digest
 
 Case = Callable[[Namespace], Awaitable[None]]
+LEDGER_TABLE = MigrationSet("ledger", "tests.integration.bus_suite")
 CASES: dict[str, Case] = {}
 OVERRIDES: dict[str, dict[str, Any]] = {}
 
@@ -67,10 +69,16 @@ class Ledger:
         self.keys = ["svc-" + uid() for _ in range(keys)]
         self.key = self.keys[0]
         self.calls: list[tuple[str, str, int, int]] = []  # (key, version, partition, offset)
+        self.by: list[str] = []  # which instance made each call
         self.batches: list[int] = []  # how many events each call of a batch handler had
-        self.reached = asyncio.Event()
+        self._poison, self._batch = poison, batch
+        self.spec = self.instance("a")
+
+    def instance(self, tag: str) -> ServiceSpec:
+        """The service (one consumer group, one schema) as an instance that says it is
+        ``tag`` in ``by``."""
         router = Router()
-        ledger = self
+        ledger, poison = self, self._poison
 
         async def one(event: ArtifactPackaged, ctx: HandlerContext) -> None:
             assert ctx.record is not None
@@ -78,10 +86,7 @@ class Ledger:
             if ref.service not in ledger.keys:
                 return
             ledger.calls.append((ref.service, ref.version, ctx.record.partition, ctx.record.offset))
-            await ctx.conn.execute(
-                "CREATE TABLE IF NOT EXISTS ledger (id text PRIMARY KEY, service text, "
-                "version text, n bigserial)"
-            )
+            ledger.by.append(tag)
             await ctx.conn.execute(
                 "INSERT INTO ledger (id, service, version) VALUES ($1, $2, $3)",
                 event.id, ref.service, ref.version,
@@ -89,7 +94,7 @@ class Ledger:
             if poison and event.subject.content.change.id == poison:
                 raise RuntimeError("payments ledger unreachable")
 
-        if batch:
+        if self._batch:
 
             @router.handles_batch(ArtifactPackaged)
             async def many(items: list[Item[ArtifactPackaged]]) -> None:
@@ -98,13 +103,10 @@ class Ledger:
                     await one(item.event, item.ctx)
         else:
             router.handles(ArtifactPackaged)(one)
-        self.spec = ServiceSpec(name=self.name, router=router)
+        return ServiceSpec(name=self.name, router=router, migrations=(LEDGER_TABLE,))
 
     async def rows(self, ns: Namespace) -> list[str]:
         """The versions in the ledger table, in the order they were written."""
-        found = await ns.sql(self.name, "SELECT to_regclass('ledger') IS NOT NULL AS there")
-        if not found[0]["there"]:
-            return []
         return [
             r["version"] for r in await ns.sql(self.name, "SELECT version FROM ledger ORDER BY n")
         ]
@@ -315,6 +317,51 @@ async def case_events_of_one_key_are_handled_in_order_on_its_partition(ns: Names
         assert [c[1] for c in mine] == versions  # each once, in order
         assert {c[2] for c in mine} == {partition_for(k.encode(), partitions)}
         assert [c[3] for c in mine] == sorted(c[3] for c in mine)
+
+
+@case()
+async def case_two_instances_share_the_partitions_and_hand_over_when_one_leaves(
+    ns: Namespace,
+) -> None:
+    """Two instances in one consumer group split the topic's partitions; when one stops,
+    the other takes its partitions up from the committed offsets: every event handled once,
+    none lost, across both rebalances."""
+    ledger = Ledger(keys=12)
+    before = [packaged(k, "1.0.0") for k in ledger.keys]
+    after = [packaged(k, "1.0.1") for k in ledger.keys]
+    partitions = len(await ns.partitions("artifacts"))
+    spread = {partition_for(k.encode(), partitions) for k in ledger.keys}
+    assert len(spread) > 1  # (12 random keys on 3 partitions: all but certain)
+    async with ns.service(ledger.instance("a")) as a:
+        async with ns.service(ledger.instance("b")) as b:
+            assert a.consumer is not None and b.consumer is not None
+            for _ in range(400):  # until the group has dealt the partitions to both
+                if ns.memory is not None:
+                    shares = [
+                        len(c.assignment())
+                        for c in ns.memory.members(ns.settings.group_id(ledger.name))
+                    ]
+                    if len(shares) == 2 and all(shares):
+                        break
+                elif b.consumer.assigned.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            await ns.publish_many(before)
+            await ledger.until(ns, len(before))
+            assert set(ledger.by) == {"a", "b"}, ledger.by  # both had a share
+            theirs = {
+                tag: {c[2] for c, t in zip(ledger.calls, ledger.by, strict=True) if t == tag}
+                for tag in "ab"
+            }
+            assert not theirs["a"] & theirs["b"]  # a partition is one instance's
+        await ns.publish_many(after)  # b has left: a has every partition
+        await ledger.until(ns, len(before) + len(after))
+        await asyncio.sleep(0.5)  # room for a wrong second handling
+    assert sorted((c[0], c[1]) for c in ledger.calls) == sorted(
+        (e.ref().service, e.ref().version) for e in before + after
+    )  # each once
+    assert ledger.by[len(before) :] == ["a"] * len(after)
+    assert sorted(await ledger.rows(ns)) == ["1.0.0"] * len(before) + ["1.0.1"] * len(after)
 
 
 class HangsAtCommit:
