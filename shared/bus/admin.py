@@ -101,10 +101,15 @@ async def delete_namespace_topics(settings: Settings) -> None:
         await admin.close()
 
 
+GROUP_NOT_EMPTY = 68  # Kafka's NON_EMPTY_GROUP
+GROUP_EMPTIES_S = 15.0  # above a consumer's default session timeout (10 s)
+
+
 async def delete_namespace_groups(settings: Settings) -> list[str]:
     """Remove the namespace's consumer groups (``<namespace>.<service>``: their committed
-    offsets), which must have no members left (test clean-up; never the default namespace);
-    the groups removed. Runs as admin."""
+    offsets), once they have no members left (a member of a process that died is waited
+    for until its session times out; test clean-up; never the default namespace); the
+    groups removed. Runs as admin."""
     if settings.namespace == "lockstep":
         raise ValueError("refusing to delete the default namespace's consumer groups")
     settings = settings.as_principal(ADMIN)
@@ -115,12 +120,19 @@ async def delete_namespace_groups(settings: Settings) -> list[str]:
         groups = sorted(
             g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(prefix)
         )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GROUP_EMPTIES_S
         for group in groups:
-            node = await admin.find_coordinator(group)
-            answer = await admin._send_request(DeleteGroupsRequest([group]), node)
-            for name, code in answer.results:
-                if code:
-                    raise for_code(code)(f"could not delete consumer group {name}")
+            while True:
+                node = await admin.find_coordinator(group)
+                answer = await admin._send_request(DeleteGroupsRequest([group]), node)
+                codes = [code for _, code in answer.results if code]
+                if codes == [GROUP_NOT_EMPTY] and loop.time() < deadline:
+                    await asyncio.sleep(0.5)  # a member of a killed process, not yet timed out
+                    continue
+                if codes:
+                    raise for_code(codes[0])(f"could not delete consumer group {group}")
+                break
         return groups
     finally:
         await admin.close()
