@@ -16,6 +16,7 @@ once with 0. What answers but refuses (a wrong password, a failing migration) en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -139,6 +140,7 @@ class RunningService:
         self._companion_tasks: list[asyncio.Task[None]] = []
         self._stop_companions = asyncio.Event()
         self.signing_key: RotatingKey | None = None
+        self.killed = False  # abandoned by ``kill``, as a crash would leave it
 
     async def setup(self) -> None:
         """Connect and migrate; nothing consumed yet. Postgres away (or starting up) is waited
@@ -300,6 +302,28 @@ class RunningService:
             if isinstance(error, NotComingUp):
                 raise error  # it says who refused what
             raise RuntimeError(f"{self.spec.name}: the {name} crashed: {error!r}") from error
+
+    async def kill(self) -> None:
+        """Abandon the service as a crash would, for tests of what happens next: every task
+        is cancelled where it stands, so an open Postgres transaction is rolled back, no
+        offset is committed to Kafka and nothing more leaves the outbox; then its clients
+        and connections are closed without draining (a consumer leaves its group as a dead
+        process's would once the broker noticed). ``stop`` is not to be called after it."""
+        self.killed = True
+        self.stop_requested.set()
+        tasks = self._tasks
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._consuming = self._relaying = self._periodic_task = None
+        self._companion_tasks = []
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self.provider is not None:
+            self.provider.shutdown()
+        if self.pool is not None:
+            self.pool.terminate()
 
     async def wait(self) -> None:
         """Until stop is requested or a component ends (``stop`` then reports a crash)."""

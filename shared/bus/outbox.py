@@ -185,6 +185,12 @@ class OutboxRelay:
         self._recover = True  # look for rows to recover (at start, on a NOTIFY, every poll)
         self._conn: asyncpg.Connection | None = None
         self.published = 0
+        self._sending = 0  # deliveries under way (for ``idle``)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing handed to it waits or is being delivered (tests: ``shared.bus.testing``)."""
+        return not self._queue and not self._sending
 
     # -- what the consumer of the same process uses --
 
@@ -340,9 +346,13 @@ class OutboxRelay:
         set aside with the reason and no longer blocks the rest; anything else is given up to
         the recovery path (its lease released) and the error raised, so the relay backs off
         and tries again. A record resent may be on the topic twice; consumers skip it by id."""
-        results = await self._producer.deliver(
-            rows.records, within_s=self._deliver_within_s, stop=self._stop
-        )
+        self._sending += 1
+        try:
+            results = await self._producer.deliver(
+                rows.records, within_s=self._deliver_within_s, stop=self._stop
+            )
+        finally:
+            self._sending -= 1
         retry_error: BaseException | None = None
         refused: list[tuple[int, str]] = []
         unsent: list[int] = []

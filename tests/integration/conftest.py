@@ -5,7 +5,11 @@ consumer groups and Postgres schemas, and removes them afterwards, and its own k
 services under test sign with them, and ``ns.publish(event, signed_as=ROLE)`` publishes a
 decision signed as the role that makes it (a person's key is the person's the event names).
 Services run as their own Postgres roles (the credentials file `up` wrote); what tests look
-at and clean up, as the administrator."""
+at and clean up, as the administrator.
+
+``new_memory_namespace`` makes the same kind of namespace on the in-memory twin of the broker
+(``shared.bus.memory``) with Postgres still real: the bus suite (tests/integration/bus_suite)
+runs on both, and a handler's test may use it for speed (docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import CDEvent, InvalidEvent, KafkaRecord, decode, short_type, topics
 from events.kafka import SafeFetcher, Unreadable
@@ -33,6 +37,8 @@ from shared.bus.admin import (
     partitions_of,
 )
 from shared.bus.kafka_client import KafkaLoginRefused, kafka_consumer
+from shared.bus.memory import MemoryKafka, MemoryTransport
+from shared.bus.transport import KAFKA, Transport
 from shared.db import drop_namespace_schemas
 from shared.service import RunningService, ServiceSpec
 from shared.settings import Settings
@@ -86,10 +92,37 @@ class Namespace:
     the admin's (set-up, clean-up, and a test's own publishing); the services it runs log in
     as themselves (``RunningService`` uses ``Settings.as_principal``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transport: Transport = KAFKA) -> None:
         self.settings = settings
-        self.log = EventLog(settings)
+        self.transport = transport  # the real broker, or a MemoryTransport (the twin)
+        self.memory: MemoryKafka | None = (
+            transport.kafka if isinstance(transport, MemoryTransport) else None
+        )
+        self.log = EventLog(settings, transport)
         self.keys = KeyStore(settings.key_dir)
+
+    @property
+    def broker(self) -> str:
+        """``memory`` or ``kafka``: which broker this namespace is on."""
+        return "kafka" if self.memory is None else "memory"
+
+    async def partitions(self, logical: str) -> list[TopicPartition]:
+        """The partitions of a topic of the namespace."""
+        if self.memory is not None:
+            return self.memory.partitions(self.topic(logical))
+        return await partitions_of(self.settings, [self.topic(logical)])
+
+    async def committed(self, service: str, tp: TopicPartition) -> int | None:
+        """The offset ``service``'s consumer group has committed on ``tp`` (None: none)."""
+        consumer = self.transport.consumer(
+            self.settings, group_id=self.settings.group_id(service), enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            found = await consumer.committed(tp)
+            return None if found is None else int(found)
+        finally:
+            await consumer.stop()
 
     def signing_key(self, role: str, name: str | None = None) -> SigningKey:
         """The namespace's key of ``role`` (a person's: ``name``'s, made on first use)."""
@@ -110,11 +143,16 @@ class Namespace:
         if signed_as is not None:
             name = claimed_person(event) if signed_as == "person" else None
             key = self.signing_key(signed_as, name)
-        async with Publisher(self.settings, signing_key=key) as publisher:
-            return await publisher.publish(event, traceparent=traceparent)
+        async with Publisher(self.settings, signing_key=key, transport=self.transport) as p:
+            return await p.publish(event, traceparent=traceparent)
+
+    async def publish_many(self, events: list[CDEvent]) -> None:
+        """Publish ``events`` (no decisions) in order, through one producer."""
+        async with Publisher(self.settings, transport=self.transport) as publisher:
+            await publisher.publish_many(events)
 
     async def send_raw(self, records: list[KafkaRecord]) -> None:
-        async with Publisher(self.settings) as publisher:
+        async with Publisher(self.settings, transport=self.transport) as publisher:
             await publisher.send_raw(records)
 
     def topic(self, logical: str) -> str:
@@ -122,9 +160,16 @@ class Namespace:
 
     @asynccontextmanager
     async def service(
-        self, spec: ServiceSpec = ARTIFACTS, *, consume: bool = True, relay: bool = True
+        self,
+        spec: ServiceSpec = ARTIFACTS,
+        *,
+        consume: bool = True,
+        relay: bool = True,
+        transport: Transport | None = None,
     ) -> AsyncIterator[RunningService]:
-        running = RunningService(spec, self.settings)
+        """``spec`` running on the namespace's broker (or ``transport``), stopped on leaving
+        unless the test killed it (``RunningService.kill``) first."""
+        running = RunningService(spec, self.settings, transport=transport or self.transport)
         await running.setup()
         running.start(consume=consume, relay=relay)
         try:
@@ -133,7 +178,8 @@ class Namespace:
                 await asyncio.wait_for(running.consumer.assigned.wait(), 30)
             yield running
         finally:
-            await running.stop()
+            if not running.killed:
+                await running.stop()
 
     @asynccontextmanager
     async def connect(self, service: str) -> AsyncIterator[asyncpg.Connection]:
@@ -157,8 +203,9 @@ class EventLog:
     that no record stops: a position the Kafka client cannot decode is kept in ``unreadable``
     (and the reading goes on past it)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transport: Transport = KAFKA) -> None:
         self._settings = settings
+        self._transport = transport
         self.records: list[KafkaRecord] = []
         self.unreadable: list[Unreadable] = []
         self._changed = asyncio.Condition()
@@ -166,7 +213,7 @@ class EventLog:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        consumer = self._consumer = kafka_consumer(
+        consumer = self._consumer = self._transport.consumer(
             self._settings,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -174,7 +221,14 @@ class EventLog:
         )
         try:
             await consumer.start()
-            partitions = await partitions_of(self._settings, self._settings.all_topics())
+            if isinstance(self._transport, MemoryTransport):
+                partitions = [
+                    tp
+                    for t in self._settings.all_topics()
+                    for tp in self._transport.kafka.partitions(t)
+                ]
+            else:
+                partitions = await partitions_of(self._settings, self._settings.all_topics())
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         except BaseException:
@@ -239,6 +293,23 @@ class EventLog:
 NamespaceFactory = Callable[..., Awaitable[Namespace]]
 
 
+def _test_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> Settings:
+    name = "it_" + uuid.uuid4().hex[:10]
+    defaults: dict[str, Any] = {
+        "kafka_principal": "admin",  # set-up, and the tests' own services; real ones: theirs
+        "topic_partitions": 3,
+        "max_event_bytes": 64 * 1024,
+        "retry_backoff_s": 0.05,
+        "relay_poll_s": 0.5,
+    }
+    return Settings(
+        namespace=name,
+        trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
+        key_dir=tmp_path_factory.mktemp(f"keys-{name}"),
+        **(defaults | overrides),
+    )
+
+
 @pytest.fixture(scope="session")
 async def new_namespace(
     tmp_path_factory: pytest.TempPathFactory,
@@ -246,20 +317,7 @@ async def new_namespace(
     created: list[Namespace] = []
 
     async def make(**overrides: Any) -> Namespace:
-        name = "it_" + uuid.uuid4().hex[:10]
-        defaults: dict[str, Any] = {
-            "kafka_principal": "admin",  # set-up, and the tests' own services; real: theirs
-            "topic_partitions": 3,
-            "max_event_bytes": 64 * 1024,
-            "retry_backoff_s": 0.05,
-            "relay_poll_s": 0.5,
-        }
-        settings = Settings(
-            namespace=name,
-            trace_dir=tmp_path_factory.mktemp(f"traces-{name}"),
-            key_dir=tmp_path_factory.mktemp(f"keys-{name}"),
-            **(defaults | overrides),
-        )
+        settings = _test_settings(tmp_path_factory, **overrides)
         if not created:
             await _require_servers(settings)
         await ensure_topics(settings)
@@ -275,6 +333,30 @@ async def new_namespace(
         await delete_namespace_topics(ns.settings)
         await delete_namespace_groups(ns.settings)
         # as the administrator (pg_dsn), a member of every service's role: whoever owns them
+        await drop_namespace_schemas(ns.settings)
+
+
+@pytest.fixture(scope="session")
+async def new_memory_namespace(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[NamespaceFactory]:
+    """As ``new_namespace``, on a broker twin of its own (``shared.bus.memory``): nothing
+    reaches Kafka; Postgres is the real one (the namespace's schemas dropped after)."""
+    created: list[Namespace] = []
+
+    async def make(**overrides: Any) -> Namespace:
+        settings = _test_settings(tmp_path_factory, **overrides)
+        transport = MemoryTransport(MemoryKafka(default_partitions=settings.topic_partitions))
+        transport.kafka.ensure_topics(settings)
+        KeyStore(settings.key_dir).init("alice")
+        ns = Namespace(settings, transport)
+        await ns.log.start()
+        created.append(ns)
+        return ns
+
+    yield make
+    for ns in created:
+        await ns.log.stop()
         await drop_namespace_schemas(ns.settings)
 
 
