@@ -203,49 +203,16 @@ class _ExplainsRefusal:
             log.debug("a client whose start was cancelled did not close cleanly: %r", exc)
 
 
-# When a closed client is looked at again for connections that landed after its close.
-STRAGGLER_CHECKS_S = (0.05, 0.5, 2.0)
-
-
-def close_stragglers(client: Any) -> None:
-    """Close, now and a few times shortly after, any connection still in a closed client's
-    table. aiokafka's close closes the connections the client has at that moment; one whose
-    connect was under way then (a request task that outlives the close) lands in the table
-    afterwards, open, and is only found by the garbage collector at the process's end."""
-
-    def sweep() -> None:
-        for conn in list(getattr(client, "_conns", {}).values()):
-            if conn.connected():
-                conn.close()
-
-    sweep()
-    loop = asyncio.get_running_loop()
-    for delay in STRAGGLER_CHECKS_S:
-        loop.call_later(delay, sweep)
-
-
 class LockstepProducer(_ExplainsRefusal, AIOKafkaProducer):  # type: ignore[misc]
-    async def stop(self) -> None:
-        try:
-            await super().stop()
-        finally:
-            close_stragglers(self.client)
+    pass
 
 
 class LockstepConsumer(_ExplainsRefusal, AIOKafkaConsumer):  # type: ignore[misc]
-    async def stop(self) -> None:
-        try:
-            await super().stop()
-        finally:
-            close_stragglers(self._client)
+    pass
 
 
 class LockstepAdminClient(_ExplainsRefusal, AIOKafkaAdminClient):  # type: ignore[misc]
-    async def close(self) -> None:
-        try:
-            await super().close()
-        finally:
-            close_stragglers(self._client)
+    pass
 
 
 def kafka_producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
