@@ -73,6 +73,31 @@ def run_all_env(ns: Namespace) -> dict[str, str]:
     }
 
 
+def start_supervisor(
+    argv: list[str], env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """`lockstep run …` as its own process group (nothing of it outlives the test), its
+    stderr in ``log_path``."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-P", "-m", "cli", *argv],
+            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+async def sigterm(parent: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, and the exit code once it has drained (within 90 s)."""
+    parent.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(parent.wait, 90)
+
+
+def kill_group_if_alive(parent: subprocess.Popen[bytes]) -> None:
+    if parent.poll() is None:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(30)
+
+
 async def a_build_is_published(ns: Namespace, label: str) -> None:
     """A build packaged now is published (by whichever artifacts service runs)."""
     name = f"{label}-{ns.settings.namespace[-6:]}"
@@ -98,12 +123,7 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
     ns = await new_namespace()
     env = run_all_env(ns)
     log_path = tmp_path / "run-all.log"
-    with log_path.open("wb") as log_file:
-        parent = subprocess.Popen(
-            [sys.executable, "-P", "-m", "cli", "run", "all"],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
-            start_new_session=True,  # its own group: nothing of it outlives the test
-        )  # fmt: skip
+    parent = start_supervisor(["run", "all"], env, log_path)
     seen: set[int] = set()
 
     def log() -> str:
@@ -146,12 +166,9 @@ async def test_run_all_restarts_a_killed_service_and_stops_every_one_on_sigterm(
         await a_build_is_published(ns, "restarted")
         seen.update(children_of(parent.pid).values())
 
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(parent.wait, 90)
+        code = await sigterm(parent)
     finally:
-        if parent.poll() is None:
-            os.killpg(parent.pid, signal.SIGKILL)
-            parent.wait(30)
+        kill_group_if_alive(parent)
     assert code == 0, log()[-3000:]
     assert [pid for pid in seen if alive(pid)] == []  # every child gone, none left behind
 
@@ -165,12 +182,7 @@ async def test_run_all_together_runs_every_service_in_one_process_as_its_own_gro
     drains it and the command exits 0."""
     ns = await new_namespace()
     log_path = tmp_path / "run-all-together.log"
-    with log_path.open("wb") as log_file:
-        parent = subprocess.Popen(
-            [sys.executable, "-P", "-m", "cli", "run", "all", "--together"],
-            env=run_all_env(ns), cwd=REPO, stdout=subprocess.DEVNULL, stderr=log_file,
-            start_new_session=True,
-        )  # fmt: skip
+    parent = start_supervisor(["run", "all", "--together"], run_all_env(ns), log_path)
     together = ", ".join(SERVICES)
 
     def the_one_child() -> int | None:
@@ -205,11 +217,8 @@ async def test_run_all_together_runs_every_service_in_one_process_as_its_own_gro
         assert f"services {together} restarted (pid {second}, restart 1)" in said
         await a_build_is_published(ns, "together-again")
 
-        parent.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(parent.wait, 90)
+        code = await sigterm(parent)
     finally:
-        if parent.poll() is None:
-            os.killpg(parent.pid, signal.SIGKILL)
-            parent.wait(30)
+        kill_group_if_alive(parent)
     assert code == 0, log_path.read_text(errors="replace")[-3000:]
     assert [pid for pid in seen if alive(pid)] == []
