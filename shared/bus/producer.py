@@ -274,17 +274,18 @@ class ReliableProducer:
                         wait_s,
                     )  # fmt: skip
                 for i in pending:
-                    results[i] = exc
+                    if not (_ran_out(exc, True) and _met(results[i])):
+                        results[i] = exc
                 await _sleep(wait_s, stop)
                 backoff = min(backoff * 2, self._backoff_s[1])
                 continue
-            outcome = await self._send_round(
-                [records[i] for i in pending], wait_s=min(self._stall_s, left)
-            )
+            wait_s = min(self._stall_s, left)
+            outcome = await self._send_round([records[i] for i in pending], wait_s=wait_s)
             still: list[int] = []
             fresh_needed = False
             for i, error in zip(pending, outcome, strict=True):
-                results[i] = error
+                if not (_ran_out(error, wait_s < self._stall_s) and _met(results[i])):
+                    results[i] = error
                 if error is None:
                     continue
                 fault = classify(error)
@@ -377,6 +378,18 @@ class ReliableProducer:
             if part is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(part.close(), self._close_s)
+
+
+def _ran_out(error: BaseException | None, cut_short: bool) -> bool:
+    """A round cut short by the deadline that got no answer says only that time ran out: it
+    does not replace the error the record met before (``deliver`` reports the last one met)."""
+    return cut_short and isinstance(error, TimeoutError)
+
+
+def _met(error: BaseException | None) -> bool:
+    """An error the record met (the broker's, the connection's), not our own time limit
+    (aiokafka's errors are no ``TimeoutError``; ``NotAcknowledged`` and ``wait_for``'s are)."""
+    return error is not None and not isinstance(error, TimeoutError)
 
 
 def _forget(future: asyncio.Future[Any]) -> None:

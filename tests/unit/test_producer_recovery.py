@@ -135,6 +135,18 @@ def always(answer: Answer) -> Script:
     return lambda _: answer
 
 
+def first(n: int, answer: Answer, then: Answer) -> Script:
+    """Answers ``answer`` to the first ``n`` sends, then ``then`` to every one after."""
+    count = 0
+
+    def script(_: bytes) -> Answer:
+        nonlocal count
+        count += 1
+        return answer if count <= n else then
+
+    return script
+
+
 def after(n: int, then: Answer) -> Script:
     """Acknowledges the first ``n`` sends, then answers ``then`` to every one after."""
     count = 0
@@ -288,9 +300,26 @@ async def test_a_broker_that_is_not_up_yet_is_waited_for() -> None:
 
 async def test_a_broker_away_for_good_ends_in_the_last_error_after_the_deadline() -> None:
     kafka = FakeKafka(always(KafkaConnectionError("Connection refused")))
-    results = await kafka.reliable().deliver(records(2), within_s=0.2)
+    results = await kafka.reliable().deliver(records(2), within_s=0.5)
     assert all(isinstance(r, KafkaConnectionError) for r in results)
     assert kafka.topic == []
+
+
+async def test_a_round_the_deadline_cuts_short_does_not_hide_the_error_met_before_it() -> None:
+    # The connection is refused, then the resend gets no answer before the time is up: that
+    # last round says only that time ran out, so the caller hears the refusal.
+    kafka = FakeKafka(first(2, KafkaConnectionError("Connection refused"), HANG))
+    results = await kafka.reliable().deliver(records(2), within_s=0.5)
+    assert all(isinstance(r, KafkaConnectionError) for r in results), results
+    assert len(kafka.producers[0].sent) == 4  # refused once each, then sent into the silence
+
+
+async def test_a_broker_that_stops_answering_for_a_whole_stall_is_reported_unacknowledged() -> None:
+    # Refused, then silent for a stall's full length: that silence is news, and the caller
+    # hears it (the broker may or may not have the records).
+    kafka = FakeKafka(first(2, KafkaConnectionError("Connection refused"), HANG))
+    results = await kafka.reliable(stall_s=0.05).deliver(records(2), within_s=1.0)
+    assert all(isinstance(r, NotAcknowledged) for r in results), results
 
 
 # -- the publisher: what the caller is told -------------------------------------------------------
