@@ -12,6 +12,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import asyncpg
@@ -183,6 +184,21 @@ def test_where_postgres_is_names_no_password() -> None:
     )
 
 
+async def reached(condition: Callable[[], bool], while_running: asyncio.Task[Any]) -> None:
+    """Wait (bounded) until ``condition`` holds, however slow the machine; the task under test
+    must not end meanwhile."""
+
+    async def poll() -> None:
+        while not condition():
+            assert not while_running.done(), (
+                while_running.exception() if while_running.done() else None
+            )
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), 30)
+    assert not while_running.done(), while_running.exception() if while_running.done() else None
+
+
 class RefusingPools:
     """``create_service_pool`` with Postgres away: refused, and counted."""
 
@@ -201,9 +217,7 @@ async def test_a_service_waits_for_postgres_and_ends_unset_when_told_to_stop(
     monkeypatch.setattr(shared.service, "create_service_pool", pools)
     service = RunningService(SPEC, SETTINGS)
     setting_up = asyncio.create_task(service.setup())
-    await asyncio.sleep(0.7)  # tries at 0 s and 0.5 s
-    assert not setting_up.done()
-    assert pools.tries == 2
+    await reached(lambda: pools.tries == 2, setting_up)  # tries at 0 s and 0.5 s, the next at 1.5 s
     service.stop_requested.set()
     await asyncio.wait_for(setting_up, 1)
     assert not service.ready
@@ -213,13 +227,13 @@ async def test_a_service_waits_for_postgres_and_ends_unset_when_told_to_stop(
 async def test_serve_under_sigterm_while_waiting_for_postgres_returns_cleanly(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(shared.service, "create_service_pool", RefusingPools())
+    pools = RefusingPools()
+    monkeypatch.setattr(shared.service, "create_service_pool", pools)
     loop = asyncio.get_running_loop()
     serving = asyncio.create_task(serve(SPEC, SETTINGS))
     try:
         with caplog.at_level(logging.INFO, logger="shared.service"):
-            await asyncio.sleep(0.3)
-            assert not serving.done()
+            await reached(lambda: pools.tries == 1, serving)
             os.kill(os.getpid(), signal.SIGTERM)
             await asyncio.wait_for(serving, 2)
     finally:
@@ -265,10 +279,9 @@ async def test_the_consumer_waits_for_kafka_and_leaves_no_consumer_open(
     stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="shared.bus.consumer"):
         running = asyncio.create_task(consumer.run(stop))
-        await asyncio.sleep(0.7)
-        assert not running.done()
+        await reached(lambda: len(FakeKafkaConsumer.made) == 2, running)  # at 0 s and 0.5 s
         stop.set()
-        await asyncio.wait_for(running, 1)
+        await asyncio.wait_for(running, 5)
     assert len(FakeKafkaConsumer.made) == 2
     assert all(c.stopped for c in FakeKafkaConsumer.made)
     assert caplog.records[0].getMessage() == (
@@ -327,10 +340,9 @@ async def test_flag_reloads_survive_a_connection_lost_mid_transaction(
     stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="services.flags.live"):
         running = asyncio.create_task(live.run(stop))
-        await asyncio.sleep(0.3)
-        assert not running.done(), running.exception() if running.done() else None
+        await reached(lambda: pool.tries >= 3 and len(listeners) >= 3, running)
         stop.set()
-        await asyncio.wait_for(running, 1)
+        await asyncio.wait_for(running, 5)
     assert pool.tries >= 3
     assert "could not check flag revisions: InterfaceError" in caplog.records[0].getMessage()
     assert len(listeners) >= 3 and all(listener.closed for listener in listeners)
