@@ -163,7 +163,7 @@ CANCELLED_START_S = 5.0  # how long a cancelled start may go on so that it can b
 
 class _ExplainsRefusal:
     """A client whose start says why the broker refused it (see the module's docstring), and
-    whose start can be cancelled without leaking a socket.
+    whose start can fail or be cancelled without leaking a socket.
 
     aiokafka's bootstrap holds its first connection in a local variable until the broker's
     metadata answer is in: a start cancelled then (a shutdown, a timeout) leaves that
@@ -183,6 +183,12 @@ class _ExplainsRefusal:
                 starting.cancel()
             elif not starting.cancelled():
                 starting.exception()  # retrieved: the caller was cancelled, not told this
+            await self._close_quietly()
+            raise
+        except BaseException:
+            # A start that failed after its bootstrap (no access to a topic, a version check,
+            # a producer id refused) holds the connections it made, and aiokafka's metadata
+            # task goes on using them: closed here, whoever the caller is.
             await self._close_quietly()
             raise
 

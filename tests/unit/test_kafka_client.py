@@ -6,9 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import TopicAuthorizationFailedError
 from pydantic import SecretStr
 
-from shared.bus.kafka_client import KafkaLoginRefused, WriteNotAllowed, client_security
+from shared.bus.kafka_client import (
+    KafkaLoginRefused,
+    WriteNotAllowed,
+    _ExplainsRefusal,
+    client_security,
+)
 from shared.bus.producer import Fault, classify, kafka_is_transient
 from shared.settings import Settings
 
@@ -65,3 +71,29 @@ def test_a_refused_login_is_not_waited_on_and_a_refused_write_is_the_record_s_fa
     assert not kafka_is_transient(refused)
     assert str(refused) == "Kafka at k:9092 refused user 'ci'"  # one line, no class name
     assert classify(WriteNotAllowed("may not write")) is Fault.RECORD
+
+
+class HalfStarted:
+    """An aiokafka client whose start fails after it has connected (the bootstrap done, then
+    a topic it may not read)."""
+
+    def __init__(self) -> None:
+        self.open_connections = 0
+
+    async def start(self) -> None:
+        self.open_connections = 1
+        raise TopicAuthorizationFailedError("lockstep.gates")
+
+    async def stop(self) -> None:
+        self.open_connections = 0
+
+
+class Client(_ExplainsRefusal, HalfStarted):
+    _lockstep_settings = Settings()
+
+
+async def test_a_client_whose_start_fails_is_closed_before_the_caller_hears_why() -> None:
+    client = Client()
+    with pytest.raises(TopicAuthorizationFailedError):
+        await client.start()
+    assert client.open_connections == 0
