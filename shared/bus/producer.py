@@ -201,17 +201,22 @@ class ReliableProducer:
         self._close_s = close_s
         self._backoff_s = backoff_s
         self._producer: Any = None
+        self._starting = asyncio.Lock()
         self.resets = 0  # how many times a producer was replaced (for logs and tests)
 
     async def start(self) -> None:
-        if self._producer is None:
-            producer = self._factory()
-            try:
-                await producer.start()
-            except BaseException:
-                await self._close(producer)  # a producer that failed to start holds sockets
-                raise
-            self._producer = producer
+        # One start at a time: deliveries that begin together (a relay's and its consumer's
+        # hand-off) share the producer the first one starts; a second started beside it
+        # would be replaced unstopped, its sockets open for as long as the process lives.
+        async with self._starting:
+            if self._producer is None:
+                producer = self._factory()
+                try:
+                    await producer.start()
+                except BaseException:
+                    await self._close(producer)  # a producer that failed to start holds sockets
+                    raise
+                self._producer = producer
 
     async def stop(self) -> None:
         """Flush and close, within a bounded time (a broker that is away is not waited for:

@@ -66,6 +66,7 @@ class FakeProducer:
         self.client = self  # where aiokafka keeps its connections (closed without flushing)
 
     async def start(self) -> None:
+        await asyncio.sleep(self.kafka.start_s)  # the bootstrap's round trips
         if self.kafka.start_failures:
             self.kafka.start_failures -= 1
             raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
@@ -106,9 +107,14 @@ class FakeProducer:
 
 class FakeKafka:
     def __init__(
-        self, *scripts: Script, start_failures: int = 0, stop_hangs: tuple[int, ...] = ()
+        self,
+        *scripts: Script,
+        start_failures: int = 0,
+        stop_hangs: tuple[int, ...] = (),
+        start_s: float = 0.0,
     ) -> None:
         self.stop_hangs = stop_hangs
+        self.start_s = start_s
         self.scripts = scripts or (lambda _: ACK,)
         self.producers: list[FakeProducer] = []
         self.topic: list[bytes] = []
@@ -247,16 +253,28 @@ async def test_a_retriable_error_is_retried_with_the_same_producer() -> None:
     assert len(kafka.producers) == 1 and producer.resets == 0
 
 
+async def test_deliveries_that_start_the_producer_at_once_share_one() -> None:
+    # A service's relay and its consumer's hand-off both deliver: while the first start is
+    # still bootstrapping, a second must wait for it, not start a producer nobody will stop.
+    kafka = FakeKafka(start_s=0.05)
+    producer = kafka.reliable()
+    done = await asyncio.gather(*(producer.deliver(records(1), within_s=30) for _ in range(3)))
+    assert done == [[None]] * 3
+    assert len(kafka.producers) == 1
+    await producer.stop()
+    assert kafka.producers[0].stopped
+
+
 async def test_a_send_with_no_answer_is_given_up_on_and_resent_with_a_fresh_producer() -> None:
     kafka = FakeKafka(always(HANG), always(ACK))
-    producer = kafka.reliable(stall_s=0.05)
+    producer = kafka.reliable(stall_s=0.5)  # long enough to queue two on a loaded machine
     assert await producer.deliver(records(2), within_s=30) == [None, None]
     assert len(kafka.producers) == 2
 
 
 async def test_an_old_producer_that_cannot_flush_is_closed_without_it() -> None:
     kafka = FakeKafka(always(HANG), always(ACK), stop_hangs=(0,))
-    producer = kafka.reliable(stall_s=0.05, close_s=0.05)
+    producer = kafka.reliable(stall_s=0.5, close_s=0.05)
     assert await producer.deliver(records(2), within_s=30) == [None, None]
     assert kafka.producers[0].force_closed  # its sockets closed all the same
     assert not kafka.producers[1].force_closed
