@@ -225,12 +225,15 @@ class ReliableProducer:
             producer, self._producer = self._producer, None
             await self._close(producer)
 
-    async def reset(self) -> None:
-        """Drop the producer (it may be wedged); the next send starts a fresh one."""
+    async def reset(self, failed: Any = None) -> None:
+        """Drop the producer (it may be wedged); the next send starts a fresh one. With
+        ``failed``, only if that is still the producer in use: another delivery may have
+        replaced it already, and the fresh one it started is not to be dropped."""
+        if failed is not None and self._producer is not failed:
+            return
         self.resets += 1
         with contextlib.suppress(Exception):  # a broken producer may fail to close
-            await self.stop()
-        self._producer = None
+            await self.stop()  # it lets go of the producer before closing it
 
     async def deliver(
         self,
@@ -285,6 +288,7 @@ class ReliableProducer:
                 backoff = min(backoff * 2, self._backoff_s[1])
                 continue
             wait_s = min(self._stall_s, left)
+            used = self._producer
             outcome = await self._send_round([records[i] for i in pending], wait_s=wait_s)
             still: list[int] = []
             fresh_needed = False
@@ -310,7 +314,7 @@ class ReliableProducer:
                 backoff = self._backoff_s[0]  # progress: the broker is answering
             pending = still
             if fresh_needed:
-                await self.reset()
+                await self.reset(used)
             await _sleep(min(backoff, max(0.0, deadline - loop.time())), stop)
             backoff = min(backoff * 2, self._backoff_s[1])
         return results

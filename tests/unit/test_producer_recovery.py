@@ -265,6 +265,24 @@ async def test_deliveries_that_start_the_producer_at_once_share_one() -> None:
     assert kafka.producers[0].stopped
 
 
+async def test_a_producer_started_while_another_delivery_resets_is_not_dropped_unstopped() -> None:
+    # Delivery A finds its producer wedged and closes it (slowly: it cannot flush); delivery B,
+    # meanwhile, starts a fresh one and uses it. A's reset must not then drop B's producer:
+    # dropped, it would run on unstopped, its sockets open for the process's life.
+    kafka = FakeKafka(always(HANG), always(ACK), stop_hangs=(0,))
+    producer = kafka.reliable(stall_s=0.05, close_s=0.3)
+
+    async def later() -> list[BaseException | None]:
+        await asyncio.sleep(0.15)  # while A is closing the wedged producer
+        return await producer.deliver(records(1), within_s=30)
+
+    a, b = await asyncio.gather(producer.deliver(records(2), within_s=30), later())
+    assert (a, b) == ([None, None], [None])
+    await producer.stop()
+    assert len(kafka.producers) == 2  # A went on with the producer B started
+    assert all(p.stopped for p in kafka.producers)
+
+
 async def test_a_send_with_no_answer_is_given_up_on_and_resent_with_a_fresh_producer() -> None:
     kafka = FakeKafka(always(HANG), always(ACK))
     producer = kafka.reliable(stall_s=0.5)  # long enough to queue two on a loaded machine
