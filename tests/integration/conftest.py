@@ -310,6 +310,36 @@ def _test_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -
     )
 
 
+# Every namespace of the session, in the order made (both factories'): a test's own stop
+# reading at its end (``_a_tests_namespaces_stop_reading``), and all go at the session's end.
+_made: list[Namespace] = []
+_CLEAN_UP_AT_ONCE = 8  # namespaces removed concurrently at the session's end
+
+
+@pytest.fixture(autouse=True)
+async def _a_tests_namespaces_stop_reading() -> AsyncIterator[None]:
+    """The namespaces a test made (not those its module or session share: those are made
+    before it starts) stop reading their topics when it ends; otherwise each one's event log
+    goes on polling the broker until the session ends, and the suite slows as they pile up."""
+    first = len(_made)
+    yield
+    for ns in _made[first:]:
+        await ns.log.stop()
+
+
+async def _remove_all(
+    made: list[Namespace], remove: Callable[[Namespace], Awaitable[None]]
+) -> None:
+    room = asyncio.Semaphore(_CLEAN_UP_AT_ONCE)
+
+    async def one(ns: Namespace) -> None:
+        async with room:
+            await ns.log.stop()
+            await remove(ns)
+
+    await asyncio.gather(*(one(ns) for ns in made))
+
+
 @pytest.fixture(scope="session")
 async def new_namespace(
     tmp_path_factory: pytest.TempPathFactory,
@@ -325,15 +355,17 @@ async def new_namespace(
         ns = Namespace(settings)
         await ns.log.start()
         created.append(ns)
+        _made.append(ns)
         return ns
 
-    yield make
-    for ns in created:
-        await ns.log.stop()
+    async def remove(ns: Namespace) -> None:
         await delete_namespace_topics(ns.settings)
         await delete_namespace_groups(ns.settings)
         # as the administrator (pg_dsn), a member of every service's role: whoever owns them
         await drop_namespace_schemas(ns.settings)
+
+    yield make
+    await _remove_all(created, remove)
 
 
 @pytest.fixture(scope="session")
@@ -352,12 +384,14 @@ async def new_memory_namespace(
         ns = Namespace(settings, transport)
         await ns.log.start()
         created.append(ns)
+        _made.append(ns)
         return ns
 
-    yield make
-    for ns in created:
-        await ns.log.stop()
+    async def remove(ns: Namespace) -> None:
         await drop_namespace_schemas(ns.settings)
+
+    yield make
+    await _remove_all(created, remove)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,14 @@ from tests.integration.conftest import Namespace, NamespaceFactory
 pytestmark = pytest.mark.integration
 
 BROKERS = ("memory", "kafka")
-_shared: dict[str, Namespace] = {}
+
+
+@pytest.fixture(scope="module")
+async def shared(
+    new_namespace: NamespaceFactory, new_memory_namespace: NamespaceFactory
+) -> dict[str, Namespace]:
+    """A namespace per broker for the cases that need no settings of their own."""
+    return {"memory": await new_memory_namespace(), "kafka": await new_namespace()}
 
 
 @pytest.mark.parametrize("broker", BROKERS)
@@ -22,13 +29,9 @@ async def test_bus(
     broker: str,
     new_namespace: NamespaceFactory,
     new_memory_namespace: NamespaceFactory,
+    shared: dict[str, Namespace],
 ) -> None:
     make = new_memory_namespace if broker == "memory" else new_namespace
-    if name in OVERRIDES:
-        ns = await make(**OVERRIDES[name])
-    else:  # cases that need no settings of their own share a namespace per broker
-        if broker not in _shared:
-            _shared[broker] = await make()
-        ns = _shared[broker]
+    ns = await make(**OVERRIDES[name]) if name in OVERRIDES else shared[broker]
     assert ns.broker == broker
     await CASES[name](ns)
