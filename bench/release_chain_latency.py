@@ -55,7 +55,6 @@ from harness.cpu import cpu_figures, cpu_sample
 from harness.floor import Floor
 from harness.latency import LatencyBench, run_latency_bench
 from harness.load import (
-    KEEP_UP_P99_MS,
     KEEP_UP_SHARE,
     Item,
     Phase,
@@ -351,11 +350,12 @@ class ChainBench(LatencyBench):
                     args.steps,
                     lambda rate: phase_at(rate, args.step_warmup, args.step_seconds),
                     lambda rate: f"lockstep: {rate:g}/s for {args.step_seconds:g}s",
+                    args.p99_limit_ms,
                 )
                 out |= find_max_summary(
                     steps,
                     f"approved/s >= {KEEP_UP_SHARE:.0%} of offered, "
-                    f"p99 < {KEEP_UP_P99_MS:g} ms, nothing lost",
+                    f"p99 < {args.p99_limit_ms:g} ms, nothing lost",
                 )
             else:
                 say(f"lockstep: {args.rate:g}/s for {args.seconds:g}s (+{args.warmup:g}s)")
@@ -505,8 +505,7 @@ def table(result: dict[str, Any]) -> str:
         lines += grid((*head, "keeps up"), rows)
         lines += [
             "",
-            f"sustained releases/s before p99 exceeds 100 ms: {fm['sustained_releases_per_s']:g}"
-            f"  ({fm['criterion']})",
+            f"sustained releases/s: {fm['sustained_releases_per_s']:g}  ({fm['criterion']})",
             f"highest approved/s in any step: {fm['max_registered_per_s']:g}",
         ]
         figs = fm["steps"]
@@ -605,6 +604,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--step-seconds", type=float, default=10.0, help="--find-max: per step (10)")
     p.add_argument("--step-warmup", type=float, default=2.0, help="--find-max: warm-up (2)")
+    p.add_argument(
+        "--p99-limit-ms",
+        type=float,
+        default=1000.0,
+        help="--find-max: a step keeps up while its p99 is under this (1000: issue 12's 1 s)",
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="straggler wait (30)")
     p.add_argument("--timeout", type=float, default=600.0, help="overall limit, seconds (600)")
     p.add_argument("--keep-temp", action="store_true", help="keep service logs and spans")

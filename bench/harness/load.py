@@ -178,9 +178,10 @@ async def step_up(
     rates: Sequence[float],
     run_step: Callable[[float], Awaitable[dict[str, Any]]],
     announce: Callable[[float], str],
+    p99_limit_ms: float = KEEP_UP_P99_MS,
 ) -> list[dict[str, Any]]:
     """``--find-max``: one phase per rate, going on while throughput keeps up (even after p99
-    has gone over), stopping at the first step where it falls behind."""
+    has gone over ``p99_limit_ms``), stopping at the first step where it falls behind."""
     steps: list[dict[str, Any]] = []
     for rate in rates:
         say(announce(rate))
@@ -190,7 +191,7 @@ async def step_up(
             and f["send_errors"] == 0
             and f["throughput_per_s"] >= KEEP_UP_SHARE * rate
         )
-        f["keeps_up"] = f["throughput_kept"] and f["latency_ms"]["p99"] < KEEP_UP_P99_MS
+        f["keeps_up"] = f["throughput_kept"] and f["latency_ms"]["p99"] < p99_limit_ms
         steps.append(f)
         say(step_line(f))
         if not f["throughput_kept"]:
