@@ -366,7 +366,8 @@ class ReliableProducer:
 
     async def _close(self, producer: Any) -> None:
         """Stop a producer; one that cannot flush in time (a broker away, a wedged sender) is
-        closed without flushing."""
+        closed without flushing, and so is one whose stop is cancelled (a drain's time limit,
+        a kill): it is let go of either way, and what is let go of must hold no socket."""
         try:
             await asyncio.wait_for(producer.stop(), self._close_s)
             return
@@ -375,10 +376,19 @@ class ReliableProducer:
                 "producer %s did not flush within %.0fs; closed without it",
                 self._client_id, self._close_s,
             )  # fmt: skip
+        except asyncio.CancelledError:
+            # Closed in a task of its own, which a second cancellation does not stop.
+            closing = asyncio.ensure_future(self._close_unflushed(producer))
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(closing)
+            raise
         except Exception as exc:
             log.warning("producer %s failed to stop cleanly: %r", self._client_id, exc)
-        # What stop() did not get to. These are aiokafka's internals (0.14): fail what is
-        # still queued so that nothing waits on it, end the sender task, close the sockets.
+        await self._close_unflushed(producer)
+
+    async def _close_unflushed(self, producer: Any) -> None:
+        """What stop() did not get to. These are aiokafka's internals (0.14): fail what is
+        still queued so that nothing waits on it, end the sender task, close the sockets."""
         accumulator = getattr(producer, "_message_accumulator", None)
         if accumulator is not None:
             with contextlib.suppress(Exception):

@@ -74,6 +74,7 @@ class FakeProducer:
 
     async def stop(self) -> None:
         self.stopped = True
+        self.kafka.stopping.set()
         if self.stop_hangs:
             await asyncio.Event().wait()  # flushing to a broker that is away
 
@@ -115,6 +116,7 @@ class FakeKafka:
     ) -> None:
         self.stop_hangs = stop_hangs
         self.start_s = start_s
+        self.stopping = asyncio.Event()  # a producer's stop has begun
         self.scripts = scripts or (lambda _: ACK,)
         self.producers: list[FakeProducer] = []
         self.topic: list[bytes] = []
@@ -270,10 +272,10 @@ async def test_a_producer_started_while_another_delivery_resets_is_not_dropped_u
     # meanwhile, starts a fresh one and uses it. A's reset must not then drop B's producer:
     # dropped, it would run on unstopped, its sockets open for the process's life.
     kafka = FakeKafka(always(HANG), always(ACK), stop_hangs=(0,))
-    producer = kafka.reliable(stall_s=0.05, close_s=0.3)
+    producer = kafka.reliable(stall_s=0.05, close_s=1.0)
 
     async def later() -> list[BaseException | None]:
-        await asyncio.sleep(0.15)  # while A is closing the wedged producer
+        await kafka.stopping.wait()  # A is closing the wedged producer
         return await producer.deliver(records(1), within_s=30)
 
     a, b = await asyncio.gather(producer.deliver(records(2), within_s=30), later())
@@ -281,6 +283,20 @@ async def test_a_producer_started_while_another_delivery_resets_is_not_dropped_u
     await producer.stop()
     assert len(kafka.producers) == 2  # A went on with the producer B started
     assert all(p.stopped for p in kafka.producers)
+
+
+async def test_a_close_cut_short_by_a_cancellation_still_closes_the_sockets() -> None:
+    # A relay's final drain runs under a time limit, and a kill cancels it: a producer whose
+    # flush is cancelled half-way is let go of all the same, so its sockets must be closed.
+    kafka = FakeKafka(always(ACK), stop_hangs=(0,))
+    producer = kafka.reliable(close_s=30.0)
+    assert await producer.deliver(records(1), within_s=30) == [None]
+    stopping = asyncio.create_task(producer.stop())
+    await kafka.stopping.wait()  # inside the flush that does not end
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert kafka.producers[0].force_closed
 
 
 async def test_a_send_with_no_answer_is_given_up_on_and_resent_with_a_fresh_producer() -> None:
