@@ -337,7 +337,10 @@ async def _remove_all(
             await ns.log.stop()
             await remove(ns)
 
-    await asyncio.gather(*(one(ns) for ns in made))
+    outcomes = await asyncio.gather(*(one(ns) for ns in made), return_exceptions=True)
+    for outcome in outcomes:  # every namespace is tried; then the first that failed says why
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @pytest.fixture(scope="session")
