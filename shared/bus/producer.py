@@ -205,8 +205,8 @@ class ReliableProducer:
         self.resets = 0  # how many times a producer was replaced (for logs and tests)
 
     async def start(self) -> None:
-        # One start at a time: deliveries that begin together (a relay's and its consumer's
-        # hand-off) share the producer the first one starts; a second started beside it
+        # One start at a time: deliveries that begin together (tasks publishing through one
+        # Publisher) share the producer the first one starts; a second started beside it
         # would be replaced unstopped, its sockets open for as long as the process lives.
         async with self._starting:
             if self._producer is None:

@@ -256,8 +256,8 @@ async def test_a_retriable_error_is_retried_with_the_same_producer() -> None:
 
 
 async def test_deliveries_that_start_the_producer_at_once_share_one() -> None:
-    # A service's relay and its consumer's hand-off both deliver: while the first start is
-    # still bootstrapping, a second must wait for it, not start a producer nobody will stop.
+    # Tasks publishing through one Publisher deliver at once: while the first start is still
+    # bootstrapping, a second must wait for it, not start a producer nobody will stop.
     kafka = FakeKafka(start_s=0.05)
     producer = kafka.reliable()
     done = await asyncio.gather(*(producer.deliver(records(1), within_s=30) for _ in range(3)))
