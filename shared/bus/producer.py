@@ -220,9 +220,11 @@ class ReliableProducer:
 
     async def stop(self) -> None:
         """Flush and close, within a bounded time (a broker that is away is not waited for:
-        what it has not acknowledged was not reported delivered)."""
-        if self._producer is not None:
+        what it has not acknowledged was not reported delivered). A start under way is waited
+        for (it is bounded), so that what it starts is stopped too, not left running."""
+        async with self._starting:
             producer, self._producer = self._producer, None
+        if producer is not None:
             await self._close(producer)
 
     async def reset(self, failed: Any = None) -> None:

@@ -66,6 +66,7 @@ class FakeProducer:
         self.client = self  # where aiokafka keeps its connections (closed without flushing)
 
     async def start(self) -> None:
+        self.kafka.starting.set()
         await asyncio.sleep(self.kafka.start_s)  # the bootstrap's round trips
         if self.kafka.start_failures:
             self.kafka.start_failures -= 1
@@ -116,6 +117,7 @@ class FakeKafka:
     ) -> None:
         self.stop_hangs = stop_hangs
         self.start_s = start_s
+        self.starting = asyncio.Event()  # a producer's start has begun
         self.stopping = asyncio.Event()  # a producer's stop has begun
         self.scripts = scripts or (lambda _: ACK,)
         self.producers: list[FakeProducer] = []
@@ -265,6 +267,16 @@ async def test_deliveries_that_start_the_producer_at_once_share_one() -> None:
     assert len(kafka.producers) == 1
     await producer.stop()
     assert kafka.producers[0].stopped
+
+
+async def test_a_stop_while_the_producer_starts_stops_the_producer_started() -> None:
+    kafka = FakeKafka(start_s=0.1)
+    producer = kafka.reliable()
+    starting = asyncio.create_task(producer.start())
+    await kafka.starting.wait()
+    await producer.stop()  # the start under way is waited for, then what it started stopped
+    await starting
+    assert [p.stopped for p in kafka.producers] == [True]
 
 
 async def test_a_producer_started_while_another_delivery_resets_is_not_dropped_unstopped() -> None:
