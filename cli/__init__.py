@@ -3,7 +3,8 @@
 A long-running command (``lockstep run``, ``lockstep deployer``) is stopped with SIGTERM, and
 a SIGTERM while it is still starting (importing, reading its settings, before its event loop
 takes the signal over) finds nothing begun: it exits 0 there too, not killed by the signal.
-That is set here, the first code of the command line either entry point runs."""
+That is set here, the first code of the command line either entry point runs (the
+interpreter's own start-up, some tens of milliseconds, comes before it and keeps the default)."""
 
 import signal
 import sys
