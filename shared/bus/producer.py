@@ -208,6 +208,8 @@ class ReliableProducer:
         # One start at a time: deliveries that begin together (tasks publishing through one
         # Publisher) share the producer the first one starts; a second started beside it
         # would be replaced unstopped, its sockets open for as long as the process lives.
+        if self._producer is not None:
+            return  # every delivery round asks: the running one needs no lock
         async with self._starting:
             if self._producer is None:
                 producer = self._factory()
