@@ -87,22 +87,23 @@ def test_trace_with_no_spans_names_the_store(tmp_path: Path) -> None:
 def test_a_long_running_command_stopped_while_it_starts_exits_0(command: str) -> None:
     # A supervisor's SIGTERM can come before the event loop takes the signal over (a slow
     # start on a loaded machine): nothing has begun, so that is a clean stop, not a kill.
-    started = subprocess.run(
-        [sys.executable, "-c", STOPPED_WHILE_STARTING, command],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert (started.returncode, started.stderr) == (0, "")
+    assert stopped_while_starting(command) == (0, "")
 
 
 def test_a_short_command_keeps_the_default_sigterm() -> None:
-    started = subprocess.run(
-        [sys.executable, "-c", STOPPED_WHILE_STARTING, "publish"],
+    assert stopped_while_starting("publish")[0] == -signal.SIGTERM
+
+
+def stopped_while_starting(command: str) -> tuple[int, str]:
+    """The exit code and stderr of `lockstep <command>` sent SIGTERM while it imports: the
+    package is in, the command not yet begun."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_WHILE_STARTING, command],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert started.returncode == -signal.SIGTERM
+    return done.returncode, done.stderr
 
 
-# As `lockstep <command> …` is while it imports: the package is in, the command not yet begun.
 STOPPED_WHILE_STARTING = """
 import os, signal, sys, time
 sys.argv = ["lockstep", *sys.argv[1:]]
